@@ -1,0 +1,23 @@
+//! Domain types shared by berth-api, berth-agent and the CLI: validated names,
+//! drivers and scopes, network options, and the IPv4 arithmetic of pools.
+pub mod model;
+pub mod names;
+pub mod net;
+pub mod options;
+
+/// A request field that failed validation, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct Invalid {
+    pub field: String,
+    pub reason: String,
+}
+
+impl Invalid {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Network drivers and scopes, and the built-in networks every cluster has.
+use std::fmt;
+use std::str::FromStr;
+
+use crate::Invalid;
+
+/// What realises a network on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// A Linux bridge per node with NAT to the outside; local scope.
+    Bridge,
+    /// A Linux bridge per node joined by VXLAN; global scope.
+    Overlay,
+    /// The node's own network namespace.
+    Host,
+    /// A namespace with only `lo`.
+    Null,
+}
+
+impl Driver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Bridge => "bridge",
+            Driver::Overlay => "overlay",
+            Driver::Host => "host",
+            Driver::Null => "null",
+        }
+    }
+
+    /// Docker's scopes: bridge, host and null networks are defined once but
+    /// realised per node (`local`); overlay networks span the cluster (`global`).
+    pub fn scope(self) -> Scope {
+        match self {
+            Driver::Overlay => Scope::Global,
+            _ => Scope::Local,
+        }
+    }
+
+    /// Whether networks of this driver have a subnet and hand out addresses.
+    pub fn has_ipam(self) -> bool {
+        matches!(self, Driver::Bridge | Driver::Overlay)
+    }
+}
+
+impl fmt::Display for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Driver {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        match s {
+            "" | "bridge" => Ok(Driver::Bridge),
+            "overlay" => Ok(Driver::Overlay),
+            "host" | "null" => Err(Invalid::new(
+                "driver",
+                format!("only one instance of {s:?} network is allowed: use the built-in one"),
+            )),
+            other => Err(Invalid::new(
+                "driver",
+                format!("unknown driver {other:?} (use bridge or overlay)"),
+            )),
+        }
+    }
+}
+
+/// Where a network's addresses are unique.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Local,
+    Global,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Local => "local",
+            Scope::Global => "global",
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Name, subnet and bridge device of the default bridge network.
+pub const DEFAULT_BRIDGE: (&str, &str, &str) = ("bridge", "172.17.0.0/16", "berth0");
+/// Name of the built-in host network.
+pub const HOST_NETWORK: &str = "host";
+/// Name of the built-in none network.
+pub const NONE_NETWORK: &str = "none";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drivers_parse_and_scope() {
+        assert_eq!("".parse::<Driver>().unwrap(), Driver::Bridge);
+        assert_eq!("overlay".parse::<Driver>().unwrap().scope(), Scope::Global);
+        assert_eq!(Driver::Bridge.scope(), Scope::Local);
+        assert!("host".parse::<Driver>().is_err());
+        let err = "macvlan".parse::<Driver>().unwrap_err();
+        assert_eq!(err.field, "driver");
+        assert_eq!(serde_json::to_string(&Driver::Null).unwrap(), "\"null\"");
+    }
+}
