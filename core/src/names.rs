@@ -95,8 +95,8 @@ mod tests {
         assert!(validate_label("", "x").is_err());
         assert!(validate_label("a b", "x").is_err());
         assert!(validate_label("k", &"v".repeat(4097)).is_err());
-        assert!(validate_ifname("bridge", "br-0123456789a").is_ok());
-        assert!(validate_ifname("bridge", "br-0123456789ab").is_err());
+        assert!(validate_ifname("bridge", "br-0123456789ab").is_ok());
+        assert!(validate_ifname("bridge", "br-0123456789abc").is_err());
         assert!(validate_ifname("bridge", "a/b").is_err());
     }
 }
