@@ -1,1 +1,18 @@
-fn main() {}
+//! berth-agent: parse the configuration, enter the node's namespace if asked,
+//! set up logging, run the agent.
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let config = berth_agent::config::Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log)?)
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(ns) = &config.netns {
+        berth_agent::enter_netns(ns)?;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(berth_agent::run(config))
+}

@@ -1,0 +1,57 @@
+//! berth-api's configuration: flags, each with a `BERTH_*` environment variable.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "berth-api",
+    version,
+    about = "berth's API server: keeps the cluster's network state in etcd and drives the node agents"
+)]
+pub struct Config {
+    /// etcd client URLs, comma separated.
+    #[arg(
+        long,
+        env = "BERTH_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub etcd_endpoints: Vec<String>,
+
+    /// Prefix of every key berth writes in etcd.
+    #[arg(long, env = "BERTH_ETCD_PREFIX", default_value = "/berth")]
+    pub etcd_prefix: String,
+
+    /// TCP address for the gRPC API (agents and remote CLIs). Empty disables TCP.
+    #[arg(long, env = "BERTH_API_LISTEN", default_value = "127.0.0.1:7420")]
+    pub listen: String,
+
+    /// Unix socket for the gRPC API (local CLI). Empty disables it.
+    #[arg(long, env = "BERTH_API_SOCKET", default_value = "/run/berth/api.sock")]
+    pub socket: PathBuf,
+
+    /// Seconds a node stays ready without a heartbeat from its agent.
+    #[arg(long, env = "BERTH_NODE_TTL", default_value_t = 10)]
+    pub node_ttl: u32,
+
+    /// Log filter (tracing-subscriber EnvFilter syntax), e.g. `info` or `berth_api=debug`.
+    #[arg(long, env = "BERTH_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Config {
+    /// The TCP address to listen on, if any.
+    pub fn tcp(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.listen.parse().map_err(|e| {
+            anyhow::anyhow!("--listen {:?}: {e}", self.listen)
+        })?))
+    }
+
+    /// The Unix socket to listen on, if any.
+    pub fn unix(&self) -> Option<&std::path::Path> {
+        (!self.socket.as_os_str().is_empty()).then_some(self.socket.as_path())
+    }
+}

@@ -1,0 +1,56 @@
+//! Conversions from records to generated proto types; the only place that
+//! knows both.
+use berth_proto::v1 as pb;
+
+use crate::nodes::NodeStatus;
+use crate::store::records::{EndpointRecord, NetworkRecord};
+
+pub fn network(n: &NetworkRecord) -> pb::Network {
+    pb::Network {
+        id: n.id.clone(),
+        name: n.name.clone(),
+        driver: n.driver.to_string(),
+        scope: n.scope.to_string(),
+        subnet: n.subnet.map(|s| s.to_string()).unwrap_or_default(),
+        gateway: n.gateway.map(|g| g.to_string()).unwrap_or_default(),
+        options: n.options.clone().into_iter().collect(),
+        labels: n.labels.clone().into_iter().collect(),
+        created: n.created.clone(),
+        vni: n.vni.unwrap_or(0),
+        bridge: n.bridge.clone().unwrap_or_default(),
+        mtu: n.mtu.unwrap_or(0),
+        builtin: n.builtin,
+    }
+}
+
+pub fn endpoint(e: &EndpointRecord, net: &NetworkRecord) -> pb::Endpoint {
+    pb::Endpoint {
+        id: e.id.clone(),
+        network_id: e.network_id.clone(),
+        network_name: net.name.clone(),
+        sandbox_id: e.sandbox_id.clone(),
+        sandbox_name: e.sandbox_name.clone(),
+        node: e.node.clone(),
+        ip: e.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        prefix_len: match (e.ip, net.subnet) {
+            (Some(_), Some(s)) => u32::from(s.prefix_len()),
+            _ => 0,
+        },
+        mac: e.mac.clone(),
+        ifname: e.ifname.clone(),
+        aliases: e.aliases.clone(),
+        gateway: net.gateway.map(|g| g.to_string()).unwrap_or_default(),
+        revision: 0,
+    }
+}
+
+pub fn node(n: &NodeStatus) -> pb::Node {
+    pb::Node {
+        name: n.record.name.clone(),
+        address: n.record.address.to_string(),
+        agent_url: n.record.agent_url.clone(),
+        ready: n.ready,
+        registered: n.record.registered.clone(),
+        mtu: n.record.mtu,
+    }
+}

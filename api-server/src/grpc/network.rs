@@ -1,0 +1,88 @@
+//! `berth.v1.NetworkService`: validates requests into domain types and calls
+//! [`Networks`].
+use berth_proto::v1 as pb;
+use berth_proto::v1::network_service_server::NetworkService;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::error::ApiError;
+use crate::networks::{NetworkSpec, Networks};
+
+pub struct NetworkApi {
+    pub networks: Networks,
+}
+
+#[tonic::async_trait]
+impl NetworkService for NetworkApi {
+    #[tracing::instrument(skip_all, fields(network = %req.get_ref().name))]
+    async fn create_network(
+        &self,
+        req: Request<pb::CreateNetworkRequest>,
+    ) -> Result<Response<pb::CreateNetworkResponse>, Status> {
+        let r = req.into_inner();
+        let spec = NetworkSpec::validate(
+            &r.name,
+            &r.driver,
+            &r.subnet,
+            &r.gateway,
+            r.options.into_iter().collect(),
+            r.labels.into_iter().collect(),
+        )?;
+        let net = self.networks.create(spec).await?;
+        Ok(Response::new(pb::CreateNetworkResponse {
+            network: Some(convert::network(&net)),
+        }))
+    }
+
+    async fn list_networks(
+        &self,
+        _req: Request<pb::ListNetworksRequest>,
+    ) -> Result<Response<pb::ListNetworksResponse>, Status> {
+        let nets = self.networks.list().await?;
+        Ok(Response::new(pb::ListNetworksResponse {
+            networks: nets.iter().map(convert::network).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(network = %req.get_ref().name_or_id))]
+    async fn inspect_network(
+        &self,
+        req: Request<pb::InspectNetworkRequest>,
+    ) -> Result<Response<pb::InspectNetworkResponse>, Status> {
+        let net = self.networks.find(&req.get_ref().name_or_id).await?;
+        let eps = self.networks.endpoints(&net.id).await?;
+        Ok(Response::new(pb::InspectNetworkResponse {
+            network: Some(convert::network(&net)),
+            endpoints: eps.iter().map(|e| convert::endpoint(e, &net)).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(network = %req.get_ref().name_or_id))]
+    async fn remove_network(
+        &self,
+        req: Request<pb::RemoveNetworkRequest>,
+    ) -> Result<Response<pb::RemoveNetworkResponse>, Status> {
+        let net = self.networks.remove(&req.get_ref().name_or_id).await?;
+        Ok(Response::new(pb::RemoveNetworkResponse { id: net.id }))
+    }
+
+    async fn connect_network(
+        &self,
+        _req: Request<pb::ConnectNetworkRequest>,
+    ) -> Result<Response<pb::ConnectNetworkResponse>, Status> {
+        Err(ApiError::Unimplemented(
+            "network connect needs the node agent, which is not built yet".into(),
+        )
+        .into())
+    }
+
+    async fn disconnect_network(
+        &self,
+        _req: Request<pb::DisconnectNetworkRequest>,
+    ) -> Result<Response<pb::DisconnectNetworkResponse>, Status> {
+        Err(ApiError::Unimplemented(
+            "network disconnect needs the node agent, which is not built yet".into(),
+        )
+        .into())
+    }
+}

@@ -1,0 +1,69 @@
+//! `berth.v1.NodeService` (for people) and `berth.v1.RegistryService` (for agents).
+use berth_proto::v1 as pb;
+use berth_proto::v1::node_service_server::NodeService;
+use berth_proto::v1::registry_service_server::RegistryService;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::error::ApiError;
+use crate::nodes::{Nodes, Registration};
+
+pub struct NodeApi {
+    pub nodes: Nodes,
+}
+
+#[tonic::async_trait]
+impl NodeService for NodeApi {
+    async fn list_nodes(
+        &self,
+        _req: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let nodes = self.nodes.list().await?;
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes: nodes.iter().map(convert::node).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = %req.get_ref().name))]
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let r = req.into_inner();
+        self.nodes.remove(&r.name, r.force).await?;
+        Ok(Response::new(pb::RemoveNodeResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl RegistryService for NodeApi {
+    #[tracing::instrument(skip_all, fields(node = %req.get_ref().name))]
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let r = req.into_inner();
+        let reg = Registration::validate(&r.name, &r.address, &r.agent_url, r.mtu)?;
+        let lease_id = self.nodes.register(reg).await?;
+        Ok(Response::new(pb::RegisterResponse {
+            lease_id,
+            ttl_seconds: self.nodes.ttl_seconds(),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        let ttl_seconds = self.nodes.heartbeat(&r.name, r.lease_id).await?;
+        Ok(Response::new(pb::HeartbeatResponse { ttl_seconds }))
+    }
+
+    async fn desired_state(
+        &self,
+        _req: Request<pb::DesiredStateRequest>,
+    ) -> Result<Response<pb::NodeState>, Status> {
+        Err(ApiError::Unimplemented("desired state arrives with the node agent".into()).into())
+    }
+}

@@ -1,0 +1,378 @@
+//! Networks: create (with subnet, VNI and name taken in one transaction),
+//! list, look up, remove, and the built-in `bridge`, `host` and `none`.
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use berth_core::model::{DEFAULT_BRIDGE, Driver, HOST_NETWORK, NONE_NETWORK};
+use berth_core::names::{validate_label, validate_name};
+use berth_core::net;
+use berth_core::options::NetworkOptions;
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use ipnet::Ipv4Net;
+
+use crate::error::{ApiError, Result};
+use crate::ipam;
+use crate::store::records::{EndpointRecord, NetworkRecord};
+use crate::store::{Store, new_id, now_rfc3339, to_json};
+
+/// A validated request to create a network.
+#[derive(Debug, Clone)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub driver: Driver,
+    pub subnet: Option<Ipv4Net>,
+    pub gateway: Option<Ipv4Addr>,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub parsed: NetworkOptions,
+    builtin: bool,
+    bridge: Option<String>,
+}
+
+impl NetworkSpec {
+    /// Validates a user's request; nothing is touched before this passes.
+    pub fn validate(
+        name: &str,
+        driver: &str,
+        subnet: &str,
+        gateway: &str,
+        options: BTreeMap<String, String>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Self> {
+        validate_name("name", name)?;
+        let driver: Driver = driver.parse()?;
+        let subnet = match subnet {
+            "" => None,
+            s => Some(net::parse_subnet("subnet", s)?),
+        };
+        let gateway = match gateway {
+            "" => None,
+            g => Some(net::parse_ip("gateway", g)?),
+        };
+        match (subnet, gateway) {
+            (None, Some(_)) => {
+                return Err(berth_core::Invalid::new("gateway", "--gateway needs --subnet").into());
+            }
+            (Some(s), Some(g)) => net::check_gateway(s, g)?,
+            _ => {}
+        }
+        let parsed = NetworkOptions::parse(driver, &options)?;
+        for (k, v) in &labels {
+            validate_label(k, v)?;
+        }
+        Ok(Self {
+            name: name.to_string(),
+            driver,
+            subnet,
+            gateway,
+            options,
+            labels,
+            bridge: parsed.bridge_name.clone(),
+            parsed,
+            builtin: false,
+        })
+    }
+
+    fn builtin(name: &str, driver: Driver, subnet: Option<Ipv4Net>, bridge: Option<&str>) -> Self {
+        Self {
+            name: name.to_string(),
+            driver,
+            subnet,
+            gateway: None,
+            options: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            parsed: NetworkOptions::default(),
+            builtin: true,
+            bridge: bridge.map(str::to_string),
+        }
+    }
+}
+
+/// The built-in networks every cluster has.
+fn builtins() -> Vec<NetworkSpec> {
+    let (name, subnet, dev) = DEFAULT_BRIDGE;
+    vec![
+        NetworkSpec::builtin(name, Driver::Bridge, subnet.parse().ok(), Some(dev)),
+        NetworkSpec::builtin(HOST_NETWORK, Driver::Host, None, None),
+        NetworkSpec::builtin(NONE_NETWORK, Driver::Null, None, None),
+    ]
+}
+
+/// Network operations on the store.
+#[derive(Clone)]
+pub struct Networks {
+    store: Store,
+}
+
+impl Networks {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// Creates a network: name, subnet, VNI and bridge device are taken in one
+    /// transaction, retried when another allocation in the same scope wins.
+    pub async fn create(&self, spec: NetworkSpec) -> Result<NetworkRecord> {
+        let keys = &self.store.keys;
+        let scope = spec.driver.scope();
+        let name_key = keys.network_name(&spec.name);
+        for attempt in 0..ipam::MAX_ATTEMPTS {
+            let id = new_id();
+            let mut compares = vec![Compare::create_revision(
+                name_key.clone(),
+                CompareOp::Equal,
+                0,
+            )];
+            let mut ops = vec![TxnOp::put(name_key.clone(), id.clone(), None)];
+            let mut record = NetworkRecord {
+                id: id.clone(),
+                name: spec.name.clone(),
+                driver: spec.driver,
+                scope,
+                subnet: None,
+                gateway: None,
+                options: spec.options.clone(),
+                labels: spec.labels.clone(),
+                created: now_rfc3339(),
+                vni: None,
+                bridge: None,
+                mtu: spec.parsed.mtu,
+                builtin: spec.builtin,
+            };
+            if spec.driver.has_ipam() {
+                let taken = ipam::taken_subnets(&self.store, scope).await?;
+                let names = self.names_by_id().await?;
+                let subnet = ipam::choose_subnet(scope, spec.subnet, &taken.subnets, |id| {
+                    names.get(id).cloned().unwrap_or_else(|| id.to_string())
+                })?;
+                let guard = keys.subnet_guard(scope);
+                compares.push(Compare::mod_revision(
+                    guard.clone(),
+                    CompareOp::Equal,
+                    taken.guard_revision,
+                ));
+                ops.push(TxnOp::put(guard, id.clone(), None));
+                let subnet_key = keys.subnet(scope, subnet);
+                compares.push(Compare::create_revision(
+                    subnet_key.clone(),
+                    CompareOp::Equal,
+                    0,
+                ));
+                ops.push(TxnOp::put(subnet_key, id.clone(), None));
+                record.subnet = Some(subnet);
+                record.gateway = Some(spec.gateway.unwrap_or_else(|| net::default_gateway(subnet)));
+                let bridge = spec.bridge.clone().unwrap_or_else(|| match spec.driver {
+                    Driver::Overlay => format!("ov-{}", &id[..12]),
+                    _ => format!("br-{}", &id[..12]),
+                });
+                let bridge_key = keys.bridge_name(&bridge);
+                compares.push(Compare::create_revision(
+                    bridge_key.clone(),
+                    CompareOp::Equal,
+                    0,
+                ));
+                ops.push(TxnOp::put(bridge_key, id.clone(), None));
+                record.bridge = Some(bridge);
+            }
+            if spec.driver == Driver::Overlay {
+                let vni = ipam::choose_vni(&ipam::taken_vnis(&self.store).await?)?;
+                let vni_key = keys.vni(vni);
+                compares.push(Compare::create_revision(
+                    vni_key.clone(),
+                    CompareOp::Equal,
+                    0,
+                ));
+                ops.push(TxnOp::put(vni_key, id.clone(), None));
+                record.vni = Some(vni);
+            }
+            ops.push(TxnOp::put(keys.network(&id), to_json(&record)?, None));
+            let resp = self
+                .store
+                .txn(Txn::new().when(compares).and_then(ops))
+                .await?;
+            if resp.succeeded() {
+                tracing::info!(network = %record.name, id = %record.id, subnet = ?record.subnet, "network created");
+                return Ok(record);
+            }
+            // Find out which compare failed: a taken name or bridge is final,
+            // anything else is a lost race in the scope and worth a retry.
+            if self.store.get_string(&name_key).await?.is_some() {
+                return Err(ApiError::AlreadyExists(format!(
+                    "network with name {} already exists",
+                    spec.name
+                )));
+            }
+            if let Some(bridge) = &spec.bridge
+                && let Some(owner) = self.store.get_string(&keys.bridge_name(bridge)).await?
+            {
+                let names = self.names_by_id().await?;
+                return Err(ApiError::FailedPrecondition(format!(
+                    "bridge {bridge} is already used by network {}",
+                    names.get(&owner).cloned().unwrap_or(owner)
+                )));
+            }
+            tracing::debug!(network = %spec.name, attempt, "network allocation lost a race, retrying");
+        }
+        Err(ApiError::Aborted(format!(
+            "could not create network {} after {} attempts; try again",
+            spec.name,
+            ipam::MAX_ATTEMPTS
+        )))
+    }
+
+    /// Makes sure `bridge`, `host` and `none` exist. Safe to run from any
+    /// number of API servers at once: only one create per name can win.
+    pub async fn ensure_builtins(&self) -> Result<()> {
+        for spec in builtins() {
+            let name = spec.name.clone();
+            match self.create(spec).await {
+                Ok(_) | Err(ApiError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+            tracing::debug!(network = %name, "built-in network present");
+        }
+        Ok(())
+    }
+
+    pub async fn list(&self) -> Result<Vec<NetworkRecord>> {
+        let mut nets: Vec<NetworkRecord> =
+            self.store.list_json(&self.store.keys.networks()).await?;
+        nets.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(nets)
+    }
+
+    async fn names_by_id(&self) -> Result<BTreeMap<String, String>> {
+        Ok(self
+            .store
+            .list_json::<NetworkRecord>(&self.store.keys.networks())
+            .await?
+            .into_iter()
+            .map(|n| (n.id, n.name))
+            .collect())
+    }
+
+    /// Looks a network up by exact name, full id, or unique id prefix (as Docker does).
+    pub async fn find(&self, name_or_id: &str) -> Result<NetworkRecord> {
+        if name_or_id.is_empty() {
+            return Err(berth_core::Invalid::new("network", "must not be empty").into());
+        }
+        let keys = &self.store.keys;
+        if let Some(id) = self
+            .store
+            .get_string(&keys.network_name(name_or_id))
+            .await?
+            && let Some(rec) = self
+                .store
+                .get_json::<NetworkRecord>(&keys.network(&id))
+                .await?
+        {
+            return Ok(rec.value);
+        }
+        if name_or_id.chars().all(|c| c.is_ascii_hexdigit()) {
+            let lower = name_or_id.to_ascii_lowercase();
+            let mut found: Vec<NetworkRecord> = self.store.list_json(&keys.network(&lower)).await?;
+            match found.len() {
+                1 => return Ok(found.remove(0)),
+                0 => {}
+                n => {
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "network id prefix {name_or_id} is ambiguous ({n} networks match)"
+                    )));
+                }
+            }
+        }
+        Err(ApiError::not_found("network", name_or_id))
+    }
+
+    /// Endpoints attached to a network, on every node.
+    pub async fn endpoints(&self, network_id: &str) -> Result<Vec<EndpointRecord>> {
+        self.store
+            .list_json(&self.store.keys.endpoints(network_id))
+            .await
+    }
+
+    /// Removes a network that has no endpoints left. The removal compares the
+    /// network's guard key, which every endpoint creation rewrites, so an
+    /// endpoint created concurrently makes the removal fail instead of orphaning it.
+    pub async fn remove(&self, name_or_id: &str) -> Result<NetworkRecord> {
+        let keys = &self.store.keys;
+        for _ in 0..ipam::MAX_ATTEMPTS {
+            let net = self.find(name_or_id).await?;
+            if net.builtin {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "{} is a pre-defined network and cannot be removed",
+                    net.name
+                )));
+            }
+            let guard_key = keys.network_guard(&net.id);
+            let guard_rev = self.store.mod_revision(&guard_key).await?;
+            let endpoints = self.endpoints(&net.id).await?;
+            if !endpoints.is_empty() {
+                let names: Vec<_> = endpoints.iter().map(|e| e.sandbox_name.as_str()).collect();
+                return Err(ApiError::FailedPrecondition(format!(
+                    "network {} has active endpoints ({})",
+                    net.name,
+                    names.join(", ")
+                )));
+            }
+            let mut ops = vec![
+                TxnOp::delete(keys.network(&net.id), None),
+                TxnOp::delete(keys.network_name(&net.name), None),
+                TxnOp::delete(guard_key.clone(), None),
+                TxnOp::delete(
+                    keys.ipam_network(&net.id),
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                ),
+            ];
+            if let Some(subnet) = net.subnet {
+                ops.push(TxnOp::delete(keys.subnet(net.scope, subnet), None));
+            }
+            if let Some(bridge) = &net.bridge {
+                ops.push(TxnOp::delete(keys.bridge_name(bridge), None));
+            }
+            if let Some(vni) = net.vni {
+                ops.push(TxnOp::delete(keys.vni(vni), None));
+            }
+            let compares = vec![
+                Compare::mod_revision(guard_key, CompareOp::Equal, guard_rev),
+                Compare::create_revision(keys.network(&net.id), CompareOp::NotEqual, 0),
+            ];
+            if self
+                .store
+                .txn(Txn::new().when(compares).and_then(ops))
+                .await?
+                .succeeded()
+            {
+                tracing::info!(network = %net.name, id = %net.id, "network removed");
+                return Ok(net);
+            }
+        }
+        Err(ApiError::Aborted(format!(
+            "network {name_or_id} kept changing; try again"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, driver: &str, subnet: &str, gw: &str) -> Result<NetworkSpec> {
+        NetworkSpec::validate(name, driver, subnet, gw, BTreeMap::new(), BTreeMap::new())
+    }
+
+    #[test]
+    fn validation() {
+        assert!(spec("my-bridge", "bridge", "", "").is_ok());
+        assert!(spec("-bad", "bridge", "", "").is_err());
+        assert!(spec("n", "macvlan", "", "").is_err());
+        assert!(spec("n", "bridge", "", "172.20.0.1").is_err());
+        assert!(spec("n", "bridge", "172.20.0.0/16", "172.21.0.1").is_err());
+        assert!(spec("n", "bridge", "172.20.0.0/16", "172.20.0.0").is_err());
+        let s = spec("n", "overlay", "10.9.0.0/24", "10.9.0.254").unwrap();
+        assert_eq!(s.driver, Driver::Overlay);
+        assert_eq!(s.gateway, Some(Ipv4Addr::new(10, 9, 0, 254)));
+        let mut labels = BTreeMap::new();
+        labels.insert("bad key".to_string(), "v".to_string());
+        assert!(NetworkSpec::validate("n", "", "", "", BTreeMap::new(), labels).is_err());
+    }
+}

@@ -1,0 +1,175 @@
+//! Nodes: registration by agents, liveness through an etcd lease the agent
+//! keeps alive via heartbeats, listing and removal.
+//!
+//! Two keys per node: `nodes/<name>` is the lasting record (address, agent
+//! URL); `alive/<name>` is attached to the lease and vanishes when the agent
+//! stops heartbeating, which is what "not ready" means.
+use std::net::Ipv4Addr;
+
+use berth_core::names::validate_name;
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+
+use crate::error::{ApiError, Result};
+use crate::store::records::NodeRecord;
+use crate::store::{Store, now_rfc3339, to_json};
+
+/// A node as listed: its record and whether its lease is alive.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    pub record: NodeRecord,
+    pub ready: bool,
+}
+
+/// A validated registration.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub agent_url: String,
+    pub mtu: u32,
+}
+
+impl Registration {
+    pub fn validate(name: &str, address: &str, agent_url: &str, mtu: u32) -> Result<Self> {
+        validate_name("node name", name)?;
+        let address = berth_core::net::parse_ip("node address", address)?;
+        if !(agent_url.starts_with("http://") || agent_url.starts_with("https://")) {
+            return Err(berth_core::Invalid::new(
+                "agent url",
+                format!("{agent_url:?} must start with http:// or https://"),
+            )
+            .into());
+        }
+        Ok(Self {
+            name: name.to_string(),
+            address,
+            agent_url: agent_url.to_string(),
+            mtu: if mtu == 0 { 1500 } else { mtu },
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct Nodes {
+    store: Store,
+    ttl_seconds: i64,
+}
+
+impl Nodes {
+    pub fn new(store: Store, ttl_seconds: u32) -> Self {
+        Self {
+            store,
+            ttl_seconds: i64::from(ttl_seconds.max(2)),
+        }
+    }
+
+    pub fn ttl_seconds(&self) -> u32 {
+        self.ttl_seconds as u32
+    }
+
+    /// Records the node and attaches its liveness key to a fresh lease.
+    pub async fn register(&self, reg: Registration) -> Result<i64> {
+        let mut client = self.store.client();
+        let lease = client.lease_grant(self.ttl_seconds, None).await?.id();
+        let keys = &self.store.keys;
+        let record = NodeRecord {
+            name: reg.name.clone(),
+            address: reg.address,
+            agent_url: reg.agent_url.clone(),
+            mtu: reg.mtu,
+            registered: now_rfc3339(),
+        };
+        self.store
+            .txn(Txn::new().and_then([
+                TxnOp::put(keys.node(&reg.name), to_json(&record)?, None),
+                TxnOp::put(
+                    keys.alive(&reg.name),
+                    lease.to_string(),
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
+            ]))
+            .await?;
+        tracing::info!(node = %reg.name, address = %reg.address, lease, "node registered");
+        Ok(lease)
+    }
+
+    /// Renews the node's lease once. NOT_FOUND when the lease lapsed or the
+    /// node was removed: the agent registers again.
+    pub async fn heartbeat(&self, name: &str, lease: i64) -> Result<u32> {
+        let alive = self.store.get_string(&self.store.keys.alive(name)).await?;
+        if alive.as_deref() != Some(lease.to_string().as_str()) {
+            return Err(ApiError::not_found("lease of node", name));
+        }
+        let mut client = self.store.client();
+        let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
+        keeper.keep_alive().await?;
+        match stream.message().await? {
+            Some(resp) if resp.ttl() > 0 => Ok(resp.ttl() as u32),
+            _ => Err(ApiError::not_found("lease of node", name)),
+        }
+    }
+
+    pub async fn list(&self) -> Result<Vec<NodeStatus>> {
+        let keys = &self.store.keys;
+        let records: Vec<NodeRecord> = self.store.list_json(&keys.nodes()).await?;
+        let alive: std::collections::HashSet<String> = self
+            .store
+            .list_keys(&keys.alive_all())
+            .await?
+            .into_iter()
+            .map(|k| crate::store::keys::last_segment(&k).to_string())
+            .collect();
+        let mut out: Vec<NodeStatus> = records
+            .into_iter()
+            .map(|record| NodeStatus {
+                ready: alive.contains(&record.name),
+                record,
+            })
+            .collect();
+        out.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        Ok(out)
+    }
+
+    pub async fn get(&self, name: &str) -> Result<NodeStatus> {
+        let keys = &self.store.keys;
+        let record = self
+            .store
+            .get_json::<NodeRecord>(&keys.node(name))
+            .await?
+            .ok_or_else(|| ApiError::not_found("node", name))?
+            .value;
+        let ready = self.store.get_string(&keys.alive(name)).await?.is_some();
+        Ok(NodeStatus { record, ready })
+    }
+
+    /// Forgets a node. A ready node is only removed with `force`.
+    pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
+        let node = self.get(name).await?;
+        if node.ready && !force {
+            return Err(ApiError::FailedPrecondition(format!(
+                "node {name} is ready; stop its agent first or use --force"
+            )));
+        }
+        let keys = &self.store.keys;
+        let resp = self
+            .store
+            .txn(
+                Txn::new()
+                    .when([Compare::create_revision(
+                        keys.node(name),
+                        CompareOp::NotEqual,
+                        0,
+                    )])
+                    .and_then([
+                        TxnOp::delete(keys.node(name), None),
+                        TxnOp::delete(keys.alive(name), None),
+                    ]),
+            )
+            .await?;
+        if !resp.succeeded() {
+            return Err(ApiError::not_found("node", name));
+        }
+        tracing::info!(node = %name, "node removed");
+        Ok(())
+    }
+}

@@ -1,0 +1,132 @@
+//! Wires the services together and serves them on TCP and a Unix socket,
+//! with gRPC health and reflection.
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_proto::v1::network_service_server::NetworkServiceServer;
+use berth_proto::v1::node_service_server::NodeServiceServer;
+use berth_proto::v1::registry_service_server::RegistryServiceServer;
+use berth_proto::v1::sandbox_service_server::SandboxServiceServer;
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::Server;
+use tonic::transport::server::Router;
+
+use crate::config::Config;
+use crate::grpc::network::NetworkApi;
+use crate::grpc::node::NodeApi;
+use crate::grpc::sandbox::SandboxApi;
+use crate::networks::Networks;
+use crate::nodes::Nodes;
+use crate::store::Store;
+
+/// Connects to etcd, ensures the built-in networks and serves until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let tcp = config.tcp()?;
+    let store = Store::connect(&config.etcd_endpoints, &config.etcd_prefix)
+        .await
+        .context("connecting to etcd")?;
+    let networks = Networks::new(store.clone());
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match networks.ensure_builtins().await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot ensure built-in networks yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    let nodes = Nodes::new(store.clone(), config.node_ttl);
+    let router = || -> anyhow::Result<Router> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let health_set = async move {
+            health
+                .set_serving::<NetworkServiceServer<NetworkApi>>()
+                .await;
+            health
+                .set_serving::<SandboxServiceServer<SandboxApi>>()
+                .await;
+            health.set_serving::<NodeServiceServer<NodeApi>>().await;
+            health.set_serving::<RegistryServiceServer<NodeApi>>().await;
+        };
+        tokio::spawn(health_set);
+        Ok(Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(NetworkServiceServer::new(NetworkApi {
+                networks: networks.clone(),
+            }))
+            .add_service(SandboxServiceServer::new(SandboxApi))
+            .add_service(NodeServiceServer::new(NodeApi {
+                nodes: nodes.clone(),
+            }))
+            .add_service(RegistryServiceServer::new(NodeApi {
+                nodes: nodes.clone(),
+            })))
+    };
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut servers = tokio::task::JoinSet::new();
+    if let Some(addr) = tcp {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "listening on tcp");
+        let r = router()?;
+        servers.spawn(async move {
+            r.serve_with_incoming(TcpListenerStream::new(listener))
+                .await
+        });
+    }
+    if let Some(path) = config.unix() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        // A socket left by a previous run would make bind fail.
+        let _ = std::fs::remove_file(path);
+        let listener =
+            UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+        set_mode(path, 0o660)?;
+        tracing::info!(path = %path.display(), "listening on unix socket");
+        let r = router()?;
+        servers.spawn(async move {
+            r.serve_with_incoming(UnixListenerStream::new(listener))
+                .await
+        });
+    }
+    if servers.is_empty() {
+        anyhow::bail!("nothing to listen on: both --listen and --socket are empty");
+    }
+    tokio::select! {
+        _ = &mut shutdown => tracing::info!("shutting down"),
+        Some(res) = servers.join_next() => {
+            res??;
+        }
+    }
+    if let Some(path) = config.unix() {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,137 @@
+//! The etcd key layout, in one place. Every key lives under the configured
+//! prefix (default `/berth`) followed by `/v1/`.
+use std::net::Ipv4Addr;
+
+use berth_core::model::Scope;
+use ipnet::Ipv4Net;
+
+/// Builds keys under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    root: String,
+}
+
+/// The IPAM pool name used for cluster-wide (global scope) networks.
+pub const CLUSTER_POOL: &str = "_cluster";
+
+impl Keys {
+    /// `prefix` such as `/berth`; a trailing `/` is ignored.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            root: format!("{}/v1/", prefix.trim_end_matches('/')),
+        }
+    }
+
+    /// Everything berth stores.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    pub fn networks(&self) -> String {
+        format!("{}networks/", self.root)
+    }
+    pub fn network(&self, id: &str) -> String {
+        format!("{}networks/{id}", self.root)
+    }
+    pub fn network_name(&self, name: &str) -> String {
+        format!("{}names/networks/{name}", self.root)
+    }
+    pub fn bridge_name(&self, dev: &str) -> String {
+        format!("{}names/bridges/{dev}", self.root)
+    }
+    pub fn sandbox_name(&self, name: &str) -> String {
+        format!("{}names/sandboxes/{name}", self.root)
+    }
+    pub fn subnets(&self, scope: Scope) -> String {
+        format!("{}subnets/{scope}/", self.root)
+    }
+    /// `172.18.0.0/16` is stored as `172.18.0.0-16` so a key is one path segment.
+    pub fn subnet(&self, scope: Scope, net: Ipv4Net) -> String {
+        format!(
+            "{}subnets/{scope}/{}-{}",
+            self.root,
+            net.network(),
+            net.prefix_len()
+        )
+    }
+    /// Written by every subnet allocation of `scope`; allocations compare its
+    /// revision so two overlapping subnets can never both be taken.
+    pub fn subnet_guard(&self, scope: Scope) -> String {
+        format!("{}guards/subnets/{scope}", self.root)
+    }
+    /// Written by every endpoint creation on a network; removal of the
+    /// network compares its revision so no endpoint lands on a removed network.
+    pub fn network_guard(&self, id: &str) -> String {
+        format!("{}guards/networks/{id}", self.root)
+    }
+    pub fn vnis(&self) -> String {
+        format!("{}vni/", self.root)
+    }
+    pub fn vni(&self, vni: u32) -> String {
+        format!("{}vni/{vni}", self.root)
+    }
+    pub fn sandboxes(&self) -> String {
+        format!("{}sandboxes/", self.root)
+    }
+    pub fn sandbox(&self, id: &str) -> String {
+        format!("{}sandboxes/{id}", self.root)
+    }
+    pub fn endpoints(&self, network_id: &str) -> String {
+        format!("{}endpoints/{network_id}/", self.root)
+    }
+    pub fn endpoint(&self, network_id: &str, sandbox_id: &str) -> String {
+        format!("{}endpoints/{network_id}/{sandbox_id}", self.root)
+    }
+    /// Addresses of one network in one pool: a node name for local-scope
+    /// networks, [`CLUSTER_POOL`] for global ones.
+    pub fn ipam_pool(&self, network_id: &str, pool: &str) -> String {
+        format!("{}ipam/{network_id}/{pool}/", self.root)
+    }
+    pub fn ipam(&self, network_id: &str, pool: &str, ip: Ipv4Addr) -> String {
+        format!("{}ipam/{network_id}/{pool}/{ip}", self.root)
+    }
+    pub fn ipam_network(&self, network_id: &str) -> String {
+        format!("{}ipam/{network_id}/", self.root)
+    }
+    pub fn port(&self, node: &str, proto: &str, host_ip: &str, port: u16) -> String {
+        format!("{}ports/{node}/{proto}/{host_ip}/{port}", self.root)
+    }
+    pub fn nodes(&self) -> String {
+        format!("{}nodes/", self.root)
+    }
+    pub fn node(&self, name: &str) -> String {
+        format!("{}nodes/{name}", self.root)
+    }
+    /// Present while the node's agent keeps its lease alive.
+    pub fn alive_all(&self) -> String {
+        format!("{}alive/", self.root)
+    }
+    pub fn alive(&self, name: &str) -> String {
+        format!("{}alive/{name}", self.root)
+    }
+}
+
+/// The last path segment of a key.
+pub fn last_segment(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout() {
+        let k = Keys::new("/berth/");
+        assert_eq!(k.network("abc"), "/berth/v1/networks/abc");
+        assert_eq!(
+            k.subnet(Scope::Local, "172.18.0.0/16".parse().unwrap()),
+            "/berth/v1/subnets/local/172.18.0.0-16"
+        );
+        assert_eq!(
+            k.ipam("n", "node1", Ipv4Addr::new(10, 0, 0, 2)),
+            "/berth/v1/ipam/n/node1/10.0.0.2"
+        );
+        assert_eq!(last_segment("/berth/v1/ipam/n/node1/10.0.0.2"), "10.0.0.2");
+    }
+}

@@ -1,0 +1,162 @@
+//! etcd access: the client, the key layout and JSON records.
+pub mod keys;
+pub mod records;
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, GetOptions, Txn, TxnResponse};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use self::keys::Keys;
+use crate::error::{ApiError, Result};
+
+/// A connection to etcd plus the key layout under the configured prefix.
+/// Cheap to clone: clones share one gRPC channel.
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    pub keys: Keys,
+}
+
+/// A value read from etcd with the revision it was last modified at.
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub mod_revision: i64,
+}
+
+impl Store {
+    /// Connects to `endpoints` (e.g. `http://127.0.0.1:2379`). The connection
+    /// is lazy in etcd-client; callers find out about a dead etcd on first use.
+    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self> {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(10))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        let client = Client::connect(endpoints, Some(opts)).await?;
+        Ok(Self {
+            client,
+            keys: Keys::new(prefix),
+        })
+    }
+
+    /// The raw client, for leases and anything not wrapped here.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<Versioned<T>>> {
+        let resp = self.client.clone().get(key, None).await?;
+        match resp.kvs().first() {
+            None => Ok(None),
+            Some(kv) => Ok(Some(Versioned {
+                value: serde_json::from_slice(kv.value())?,
+                mod_revision: kv.mod_revision(),
+            })),
+        }
+    }
+
+    pub async fn get_string(&self, key: &str) -> Result<Option<String>> {
+        let resp = self.client.clone().get(key, None).await?;
+        Ok(resp
+            .kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+
+    /// Every record under `prefix`, in key order.
+    pub async fn list_json<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>> {
+        let resp = self
+            .client
+            .clone()
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await?;
+        resp.kvs()
+            .iter()
+            .map(|kv| serde_json::from_slice(kv.value()).map_err(ApiError::from))
+            .collect()
+    }
+
+    /// Keys under `prefix` with their values as strings.
+    pub async fn list_strings(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let resp = self
+            .client
+            .clone()
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                )
+            })
+            .collect())
+    }
+
+    /// Keys under `prefix` and the store revision they were read at.
+    pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let resp = self
+            .client
+            .clone()
+            .get(
+                prefix,
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+            .collect())
+    }
+
+    /// Whether anything exists under `prefix`.
+    pub async fn any_under(&self, prefix: &str) -> Result<bool> {
+        let resp = self
+            .client
+            .clone()
+            .get(
+                prefix,
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            )
+            .await?;
+        Ok(resp.count() > 0)
+    }
+
+    /// The mod revision of `key`, 0 when it does not exist (etcd compares a
+    /// missing key as revision 0, so this value works in a `Compare`).
+    pub async fn mod_revision(&self, key: &str) -> Result<i64> {
+        let resp = self
+            .client
+            .clone()
+            .get(key, Some(GetOptions::new().with_keys_only()))
+            .await?;
+        Ok(resp.kvs().first().map(|kv| kv.mod_revision()).unwrap_or(0))
+    }
+
+    pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        Ok(self.client.clone().txn(txn).await?)
+    }
+}
+
+/// Serialises a record for storage.
+pub fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| ApiError::Internal(format!("encoding a record: {e}")))
+}
+
+/// A fresh 64-hex-character object id, as Docker's.
+pub fn new_id() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+/// Now, as RFC 3339.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

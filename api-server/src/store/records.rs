@@ -1,0 +1,64 @@
+//! The records berth keeps in etcd, stored as JSON so `etcdctl get` is readable.
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use berth_core::model::{Driver, Scope};
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// `<prefix>/v1/networks/<id>`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub id: String,
+    pub name: String,
+    pub driver: Driver,
+    pub scope: Scope,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Ipv4Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub created: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// The Linux bridge realising the network on each node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub builtin: bool,
+}
+
+/// `<prefix>/v1/nodes/<name>`: kept after the agent's lease lapses, so the
+/// node shows as not ready and its addresses stay reserved until `node rm`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub agent_url: String,
+    #[serde(default)]
+    pub mtu: u32,
+    pub registered: String,
+}
+
+/// `<prefix>/v1/endpoints/<network-id>/<sandbox-id>`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub id: String,
+    pub network_id: String,
+    pub sandbox_id: String,
+    pub sandbox_name: String,
+    pub node: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub mac: String,
+    #[serde(default)]
+    pub ifname: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}

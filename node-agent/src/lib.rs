@@ -1,0 +1,61 @@
+//! berth-agent: one per node. Registers the node with the API server, keeps
+//! its lease alive, and serves the commands that realise the node's share of
+//! the cluster network.
+pub mod config;
+pub mod grpc;
+pub mod registration;
+
+use anyhow::Context;
+use berth_proto::v1::agent_service_server::AgentServiceServer;
+use tonic::transport::Server;
+
+use crate::config::Config;
+use crate::grpc::AgentApi;
+
+/// Moves the calling thread into the named network namespace. Call before
+/// the async runtime starts, so every thread it spawns inherits it.
+pub fn enter_netns(name: &str) -> anyhow::Result<()> {
+    let path = format!("/run/netns/{name}");
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering {path}"))?;
+    Ok(())
+}
+
+/// Serves the agent API and keeps the node registered until SIGINT/SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AgentServiceServer<AgentApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(node = %config.name, addr = %listener.local_addr()?, "agent listening");
+    let registration = tokio::spawn(registration::keep_registered(config.clone()));
+    let server = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(AgentServiceServer::new(AgentApi {
+            node: config.name.clone(),
+        }))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown_signal(),
+        );
+    let result = server.await;
+    registration.abort();
+    result.context("agent server")
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,68 @@
+//! Registration with the API server and the heartbeat that keeps this node's
+//! lease (and so its "ready" status) alive.
+use std::time::Duration;
+
+use berth_proto::v1 as pb;
+use berth_proto::v1::registry_service_client::RegistryServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::config::Config;
+
+/// Registers, then heartbeats every third of the lease TTL; registers again
+/// whenever the API server says the lease is gone. Never returns.
+pub async fn keep_registered(config: Config) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match register_once(&config).await {
+            Ok((mut client, lease, ttl)) => {
+                backoff = Duration::from_millis(200);
+                let period = Duration::from_millis(u64::from(ttl.max(1)) * 1000 / 3);
+                loop {
+                    tokio::time::sleep(period).await;
+                    let hb = pb::HeartbeatRequest {
+                        name: config.name.clone(),
+                        lease_id: lease,
+                    };
+                    match client.heartbeat(hb).await {
+                        Ok(_) => tracing::debug!(node = %config.name, "heartbeat"),
+                        Err(s) if s.code() == Code::NotFound => {
+                            tracing::warn!(node = %config.name, "lease lapsed; registering again");
+                            break;
+                        }
+                        Err(s) => {
+                            tracing::warn!(node = %config.name, error = %s.message(), "heartbeat failed")
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(node = %config.name, error = %e, "registration failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn register_once(
+    config: &Config,
+) -> anyhow::Result<(RegistryServiceClient<Channel>, i64, u32)> {
+    let channel = Channel::from_shared(config.api.clone())?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await?;
+    let mut client = RegistryServiceClient::new(channel);
+    let resp = client
+        .register(pb::RegisterRequest {
+            name: config.name.clone(),
+            address: config.address.to_string(),
+            agent_url: config.agent_url(),
+            mtu: config.mtu,
+        })
+        .await?
+        .into_inner();
+    tracing::info!(node = %config.name, lease = resp.lease_id, ttl = resp.ttl_seconds, "registered with the API server");
+    Ok((client, resp.lease_id, resp.ttl_seconds))
+}

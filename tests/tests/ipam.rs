@@ -1,0 +1,168 @@
+//! Address allocation under concurrency: two processes, 32 concurrent
+//! allocations each, on one network, through berth-api's own allocation code.
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use berth_api::error::ApiError;
+use berth_api::ipam::{self, Allocated};
+use berth_api::networks::{NetworkSpec, Networks};
+use berth_api::store::Store;
+use berth_tests::{ApiServer, Etcd, unique};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sixty_four_concurrent_allocations_from_two_processes() {
+    let etcd = Etcd::start().expect("etcd");
+    let prefix = format!("/{}", unique("ipam"));
+    let api = ApiServer::start(&etcd, &prefix, &[]).expect("api");
+    api.cli_ok(&["network", "create", "--subnet", "10.77.0.0/24", "stress"]);
+    let id = api.cli_json(&["network", "inspect", "stress"])[0]["Id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    let stress = env!("CARGO_BIN_EXE_ipam-stress");
+    let spawn = |tag: &str| {
+        Command::new(stress)
+            .args([&etcd.url, &prefix, "stress", "node1", "32", tag])
+            .output()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let ha = s.spawn(|| spawn("a"));
+        let hb = s.spawn(|| spawn("b"));
+        (ha.join().expect("a"), hb.join().expect("b"))
+    });
+    let (a, b) = (a.expect("run a"), b.expect("run b"));
+    for out in [&a, &b] {
+        assert!(
+            out.status.success(),
+            "ipam-stress failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ips: Vec<Ipv4Addr> = [&a, &b]
+        .iter()
+        .flat_map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(|l| l.parse().expect("ip"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(ips.len(), 64, "lost allocations");
+    let unique_ips: HashSet<_> = ips.iter().copied().collect();
+    assert_eq!(unique_ips.len(), 64, "duplicate addresses: {ips:?}");
+    for ip in &unique_ips {
+        assert!(
+            ip.octets()[..3] == [10, 77, 0] && ip.octets()[3] >= 2 && ip.octets()[3] <= 254,
+            "{ip}"
+        );
+    }
+    let keys = etcd.keys(&format!("{prefix}/v1/ipam/{id}/node1/"));
+    let stored: HashSet<Ipv4Addr> = keys
+        .iter()
+        .map(|k| k.rsplit('/').next().expect("ip").parse().expect("ip"))
+        .collect();
+    assert_eq!(
+        stored, unique_ips,
+        "etcd holds exactly the handed-out addresses"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explicit_addresses_pools_per_node_and_exhaustion() {
+    let etcd = Etcd::start().expect("etcd");
+    let prefix = format!("/{}", unique("ipam2"));
+    let store = Store::connect(std::slice::from_ref(&etcd.url), &prefix)
+        .await
+        .expect("store");
+    let nets = Networks::new(store.clone());
+    let spec = |name: &str, subnet: &str| {
+        NetworkSpec::validate(
+            name,
+            "bridge",
+            subnet,
+            "",
+            Default::default(),
+            Default::default(),
+        )
+        .expect("spec")
+    };
+    let tiny = nets
+        .create(spec("tiny", "10.9.0.0/30"))
+        .await
+        .expect("tiny");
+    let alloc = |net, node: &'static str, want: Option<Ipv4Addr>| {
+        let store = store.clone();
+        async move {
+            let pool = ipam::pool_for(&net, node).to_string();
+            ipam::allocate_ip(&store, &net, &pool, want, "owner", |_| (vec![], vec![])).await
+        }
+    };
+    // A /30 has exactly one address besides the gateway, per node.
+    let got = alloc(tiny.clone(), "node1", None).await.expect("first");
+    assert!(
+        matches!(got, Allocated::Committed(ip) if ip == Ipv4Addr::new(10, 9, 0, 2)),
+        "{got:?}"
+    );
+    let err = alloc(tiny.clone(), "node1", None)
+        .await
+        .expect_err("exhausted");
+    assert!(matches!(err, ApiError::Exhausted(_)), "{err}");
+    // Local scope: another node has its own pool.
+    assert!(matches!(
+        alloc(tiny.clone(), "node2", None).await.expect("node2"),
+        Allocated::Committed(_)
+    ));
+
+    let wide = nets
+        .create(spec("wide", "10.8.0.0/24"))
+        .await
+        .expect("wide");
+    let want = Ipv4Addr::new(10, 8, 0, 50);
+    assert!(
+        matches!(alloc(wide.clone(), "node1", Some(want)).await.expect("explicit"), Allocated::Committed(ip) if ip == want)
+    );
+    let err = alloc(wide.clone(), "node1", Some(want))
+        .await
+        .expect_err("taken");
+    assert!(matches!(err, ApiError::AlreadyExists(_)), "{err}");
+    for bad in [
+        Ipv4Addr::new(10, 8, 0, 1),
+        Ipv4Addr::new(10, 8, 0, 0),
+        Ipv4Addr::new(10, 8, 0, 255),
+        Ipv4Addr::new(10, 8, 1, 5),
+    ] {
+        let err = alloc(wide.clone(), "node1", Some(bad))
+            .await
+            .expect_err("reserved");
+        assert!(matches!(err, ApiError::Invalid(_)), "{bad}: {err}");
+    }
+    // A caller's failing compare writes nothing.
+    let guard = format!("{prefix}/v1/guard-test");
+    let pool = ipam::pool_for(&wide, "node1").to_string();
+    let res = ipam::allocate_ip(&store, &wide, &pool, None, "o", |_| {
+        (
+            vec![etcd_client::Compare::create_revision(
+                guard.clone(),
+                etcd_client::CompareOp::NotEqual,
+                0,
+            )],
+            vec![],
+        )
+    })
+    .await
+    .expect("allocate");
+    assert!(matches!(res, Allocated::CallerConflict));
+    assert_eq!(
+        etcd.keys(&format!("{prefix}/v1/ipam/{}/node1/", wide.id))
+            .len(),
+        1
+    );
+    // Removing the network releases its addresses.
+    nets.remove("wide").await.expect("remove");
+    assert!(
+        etcd.keys(&format!("{prefix}/v1/ipam/{}/", wide.id))
+            .is_empty()
+    );
+}
