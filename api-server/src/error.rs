@@ -93,10 +93,7 @@ mod tests {
             ),
             (ApiError::not_found("network", "x"), Code::NotFound),
             (ApiError::AlreadyExists("x".into()), Code::AlreadyExists),
-            (
-                ApiError::FailedPrecondition("x".into()),
-                Code::FailedPrecondition,
-            ),
+            (ApiError::FailedPrecondition("x".into()), Code::FailedPrecondition),
             (ApiError::Exhausted("x".into()), Code::ResourceExhausted),
             (ApiError::Unavailable("x".into()), Code::Unavailable),
             (ApiError::Aborted("x".into()), Code::Aborted),

@@ -43,10 +43,7 @@ pub async fn taken_subnets(store: &Store, scope: Scope) -> Result<TakenSubnets> 
     let resp = store
         .txn(Txn::new().and_then([
             TxnOp::get(guard.clone(), None),
-            TxnOp::get(
-                prefix.clone(),
-                Some(etcd_client::GetOptions::new().with_prefix()),
-            ),
+            TxnOp::get(prefix.clone(), Some(etcd_client::GetOptions::new().with_prefix())),
         ]))
         .await?;
     let ops = resp.op_responses();
@@ -198,16 +195,8 @@ where
         };
         let ip_key = store.keys.ipam(&network.id, pool, ip);
         let (mut compares, mut ops) = extra(ip);
-        compares.push(Compare::create_revision(
-            ip_key.clone(),
-            CompareOp::Equal,
-            0,
-        ));
-        compares.push(Compare::create_revision(
-            net_key.clone(),
-            CompareOp::NotEqual,
-            0,
-        ));
+        compares.push(Compare::create_revision(ip_key.clone(), CompareOp::Equal, 0));
+        compares.push(Compare::create_revision(net_key.clone(), CompareOp::NotEqual, 0));
         ops.push(TxnOp::put(ip_key.clone(), owner, None));
         let resp = store
             .txn(

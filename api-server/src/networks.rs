@@ -88,6 +88,10 @@ impl NetworkSpec {
     }
 }
 
+fn name_taken(name: &str) -> ApiError {
+    ApiError::AlreadyExists(format!("network with name {name} already exists"))
+}
+
 /// The built-in networks every cluster has.
 fn builtins() -> Vec<NetworkSpec> {
     let (name, subnet, dev) = DEFAULT_BRIDGE;
@@ -116,12 +120,12 @@ impl Networks {
         let scope = spec.driver.scope();
         let name_key = keys.network_name(&spec.name);
         for attempt in 0..ipam::MAX_ATTEMPTS {
+            // A taken name is the answer even when the subnet would clash too.
+            if self.store.get_string(&name_key).await?.is_some() {
+                return Err(name_taken(&spec.name));
+            }
             let id = new_id();
-            let mut compares = vec![Compare::create_revision(
-                name_key.clone(),
-                CompareOp::Equal,
-                0,
-            )];
+            let mut compares = vec![Compare::create_revision(name_key.clone(), CompareOp::Equal, 0)];
             let mut ops = vec![TxnOp::put(name_key.clone(), id.clone(), None)];
             let mut record = NetworkRecord {
                 id: id.clone(),
@@ -152,11 +156,7 @@ impl Networks {
                 ));
                 ops.push(TxnOp::put(guard, id.clone(), None));
                 let subnet_key = keys.subnet(scope, subnet);
-                compares.push(Compare::create_revision(
-                    subnet_key.clone(),
-                    CompareOp::Equal,
-                    0,
-                ));
+                compares.push(Compare::create_revision(subnet_key.clone(), CompareOp::Equal, 0));
                 ops.push(TxnOp::put(subnet_key, id.clone(), None));
                 record.subnet = Some(subnet);
                 record.gateway = Some(spec.gateway.unwrap_or_else(|| net::default_gateway(subnet)));
@@ -165,30 +165,19 @@ impl Networks {
                     _ => format!("br-{}", &id[..12]),
                 });
                 let bridge_key = keys.bridge_name(&bridge);
-                compares.push(Compare::create_revision(
-                    bridge_key.clone(),
-                    CompareOp::Equal,
-                    0,
-                ));
+                compares.push(Compare::create_revision(bridge_key.clone(), CompareOp::Equal, 0));
                 ops.push(TxnOp::put(bridge_key, id.clone(), None));
                 record.bridge = Some(bridge);
             }
             if spec.driver == Driver::Overlay {
                 let vni = ipam::choose_vni(&ipam::taken_vnis(&self.store).await?)?;
                 let vni_key = keys.vni(vni);
-                compares.push(Compare::create_revision(
-                    vni_key.clone(),
-                    CompareOp::Equal,
-                    0,
-                ));
+                compares.push(Compare::create_revision(vni_key.clone(), CompareOp::Equal, 0));
                 ops.push(TxnOp::put(vni_key, id.clone(), None));
                 record.vni = Some(vni);
             }
             ops.push(TxnOp::put(keys.network(&id), to_json(&record)?, None));
-            let resp = self
-                .store
-                .txn(Txn::new().when(compares).and_then(ops))
-                .await?;
+            let resp = self.store.txn(Txn::new().when(compares).and_then(ops)).await?;
             if resp.succeeded() {
                 tracing::info!(network = %record.name, id = %record.id, subnet = ?record.subnet, "network created");
                 return Ok(record);
@@ -196,10 +185,7 @@ impl Networks {
             // Find out which compare failed: a taken name or bridge is final,
             // anything else is a lost race in the scope and worth a retry.
             if self.store.get_string(&name_key).await?.is_some() {
-                return Err(ApiError::AlreadyExists(format!(
-                    "network with name {} already exists",
-                    spec.name
-                )));
+                return Err(name_taken(&spec.name));
             }
             if let Some(bridge) = &spec.bridge
                 && let Some(owner) = self.store.get_string(&keys.bridge_name(bridge)).await?
@@ -234,8 +220,7 @@ impl Networks {
     }
 
     pub async fn list(&self) -> Result<Vec<NetworkRecord>> {
-        let mut nets: Vec<NetworkRecord> =
-            self.store.list_json(&self.store.keys.networks()).await?;
+        let mut nets: Vec<NetworkRecord> = self.store.list_json(&self.store.keys.networks()).await?;
         nets.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(nets)
     }
@@ -256,14 +241,8 @@ impl Networks {
             return Err(berth_core::Invalid::new("network", "must not be empty").into());
         }
         let keys = &self.store.keys;
-        if let Some(id) = self
-            .store
-            .get_string(&keys.network_name(name_or_id))
-            .await?
-            && let Some(rec) = self
-                .store
-                .get_json::<NetworkRecord>(&keys.network(&id))
-                .await?
+        if let Some(id) = self.store.get_string(&keys.network_name(name_or_id)).await?
+            && let Some(rec) = self.store.get_json::<NetworkRecord>(&keys.network(&id)).await?
         {
             return Ok(rec.value);
         }
@@ -285,9 +264,7 @@ impl Networks {
 
     /// Endpoints attached to a network, on every node.
     pub async fn endpoints(&self, network_id: &str) -> Result<Vec<EndpointRecord>> {
-        self.store
-            .list_json(&self.store.keys.endpoints(network_id))
-            .await
+        self.store.list_json(&self.store.keys.endpoints(network_id)).await
     }
 
     /// Removes a network that has no endpoints left. The removal compares the

@@ -155,11 +155,7 @@ impl Nodes {
             .store
             .txn(
                 Txn::new()
-                    .when([Compare::create_revision(
-                        keys.node(name),
-                        CompareOp::NotEqual,
-                        0,
-                    )])
+                    .when([Compare::create_revision(keys.node(name), CompareOp::NotEqual, 0)])
                     .and_then([
                         TxnOp::delete(keys.node(name), None),
                         TxnOp::delete(keys.alive(name), None),

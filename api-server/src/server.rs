@@ -46,12 +46,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         let health_set = async move {
-            health
-                .set_serving::<NetworkServiceServer<NetworkApi>>()
-                .await;
-            health
-                .set_serving::<SandboxServiceServer<SandboxApi>>()
-                .await;
+            health.set_serving::<NetworkServiceServer<NetworkApi>>().await;
+            health.set_serving::<SandboxServiceServer<SandboxApi>>().await;
             health.set_serving::<NodeServiceServer<NodeApi>>().await;
             health.set_serving::<RegistryServiceServer<NodeApi>>().await;
         };
@@ -63,12 +59,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 networks: networks.clone(),
             }))
             .add_service(SandboxServiceServer::new(SandboxApi))
-            .add_service(NodeServiceServer::new(NodeApi {
-                nodes: nodes.clone(),
-            }))
-            .add_service(RegistryServiceServer::new(NodeApi {
-                nodes: nodes.clone(),
-            })))
+            .add_service(NodeServiceServer::new(NodeApi { nodes: nodes.clone() }))
+            .add_service(RegistryServiceServer::new(NodeApi { nodes: nodes.clone() })))
     };
 
     let shutdown = shutdown_signal();
@@ -80,10 +72,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("binding {addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, "listening on tcp");
         let r = router()?;
-        servers.spawn(async move {
-            r.serve_with_incoming(TcpListenerStream::new(listener))
-                .await
-        });
+        servers.spawn(async move { r.serve_with_incoming(TcpListenerStream::new(listener)).await });
     }
     if let Some(path) = config.unix() {
         if let Some(dir) = path.parent() {
@@ -91,15 +80,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         // A socket left by a previous run would make bind fail.
         let _ = std::fs::remove_file(path);
-        let listener =
-            UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+        let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
         set_mode(path, 0o660)?;
         tracing::info!(path = %path.display(), "listening on unix socket");
         let r = router()?;
-        servers.spawn(async move {
-            r.serve_with_incoming(UnixListenerStream::new(listener))
-                .await
-        });
+        servers.spawn(async move { r.serve_with_incoming(UnixListenerStream::new(listener)).await });
     }
     if servers.is_empty() {
         anyhow::bail!("nothing to listen on: both --listen and --socket are empty");

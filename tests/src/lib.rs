@@ -155,12 +155,7 @@ impl Etcd {
         cmd.args(["--name", "test"])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
+            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
             .args([
                 "--listen-peer-urls",
                 &peer_url,
@@ -183,11 +178,7 @@ impl Etcd {
         if !ready || !proc.alive() {
             bail!("etcd did not become healthy:\n{}", proc.log());
         }
-        Ok(Self {
-            url,
-            proc,
-            _dir: dir,
-        })
+        Ok(Self { url, proc, _dir: dir })
     }
 
     pub fn pid(&self) -> u32 {
@@ -198,14 +189,7 @@ impl Etcd {
     pub fn keys(&self, prefix: &str) -> Vec<String> {
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
-            .args([
-                "--endpoints",
-                &self.url,
-                "get",
-                "--prefix",
-                "--keys-only",
-                prefix,
-            ])
+            .args(["--endpoints", &self.url, "get", "--prefix", "--keys-only", prefix])
             .output()
             .expect("etcdctl");
         String::from_utf8_lossy(&out.stdout)
@@ -319,8 +303,7 @@ impl ApiServer {
         let mut all = vec!["--output", "json"];
         all.extend_from_slice(args);
         let out = self.cli_ok(&all);
-        serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("berth {args:?}: not JSON ({e}): {out}"))
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("berth {args:?}: not JSON ({e}): {out}"))
     }
 
     /// A gRPC channel to the server's TCP port.

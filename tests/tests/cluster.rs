@@ -32,11 +32,7 @@ async fn two_api_servers_starting_at_once_ensure_builtins_once() {
             .expect("ls b")
             .into_inner();
         assert_eq!(na, nb);
-        let bridge = na
-            .networks
-            .iter()
-            .find(|n| n.name == "bridge")
-            .expect("bridge");
+        let bridge = na.networks.iter().find(|n| n.name == "bridge").expect("bridge");
         assert_eq!(
             (
                 bridge.subnet.as_str(),
@@ -138,9 +134,7 @@ async fn health_and_reflection_are_served() {
         "berth.v1.RegistryService",
     ] {
         let resp = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: svc.into(),
-            })
+            .check(tonic_health::pb::HealthCheckRequest { service: svc.into() })
             .await
             .unwrap_or_else(|e| panic!("{svc}: {e}"))
             .into_inner();

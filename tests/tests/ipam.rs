@@ -63,10 +63,7 @@ async fn sixty_four_concurrent_allocations_from_two_processes() {
         .iter()
         .map(|k| k.rsplit('/').next().expect("ip").parse().expect("ip"))
         .collect();
-    assert_eq!(
-        stored, unique_ips,
-        "etcd holds exactly the handed-out addresses"
-    );
+    assert_eq!(stored, unique_ips, "etcd holds exactly the handed-out addresses");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -78,20 +75,10 @@ async fn explicit_addresses_pools_per_node_and_exhaustion() {
         .expect("store");
     let nets = Networks::new(store.clone());
     let spec = |name: &str, subnet: &str| {
-        NetworkSpec::validate(
-            name,
-            "bridge",
-            subnet,
-            "",
-            Default::default(),
-            Default::default(),
-        )
-        .expect("spec")
+        NetworkSpec::validate(name, "bridge", subnet, "", Default::default(), Default::default())
+            .expect("spec")
     };
-    let tiny = nets
-        .create(spec("tiny", "10.9.0.0/30"))
-        .await
-        .expect("tiny");
+    let tiny = nets.create(spec("tiny", "10.9.0.0/30")).await.expect("tiny");
     let alloc = |net, node: &'static str, want: Option<Ipv4Addr>| {
         let store = store.clone();
         async move {
@@ -105,9 +92,7 @@ async fn explicit_addresses_pools_per_node_and_exhaustion() {
         matches!(got, Allocated::Committed(ip) if ip == Ipv4Addr::new(10, 9, 0, 2)),
         "{got:?}"
     );
-    let err = alloc(tiny.clone(), "node1", None)
-        .await
-        .expect_err("exhausted");
+    let err = alloc(tiny.clone(), "node1", None).await.expect_err("exhausted");
     assert!(matches!(err, ApiError::Exhausted(_)), "{err}");
     // Local scope: another node has its own pool.
     assert!(matches!(
@@ -115,17 +100,12 @@ async fn explicit_addresses_pools_per_node_and_exhaustion() {
         Allocated::Committed(_)
     ));
 
-    let wide = nets
-        .create(spec("wide", "10.8.0.0/24"))
-        .await
-        .expect("wide");
+    let wide = nets.create(spec("wide", "10.8.0.0/24")).await.expect("wide");
     let want = Ipv4Addr::new(10, 8, 0, 50);
     assert!(
         matches!(alloc(wide.clone(), "node1", Some(want)).await.expect("explicit"), Allocated::Committed(ip) if ip == want)
     );
-    let err = alloc(wide.clone(), "node1", Some(want))
-        .await
-        .expect_err("taken");
+    let err = alloc(wide.clone(), "node1", Some(want)).await.expect_err("taken");
     assert!(matches!(err, ApiError::AlreadyExists(_)), "{err}");
     for bad in [
         Ipv4Addr::new(10, 8, 0, 1),
@@ -155,14 +135,10 @@ async fn explicit_addresses_pools_per_node_and_exhaustion() {
     .expect("allocate");
     assert!(matches!(res, Allocated::CallerConflict));
     assert_eq!(
-        etcd.keys(&format!("{prefix}/v1/ipam/{}/node1/", wide.id))
-            .len(),
+        etcd.keys(&format!("{prefix}/v1/ipam/{}/node1/", wide.id)).len(),
         1
     );
     // Removing the network releases its addresses.
     nets.remove("wide").await.expect("remove");
-    assert!(
-        etcd.keys(&format!("{prefix}/v1/ipam/{}/", wide.id))
-            .is_empty()
-    );
+    assert!(etcd.keys(&format!("{prefix}/v1/ipam/{}/", wide.id)).is_empty());
 }

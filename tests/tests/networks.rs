@@ -54,12 +54,7 @@ async fn cli_network_lifecycle_matches_docker_shapes() {
     ] {
         assert!(n.get(key).is_some(), "inspect lacks {key}: {n}");
     }
-    assert!(
-        n["Containers"]
-            .as_object()
-            .expect("Containers map")
-            .is_empty()
-    );
+    assert!(n["Containers"].as_object().expect("Containers map").is_empty());
     // Inspect by id prefix finds the same network.
     let by_prefix = api.cli_json(&["network", "inspect", &id[..12]]);
     assert_eq!(by_prefix[0]["Name"], "my-bridge");
@@ -117,19 +112,13 @@ async fn cli_network_lifecycle_matches_docker_shapes() {
     let e = api.cli_json(&["network", "inspect", "explicit"]);
     assert_eq!(e[0]["IPAM"]["Config"][0]["Subnet"], "10.10.0.0/24");
     assert_eq!(e[0]["IPAM"]["Config"][0]["Gateway"], "10.10.0.254");
-    assert_eq!(
-        e[0]["Options"]["com.docker.network.bridge.enable_icc"],
-        "false"
-    );
+    assert_eq!(e[0]["Options"]["com.docker.network.bridge.enable_icc"], "false");
     assert_eq!(e[0]["Labels"]["team"], "net");
 
     // Removal takes every key of the network with it.
     let prefix = format!("{}/v1/", api.prefix);
     assert!(etcd.keys(&prefix).iter().any(|k| k.contains(id)));
-    assert_eq!(
-        api.cli_ok(&["network", "rm", "my-bridge"]).trim(),
-        "my-bridge"
-    );
+    assert_eq!(api.cli_ok(&["network", "rm", "my-bridge"]).trim(), "my-bridge");
     let left: Vec<String> = etcd
         .keys(&prefix)
         .into_iter()
@@ -310,10 +299,7 @@ async fn bad_requests_get_their_codes_and_leave_no_key() {
             Code::FailedPrecondition,
         ),
     ] {
-        assert_eq!(
-            client.remove_network(req).await.expect_err("rm").code(),
-            code
-        );
+        assert_eq!(client.remove_network(req).await.expect_err("rm").code(), code);
     }
     let err = client
         .inspect_network(pb::InspectNetworkRequest {
@@ -399,12 +385,7 @@ async fn overlay_networks_take_the_global_pool_and_a_vni() {
         .network
         .expect("network");
     assert_eq!(
-        (
-            a.scope.as_str(),
-            a.subnet.as_str(),
-            a.gateway.as_str(),
-            a.vni
-        ),
+        (a.scope.as_str(), a.subnet.as_str(), a.gateway.as_str(), a.vni),
         ("global", "10.0.0.0/24", "10.0.0.1", 4096)
     );
     let b = client

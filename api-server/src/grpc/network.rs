@@ -70,19 +70,19 @@ impl NetworkService for NetworkApi {
         &self,
         _req: Request<pb::ConnectNetworkRequest>,
     ) -> Result<Response<pb::ConnectNetworkResponse>, Status> {
-        Err(ApiError::Unimplemented(
-            "network connect needs the node agent, which is not built yet".into(),
+        Err(
+            ApiError::Unimplemented("network connect needs the node agent, which is not built yet".into())
+                .into(),
         )
-        .into())
     }
 
     async fn disconnect_network(
         &self,
         _req: Request<pb::DisconnectNetworkRequest>,
     ) -> Result<Response<pb::DisconnectNetworkResponse>, Status> {
-        Err(ApiError::Unimplemented(
-            "network disconnect needs the node agent, which is not built yet".into(),
+        Err(
+            ApiError::Unimplemented("network disconnect needs the node agent, which is not built yet".into())
+                .into(),
         )
-        .into())
     }
 }

@@ -42,10 +42,7 @@ impl SandboxService for SandboxApi {
         Err(not_yet())
     }
     type ExecStream = Pin<Box<dyn Stream<Item = Result<pb::ExecOutput, Status>> + Send>>;
-    async fn exec(
-        &self,
-        _r: Request<pb::ExecRequest>,
-    ) -> Result<Response<Self::ExecStream>, Status> {
+    async fn exec(&self, _r: Request<pb::ExecRequest>) -> Result<Response<Self::ExecStream>, Status> {
         Err(not_yet())
     }
 }

@@ -102,10 +102,7 @@ impl Store {
         let resp = self
             .client
             .clone()
-            .get(
-                prefix,
-                Some(GetOptions::new().with_prefix().with_keys_only()),
-            )
+            .get(prefix, Some(GetOptions::new().with_prefix().with_keys_only()))
             .await?;
         Ok(resp
             .kvs()
@@ -119,10 +116,7 @@ impl Store {
         let resp = self
             .client
             .clone()
-            .get(
-                prefix,
-                Some(GetOptions::new().with_prefix().with_count_only()),
-            )
+            .get(prefix, Some(GetOptions::new().with_prefix().with_count_only()))
             .await?;
         Ok(resp.count() > 0)
     }

@@ -18,12 +18,7 @@ async fn main() -> anyhow::Result<()> {
     let pool = ipam::pool_for(&net, node).to_string();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..count {
-        let (store, net, pool, owner) = (
-            store.clone(),
-            net.clone(),
-            pool.clone(),
-            format!("{tag}-{i}"),
-        );
+        let (store, net, pool, owner) = (store.clone(), net.clone(), pool.clone(), format!("{tag}-{i}"));
         tasks.spawn(async move {
             ipam::allocate_ip(&store, &net, &pool, None, &owner, |_| (vec![], vec![])).await
         });

@@ -1,0 +1,5 @@
+//! One module per command group: build the request, call, print.
+
+pub mod network;
+pub mod node;
+pub mod sandbox;

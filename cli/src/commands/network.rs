@@ -1,0 +1,137 @@
+//! `berth network create|ls|inspect|rm|connect|disconnect`.
+
+use anyhow::{Context, Result};
+use berth_proto::v1::network_service_client::NetworkServiceClient;
+use berth_proto::v1::{
+    ConnectNetworkRequest, CreateNetworkRequest, DisconnectNetworkRequest, InspectNetworkRequest,
+    ListNetworksRequest, RemoveNetworkRequest,
+};
+use tonic::transport::Channel;
+
+use crate::args::{NetworkCommand, NetworkConnectArgs, NetworkCreateArgs, OutputFormat};
+use crate::output;
+use crate::views::{self, NetworkSummary};
+use crate::{report, status_error, status_message};
+
+/// Runs one `berth network` command.
+pub async fn run(channel: Channel, out: OutputFormat, cmd: NetworkCommand) -> Result<i32> {
+    let mut client = NetworkServiceClient::new(channel);
+    match cmd {
+        NetworkCommand::Create(args) => create(&mut client, out, args).await,
+        NetworkCommand::Ls => ls(&mut client, out).await,
+        NetworkCommand::Inspect(args) => inspect(&mut client, &args.names).await,
+        NetworkCommand::Rm(args) => rm(&mut client, &args.names).await,
+        NetworkCommand::Connect(args) => connect(&mut client, args).await,
+        NetworkCommand::Disconnect(args) => {
+            client
+                .disconnect_network(DisconnectNetworkRequest {
+                    network: args.network,
+                    sandbox: args.sandbox,
+                })
+                .await
+                .map_err(status_error)?;
+            Ok(0)
+        }
+    }
+}
+
+async fn create(
+    client: &mut NetworkServiceClient<Channel>,
+    out: OutputFormat,
+    args: NetworkCreateArgs,
+) -> Result<i32> {
+    let request = CreateNetworkRequest {
+        name: args.name,
+        driver: args.driver,
+        subnet: args.subnet.unwrap_or_default(),
+        gateway: args.gateway.unwrap_or_default(),
+        options: args.opt.into_iter().collect(),
+        labels: args.label.into_iter().collect(),
+    };
+    let network = client
+        .create_network(request)
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .network
+        .context("the API server returned no network")?;
+    match out {
+        OutputFormat::Table => output::print(&network.id)?,
+        OutputFormat::Json => output::print_json(&NetworkSummary::from(&network))?,
+    }
+    Ok(0)
+}
+
+async fn ls(client: &mut NetworkServiceClient<Channel>, out: OutputFormat) -> Result<i32> {
+    let networks = client
+        .list_networks(ListNetworksRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .networks;
+    match out {
+        OutputFormat::Table => output::print(&output::networks_table(&networks))?,
+        OutputFormat::Json => {
+            let docs: Vec<NetworkSummary> = networks.iter().map(NetworkSummary::from).collect();
+            output::print_json(&docs)?
+        }
+    }
+    Ok(0)
+}
+
+/// Prints every network found, then the errors of those not found (exit 1), like docker.
+async fn inspect(client: &mut NetworkServiceClient<Channel>, names: &[String]) -> Result<i32> {
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for name in names {
+        let request = InspectNetworkRequest {
+            name_or_id: name.clone(),
+        };
+        match client.inspect_network(request).await {
+            Ok(response) => {
+                let response = response.into_inner();
+                match response.network {
+                    Some(network) => docs.push(views::network_inspect(&network, &response.endpoints)),
+                    None => errors.push(format!("the API server returned no network for {name}")),
+                }
+            }
+            Err(status) => errors.push(status_message(&status)),
+        }
+    }
+    output::print_json(&docs)?;
+    for err in &errors {
+        report(err);
+    }
+    Ok(if errors.is_empty() { 0 } else { 1 })
+}
+
+/// Removes each network, printing its name; goes on past failures, exit 1 if any.
+async fn rm(client: &mut NetworkServiceClient<Channel>, names: &[String]) -> Result<i32> {
+    let mut failed = false;
+    for name in names {
+        let request = RemoveNetworkRequest {
+            name_or_id: name.clone(),
+        };
+        match client.remove_network(request).await {
+            Ok(_) => output::print(name)?,
+            Err(status) => {
+                report(&status_message(&status));
+                failed = true;
+            }
+        }
+    }
+    Ok(i32::from(failed))
+}
+
+async fn connect(client: &mut NetworkServiceClient<Channel>, args: NetworkConnectArgs) -> Result<i32> {
+    client
+        .connect_network(ConnectNetworkRequest {
+            network: args.network,
+            sandbox: args.sandbox,
+            ip: args.ip.unwrap_or_default(),
+            aliases: args.aliases,
+        })
+        .await
+        .map_err(status_error)?;
+    Ok(0)
+}

@@ -1,0 +1,87 @@
+//! berth's command-line client: a thin layer that parses the command line,
+//! calls the API server over gRPC and prints the answer.
+
+pub mod args;
+pub mod commands;
+pub mod connect;
+pub mod output;
+pub mod views;
+
+pub use args::Cli;
+
+use anyhow::Result;
+use args::Command;
+
+/// Runs one command; returns the process exit status. An `Err` is a failure
+/// to report as `berth: <message>` with status 1.
+pub fn run(cli: Cli) -> Result<i32> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let channel = connect::connect(&cli.api).await?;
+        let out = cli.output;
+        match cli.command {
+            Command::Network(cmd) => commands::network::run(channel, out, cmd).await,
+            Command::Node(cmd) => commands::node::run(channel, out, cmd).await,
+            Command::Sandbox(cmd) => commands::sandbox::run(channel, out, cmd).await,
+            Command::Exec(args) => commands::sandbox::exec(channel, args).await,
+        }
+    })
+}
+
+/// The message of an error as one line, for `berth: <message>`.
+pub fn error_line(err: &anyhow::Error) -> String {
+    one_line(&format!("{err:#}"))
+}
+
+/// The message a failed call reports: the server's message, or the code's
+/// description when the server gave none.
+pub fn status_message(status: &tonic::Status) -> String {
+    let msg = status.message().trim();
+    if msg.is_empty() {
+        status.code().description().to_string()
+    } else {
+        one_line(msg)
+    }
+}
+
+/// Turns a failed call into an error carrying [`status_message`].
+pub fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!(status_message(&status))
+}
+
+/// Prints `berth: <message>` on stderr for one failure among several
+/// (`rm a b c`), where the command goes on and exits 1 at the end.
+pub fn report(message: &str) {
+    eprintln!("berth: {}", one_line(message));
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::{Code, Status};
+
+    #[test]
+    fn status_messages() {
+        assert_eq!(
+            status_message(&Status::not_found("no such network: nope")),
+            "no such network: nope"
+        );
+        assert_eq!(
+            status_message(&Status::new(Code::Unavailable, "")),
+            Code::Unavailable.description()
+        );
+        assert_eq!(status_message(&Status::internal("two\nlines")), "two lines");
+    }
+
+    #[test]
+    fn error_lines() {
+        let err = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_line(&err), "outer: inner");
+    }
+}
