@@ -1,0 +1,712 @@
+//! Links, IPv4 addresses and default routes over rtnetlink: bridges, veth pairs into sandboxes, VXLAN devices.
+//!
+//! One small typed function per kernel operation; the `ensure_*` functions compare what the kernel
+//! has with what was asked, change only what differs (info log) and say so at debug when nothing
+//! did, so calling them again after an agent restart does not disturb traffic.
+use std::hash::BuildHasher;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+
+use futures::TryStreamExt;
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags,
+    LinkInfo as NlLinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType};
+use rtnetlink::{
+    AddressMessageBuilder, Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    LinkVxlan, RouteMessageBuilder,
+};
+use tracing::{debug, info};
+
+use super::{KernelError, Result, netlink_errno, netns, nl_err};
+
+/// Longest interface name the kernel accepts (IFNAMSIZ - 1).
+pub const MAX_IFNAME: usize = 15;
+
+/// A link as the kernel reports it (`RTM_GETLINK`).
+#[derive(Debug, Clone)]
+pub struct LinkInfo {
+    pub index: u32,
+    pub name: String,
+    /// `IFLA_INFO_KIND`: `"bridge"`, `"veth"`, `"vxlan"`, ...; `None` for physical devices and `lo`.
+    pub kind: Option<String>,
+    /// `IFLA_MASTER`: the bridge this link is a port of.
+    pub master: Option<u32>,
+    pub mac: Option<[u8; 6]>,
+    pub mtu: u32,
+    /// Administratively up (`IFF_UP`), whatever the carrier.
+    pub up: bool,
+    /// IPv4 addresses with prefix length. [`list`] and [`get`] leave this empty (it costs another
+    /// dump); fill it with [`ipv4_addrs`].
+    pub addrs: Vec<(Ipv4Addr, u8)>,
+    /// `IFLA_LINK`: for a veth, the ifindex of its peer *in the peer's namespace*. The kernel
+    /// omits the attribute when that index equals the link's own, so this is then `Some(index)`.
+    pub link: Option<u32>,
+}
+
+impl LinkInfo {
+    fn from_message(msg: &LinkMessage) -> LinkInfo {
+        let mut info = LinkInfo {
+            index: msg.header.index,
+            name: String::new(),
+            kind: None,
+            master: None,
+            mac: None,
+            mtu: 0,
+            up: msg.header.flags.contains(LinkFlags::Up),
+            addrs: Vec::new(),
+            link: None,
+        };
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::IfName(name) => info.name.clone_from(name),
+                LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
+                LinkAttribute::Controller(master) if *master != 0 => info.master = Some(*master),
+                LinkAttribute::Address(mac) => info.mac = <[u8; 6]>::try_from(mac.as_slice()).ok(),
+                LinkAttribute::Link(peer) => info.link = Some(*peer),
+                LinkAttribute::LinkInfo(infos) => {
+                    for item in infos {
+                        if let NlLinkInfo::Kind(kind) = item {
+                            info.kind = Some(kind.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if info.link.is_none() && info.kind.as_deref() == Some("veth") {
+            // rtnl_fill_ifinfo only sends IFLA_LINK when it differs from the link's own index.
+            info.link = Some(info.index);
+        }
+        info
+    }
+}
+
+fn check_ifname(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > MAX_IFNAME
+        || name.contains(['/', ':', '\0'])
+        || name.contains(char::is_whitespace)
+    {
+        return Err(KernelError::Invalid(format!(
+            "interface name {name:?} (1 to {MAX_IFNAME} bytes, no '/', ':' or whitespace)"
+        )));
+    }
+    Ok(())
+}
+
+/// `aa:bb:cc:dd:ee:ff`, for log fields.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Every link in the handle's namespace.
+pub async fn list(h: &Handle) -> Result<Vec<LinkInfo>> {
+    let messages: Vec<LinkMessage> = h
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl_err("listing links"))?;
+    Ok(messages.iter().map(LinkInfo::from_message).collect())
+}
+
+/// The link called `name`, if any.
+pub async fn get(h: &Handle, name: &str) -> Result<Option<LinkInfo>> {
+    Ok(get_message(h, name).await?.as_ref().map(LinkInfo::from_message))
+}
+
+async fn get_message(h: &Handle, name: &str) -> Result<Option<LinkMessage>> {
+    check_ifname(name)?;
+    match h.link().get().match_name(name).execute().try_next().await {
+        Ok(msg) => Ok(msg),
+        Err(e) if netlink_errno(&e) == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(nl_err(format!("getting link {name}"))(e)),
+    }
+}
+
+/// The IPv4 addresses on link `index`, with prefix lengths, in kernel order (primary first).
+pub async fn ipv4_addrs(h: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+    let mut request = h.address().get().set_link_index_filter(index);
+    // The family is honoured by the dump even without strict checking; the index filter is
+    // applied by rtnetlink on our side.
+    request.message_mut().header.family = AddressFamily::Inet;
+    let messages: Vec<_> = request
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl_err(format!("listing addresses of link {index}")))?;
+    let mut addrs = Vec::new();
+    for msg in &messages {
+        // IFA_LOCAL is the interface's own address; IFA_ADDRESS differs only on point-to-point links.
+        let local = msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+            _ => None,
+        });
+        let address = msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+            _ => None,
+        });
+        if let Some(ip) = local.or(address) {
+            addrs.push((ip, msg.header.prefix_len));
+        }
+    }
+    Ok(addrs)
+}
+
+/// Adds `ip/prefix` to link `index`; `Ok(false)` if exactly that address was already there.
+pub async fn add_ipv4(h: &Handle, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<bool> {
+    match h.address().add(index, IpAddr::V4(ip), prefix).execute().await {
+        Ok(()) => Ok(true),
+        // IPv4 EEXIST means the same local address *and* prefix on the same link: what we want.
+        Err(e) if netlink_errno(&e) == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(nl_err(format!("adding address {ip}/{prefix} to link {index}"))(e)),
+    }
+}
+
+/// Removes `ip/prefix` from link `index`; `Ok(false)` if it was not there.
+pub async fn del_ipv4(h: &Handle, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<bool> {
+    let msg = AddressMessageBuilder::<Ipv4Addr>::new()
+        .index(index)
+        .address(ip, prefix)
+        .build();
+    match h.address().del(msg).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if netlink_errno(&e) == Some(libc::EADDRNOTAVAIL) => Ok(false),
+        Err(e) => Err(nl_err(format!(
+            "removing address {ip}/{prefix} from link {index}"
+        ))(e)),
+    }
+}
+
+/// Makes `want` the only IPv4 address of the link (`None`: no IPv4 address at all).
+/// Returns whether anything changed.
+/// `netns` is only for the log lines (`None`: the handle's own namespace, the node's).
+async fn ensure_only_ipv4(
+    h: &Handle,
+    link: &LinkInfo,
+    want: Option<(Ipv4Addr, u8)>,
+    netns: Option<&str>,
+) -> Result<bool> {
+    let have = ipv4_addrs(h, link.index).await?;
+    let mut changed = false;
+    // Remove strays before adding: adding first could make ours a secondary of a stray primary,
+    // and deleting a primary deletes its secondaries (unless promote_secondaries is set).
+    for &(ip, prefix) in have.iter().filter(|a| Some(**a) != want) {
+        if del_ipv4(h, link.index, ip, prefix).await? {
+            info!(netns, ifname = %link.name, ip = %ip, prefix, "removed address");
+            changed = true;
+        }
+    }
+    if let Some((ip, prefix)) = want
+        && !have.contains(&(ip, prefix))
+        && add_ipv4(h, link.index, ip, prefix).await?
+    {
+        info!(netns, ifname = %link.name, ip = %ip, prefix, "added address");
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// Sets the link's MTU.
+pub async fn set_mtu(h: &Handle, index: u32, mtu: u32) -> Result<()> {
+    let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
+    h.link()
+        .change(msg)
+        .execute()
+        .await
+        .map_err(nl_err(format!("setting mtu {mtu} on link {index}")))
+}
+
+/// Brings the link up.
+pub async fn set_up(h: &Handle, index: u32) -> Result<()> {
+    let msg = LinkUnspec::new_with_index(index).up().build();
+    h.link()
+        .change(msg)
+        .execute()
+        .await
+        .map_err(nl_err(format!("bringing link {index} up")))
+}
+
+/// Makes the link a port of bridge `master`.
+pub async fn set_master(h: &Handle, index: u32, master: u32) -> Result<()> {
+    let msg = LinkUnspec::new_with_index(index).controller(master).build();
+    h.link()
+        .change(msg)
+        .execute()
+        .await
+        .map_err(nl_err(format!("attaching link {index} to {master}")))
+}
+
+/// Fixes MTU, master and up on an existing link where they differ; returns whether anything changed.
+async fn converge_link(
+    h: &Handle,
+    link: &LinkInfo,
+    mtu: u32,
+    master: Option<u32>,
+    netns: Option<&str>,
+) -> Result<bool> {
+    let mut changed = false;
+    if link.mtu != mtu {
+        set_mtu(h, link.index, mtu).await?;
+        info!(netns, ifname = %link.name, mtu, previous = link.mtu, "set mtu");
+        changed = true;
+    }
+    if let Some(master) = master
+        && link.master != Some(master)
+    {
+        set_master(h, link.index, master).await?;
+        info!(netns, ifname = %link.name, master, "attached to bridge");
+        changed = true;
+    }
+    if !link.up {
+        set_up(h, link.index).await?;
+        info!(netns, ifname = %link.name, "set link up");
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// A locally administered unicast MAC with random low bytes (std's hasher keys are random).
+fn random_mac() -> [u8; 6] {
+    let bits = std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
+    let b = bits.to_be_bytes();
+    [0x02, b[0], b[1], b[2], b[3], b[4]]
+}
+
+/// Makes bridge `name` exist with `mtu`, exactly the IPv4 address `addr` (other IPv4 addresses are
+/// removed) and up; returns its ifindex. A link of that name that is not a bridge is a
+/// [`KernelError::Mismatch`].
+///
+/// QUIRK: a bridge created without an explicit MAC takes the lowest MAC of its ports and changes
+/// it as ports come and go, which invalidates the gateway's ARP entry in every sandbox on it. So
+/// the bridge gets a fixed random MAC at creation (Docker does the same).
+pub async fn ensure_bridge(h: &Handle, name: &str, mtu: u32, addr: Option<(Ipv4Addr, u8)>) -> Result<u32> {
+    let mut changed = false;
+    let bridge = match get(h, name).await? {
+        Some(link) => link,
+        None => {
+            let msg = LinkBridge::new(name)
+                .mtu(mtu)
+                .address(random_mac().to_vec())
+                .build();
+            match h.link().add(msg).execute().await {
+                Ok(()) => {
+                    info!(ifname = name, mtu, "created bridge");
+                    changed = true;
+                }
+                // Someone else created it meanwhile; the checks below decide if it is usable.
+                Err(e) if netlink_errno(&e) == Some(libc::EEXIST) => {}
+                Err(e) => return Err(nl_err(format!("creating bridge {name}"))(e)),
+            }
+            get(h, name)
+                .await?
+                .ok_or_else(|| KernelError::Mismatch(format!("bridge {name} vanished after creation")))?
+        }
+    };
+    if bridge.kind.as_deref() != Some("bridge") {
+        return Err(KernelError::Mismatch(format!(
+            "link {name} exists but is a {}, not a bridge",
+            bridge.kind.as_deref().unwrap_or("device without a kind")
+        )));
+    }
+    // QUIRK: a bridge's MTU set by the user sticks; one never set follows the smallest port MTU.
+    changed |= converge_link(h, &bridge, mtu, None, None).await?;
+    changed |= ensure_only_ipv4(h, &bridge, addr, None).await?;
+    if !changed {
+        debug!(ifname = name, "bridge already as desired");
+    }
+    Ok(bridge.index)
+}
+
+/// One endpoint: a veth pair from the node namespace into a sandbox namespace.
+#[derive(Debug, Clone)]
+pub struct VethSpec<'a> {
+    /// Host end, in the node namespace (the namespace of the `node` handle).
+    pub host_name: &'a str,
+    /// Bridge ifindex the host end is a port of.
+    pub master: u32,
+    /// MTU of both ends.
+    pub mtu: u32,
+    /// Sandbox namespace name (under [`netns::NETNS_DIR`]).
+    pub netns: &'a str,
+    /// Peer name inside the sandbox (`eth0`, `eth1`, ...).
+    pub peer_name: &'a str,
+    pub peer_mac: [u8; 6],
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+    /// Default route inside the sandbox. `None` leaves the sandbox's routes alone (a second
+    /// network's endpoint must not take the default route away from the first).
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// Makes the endpoint `spec` exist; returns whether anything was created or changed.
+/// Opens a netlink connection in the sandbox for the duration of the call; use
+/// [`ensure_veth_with`] to reuse one.
+pub async fn ensure_veth(node: &Handle, spec: &VethSpec<'_>) -> Result<bool> {
+    let sandbox = netns::netlink(Some(spec.netns)).await?;
+    ensure_veth_with(node, &sandbox, spec).await
+}
+
+/// [`ensure_veth`] with a netlink connection already open in the sandbox namespace.
+///
+/// When the host end is missing, the pair is created by ONE `RTM_NEWLINK` in the node namespace
+/// whose peer carries `IFLA_NET_NS_FD`, name, MAC and MTU: the peer is born inside the sandbox
+/// (moving a link between namespaces costs ~20 ms here), and the host end is born attached to the
+/// bridge and up. Then, through the sandbox connection, the peer is brought up and gets its address
+/// and default route.
+///
+/// When the host end exists and its peer in the sandbox is the right one (name, MAC, and the two
+/// ends point at each other through `IFLA_LINK`), only what differs is fixed, so traffic keeps
+/// flowing across an agent restart. When the peer is missing or wrong, the pair is recreated.
+pub async fn ensure_veth_with(node: &Handle, sandbox: &Handle, spec: &VethSpec<'_>) -> Result<bool> {
+    check_ifname(spec.host_name)?;
+    check_ifname(spec.peer_name)?;
+    if let Some(host) = get(node, spec.host_name).await? {
+        if host.kind.as_deref() != Some("veth") {
+            return Err(KernelError::Mismatch(format!(
+                "link {} exists but is a {}, not a veth",
+                spec.host_name,
+                host.kind.as_deref().unwrap_or("device without a kind")
+            )));
+        }
+        let peer = get(sandbox, spec.peer_name).await?;
+        match peer {
+            Some(peer) if is_pair(&host, &peer, spec) => {
+                let changed = converge_existing(node, sandbox, &host, &peer, spec).await?;
+                if !changed {
+                    debug!(netns = spec.netns, ifname = spec.host_name, ip = %spec.addr, "veth already as desired");
+                }
+                return Ok(changed);
+            }
+            _ => {
+                info!(
+                    netns = spec.netns,
+                    ifname = spec.host_name,
+                    "veth peer missing or wrong; recreating the pair"
+                );
+                delete(node, spec.host_name).await?;
+            }
+        }
+    }
+    match create_veth(node, spec).await {
+        Err(e) if e.errno() == Some(libc::EEXIST) => {
+            // The host end is gone, so the name clash is inside the sandbox: a stray link holds the
+            // peer's name (e.g. a peer whose host end was deleted by hand does not exist any more,
+            // but a link created there by someone else might). It is in a namespace we own.
+            if delete(sandbox, spec.peer_name).await? {
+                info!(
+                    netns = spec.netns,
+                    ifname = spec.peer_name,
+                    "removed stray link holding the peer name"
+                );
+            }
+            create_veth(node, spec).await?;
+        }
+        other => other?,
+    }
+    info!(
+        netns = spec.netns,
+        ifname = spec.host_name,
+        peer = spec.peer_name,
+        mac = %format_mac(&spec.peer_mac),
+        ip = %spec.addr,
+        "created veth pair"
+    );
+    let peer = get(sandbox, spec.peer_name).await?.ok_or_else(|| {
+        KernelError::Mismatch(format!(
+            "veth peer {} not found in netns {} after creation",
+            spec.peer_name, spec.netns
+        ))
+    })?;
+    configure_peer(sandbox, &peer, spec).await?;
+    Ok(true)
+}
+
+/// Whether `peer` (in the sandbox) is the other end of `host` and looks as `spec` says.
+fn is_pair(host: &LinkInfo, peer: &LinkInfo, spec: &VethSpec<'_>) -> bool {
+    peer.kind.as_deref() == Some("veth")
+        && peer.mac == Some(spec.peer_mac)
+        && peer.link == Some(host.index)
+        && host.link == Some(peer.index)
+}
+
+/// The single RTM_NEWLINK that creates both ends (see [`ensure_veth_with`]).
+async fn create_veth(node: &Handle, spec: &VethSpec<'_>) -> Result<()> {
+    // The fd must stay open until the kernel has answered.
+    let ns = netns::open(spec.netns)?;
+    let peer = LinkUnspec::new_with_name(spec.peer_name)
+        .address(spec.peer_mac.to_vec())
+        .mtu(spec.mtu)
+        .setns_by_fd(ns.as_raw_fd())
+        // QUIRK: no IFF_UP for the peer here. veth_newlink applies the peer's ifinfomsg flags
+        // before the two ends are linked, so opening the peer fails with ENOTCONN ("peer not
+        // connected") and the whole RTM_NEWLINK with it. The peer is brought up afterwards.
+        .build();
+    let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(spec.host_name)
+        .mtu(spec.mtu)
+        .controller(spec.master) // IFLA_MASTER is honoured on creation
+        .up()
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .build();
+    let result = node.link().add(msg).execute().await;
+    drop(ns);
+    result.map_err(nl_err(format!(
+        "creating veth {} with peer {} in netns {}",
+        spec.host_name, spec.peer_name, spec.netns
+    )))
+}
+
+/// Up, address and default route of a freshly created peer (named, MAC and MTU set).
+/// Order matters: IPv4 adds the connected route only on an up link, and the default route
+/// needs the gateway to be on a connected subnet.
+async fn configure_peer(sandbox: &Handle, peer: &LinkInfo, spec: &VethSpec<'_>) -> Result<()> {
+    set_up(sandbox, peer.index).await?;
+    add_ipv4(sandbox, peer.index, spec.addr, spec.prefix).await?;
+    if let Some(gateway) = spec.gateway {
+        replace_default_route(sandbox, gateway, Some(peer.index)).await?;
+    }
+    Ok(())
+}
+
+/// Fixes an existing, correctly paired veth where it differs from `spec`.
+async fn converge_existing(
+    node: &Handle,
+    sandbox: &Handle,
+    host: &LinkInfo,
+    peer: &LinkInfo,
+    spec: &VethSpec<'_>,
+) -> Result<bool> {
+    let mut changed = converge_link(node, host, spec.mtu, Some(spec.master), None).await?;
+    changed |= converge_link(sandbox, peer, spec.mtu, None, Some(spec.netns)).await?;
+    changed |= ensure_only_ipv4(sandbox, peer, Some((spec.addr, spec.prefix)), Some(spec.netns)).await?;
+    if let Some(gateway) = spec.gateway
+        && default_route(sandbox).await? != Some((gateway, Some(peer.index)))
+    {
+        replace_default_route(sandbox, gateway, Some(peer.index)).await?;
+        info!(netns = spec.netns, ifname = spec.peer_name, ip = %gateway, "set default route");
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// Whether bridge port `name` is isolated (`IFLA_BRPORT_ISOLATED`); `None` if it is not a bridge port.
+pub async fn port_isolated(h: &Handle, name: &str) -> Result<Option<bool>> {
+    let Some(msg) = get_message(h, name).await? else {
+        return Err(KernelError::Mismatch(format!("link {name} does not exist")));
+    };
+    for attr in &msg.attributes {
+        let LinkAttribute::LinkInfo(infos) = attr else {
+            continue;
+        };
+        for item in infos {
+            if let NlLinkInfo::PortData(InfoPortData::BridgePort(data)) = item {
+                let isolated = data.iter().find_map(|d| match d {
+                    InfoBridgePort::Isolated(on) => Some(*on),
+                    _ => None,
+                });
+                return Ok(Some(isolated.unwrap_or(false)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Sets the bridge port flag `isolated` on link `name` (`bridge link set dev NAME isolated on`);
+/// returns whether it changed. Isolated ports of a bridge cannot reach each other, only
+/// non-isolated ports and the bridge itself (the gateway): Docker's `enable_icc=false` without
+/// any firewall rule.
+pub async fn set_port_isolated(h: &Handle, name: &str, isolated: bool) -> Result<bool> {
+    let Some(link) = get(h, name).await? else {
+        return Err(KernelError::Mismatch(format!("link {name} does not exist")));
+    };
+    match port_isolated(h, name).await? {
+        None => return Err(KernelError::Mismatch(format!("link {name} is not a bridge port"))),
+        Some(now) if now == isolated => {
+            debug!(ifname = name, isolated, "port isolation already set");
+            return Ok(false);
+        }
+        Some(_) => {}
+    }
+    // Bridge port options go in IFLA_INFO_SLAVE_DATA of an RTM_NEWLINK without NLM_F_CREATE;
+    // RTM_SETLINK ignores them.
+    let msg = LinkBridgePort::new(link.index).isolated(isolated).build();
+    h.link().set_port(msg).execute().await.map_err(nl_err(format!(
+        "setting isolated={isolated} on bridge port {name}"
+    )))?;
+    info!(ifname = name, isolated, "set port isolation");
+    Ok(true)
+}
+
+/// Deletes the link called `name` (one RTM_DELLINK by name); `Ok(false)` if there is none.
+/// Deleting one end of a veth deletes both (this takes ~20 ms: the kernel waits for RCU).
+pub async fn delete(h: &Handle, name: &str) -> Result<bool> {
+    check_ifname(name)?;
+    let msg = LinkUnspec::new_with_name(name).build();
+    match h.link().del_with_message(msg).execute().await {
+        Ok(()) => {
+            info!(ifname = name, "deleted link");
+            Ok(true)
+        }
+        Err(e) if netlink_errno(&e) == Some(libc::ENODEV) => {
+            debug!(ifname = name, "link already absent");
+            Ok(false)
+        }
+        Err(e) => Err(nl_err(format!("deleting link {name}"))(e)),
+    }
+}
+
+/// The IPv4 default route of the main table: gateway and output interface. `None` when there is
+/// no default route or it has no IPv4 gateway (e.g. multipath or device-only routes).
+pub async fn default_route(h: &Handle) -> Result<Option<(Ipv4Addr, Option<u32>)>> {
+    let request = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    let routes: Vec<RouteMessage> = h
+        .route()
+        .get(request)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl_err("listing routes"))?;
+    // Without NETLINK_GET_STRICT_CHK the kernel dumps every table; filter on our side.
+    for route in &routes {
+        let table = route
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                RouteAttribute::Table(t) => Some(*t),
+                _ => None,
+            })
+            .unwrap_or(u32::from(route.header.table));
+        if table != u32::from(RouteHeader::RT_TABLE_MAIN)
+            || route.header.destination_prefix_length != 0
+            || route.header.kind != RouteType::Unicast
+        {
+            continue;
+        }
+        let gateway = route.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+            _ => None,
+        });
+        let oif = route.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        });
+        return Ok(gateway.map(|gateway| (gateway, oif)));
+    }
+    Ok(None)
+}
+
+/// The gateway of the IPv4 default route, if any.
+pub async fn default_gateway(h: &Handle) -> Result<Option<Ipv4Addr>> {
+    Ok(default_route(h).await?.map(|(gateway, _)| gateway))
+}
+
+/// `ip route replace default via GATEWAY [dev OIF]`.
+async fn replace_default_route(h: &Handle, gateway: Ipv4Addr, oif: Option<u32>) -> Result<()> {
+    let mut builder = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway);
+    if let Some(oif) = oif {
+        builder = builder.output_interface(oif);
+    }
+    h.route()
+        .add(builder.build())
+        .replace()
+        .execute()
+        .await
+        .map_err(nl_err(format!("setting default route via {gateway}")))
+}
+
+/// Makes the IPv4 default route of the handle's namespace go via `gateway` (replacing one that
+/// goes elsewhere). The kernel picks the interface; the gateway must be on a connected subnet.
+pub async fn set_default_route(h: &Handle, gateway: Ipv4Addr) -> Result<()> {
+    if default_gateway(h).await? == Some(gateway) {
+        debug!(ip = %gateway, "default route already set");
+        return Ok(());
+    }
+    replace_default_route(h, gateway, None).await?;
+    info!(ip = %gateway, "set default route");
+    Ok(())
+}
+
+/// VNI, local address, UDP port and learning flag of a VXLAN link message.
+fn vxlan_params(msg: &LinkMessage) -> (Option<u32>, Option<Ipv4Addr>, Option<u16>, Option<bool>) {
+    let mut params = (None, None, None, None);
+    for attr in &msg.attributes {
+        let LinkAttribute::LinkInfo(infos) = attr else {
+            continue;
+        };
+        for item in infos {
+            let NlLinkInfo::Data(InfoData::Vxlan(data)) = item else {
+                continue;
+            };
+            for d in data {
+                match d {
+                    InfoVxlan::Id(id) => params.0 = Some(*id),
+                    InfoVxlan::Local(ip) => params.1 = Some(*ip),
+                    InfoVxlan::Port(port) => params.2 = Some(*port),
+                    InfoVxlan::Learning(learning) => params.3 = Some(*learning),
+                    _ => {}
+                }
+            }
+        }
+    }
+    params
+}
+
+/// Makes VXLAN device `name` exist with `vni`, source address `local`, UDP destination port `port`
+/// (4789 is IANA's) and learning off (remote MACs come from static FDB entries), with `mtu`, as a
+/// port of bridge `master`, up; returns its ifindex. A device with other VXLAN parameters is
+/// recreated (the kernel refuses to change most of them in place); a link of that name that is not
+/// VXLAN is a [`KernelError::Mismatch`].
+pub async fn ensure_vxlan(
+    h: &Handle,
+    name: &str,
+    vni: u32,
+    local: Ipv4Addr,
+    port: u16,
+    mtu: u32,
+    master: u32,
+) -> Result<u32> {
+    if let Some(msg) = get_message(h, name).await? {
+        let link = LinkInfo::from_message(&msg);
+        if link.kind.as_deref() != Some("vxlan") {
+            return Err(KernelError::Mismatch(format!(
+                "link {name} exists but is a {}, not a vxlan",
+                link.kind.as_deref().unwrap_or("device without a kind")
+            )));
+        }
+        if vxlan_params(&msg) == (Some(vni), Some(local), Some(port), Some(false)) {
+            if !converge_link(h, &link, mtu, Some(master), None).await? {
+                debug!(ifname = name, vni, "vxlan already as desired");
+            }
+            return Ok(link.index);
+        }
+        info!(ifname = name, vni, "vxlan parameters differ; recreating");
+        delete(h, name).await?;
+    }
+    let msg = LinkVxlan::new(name, vni)
+        .local(local)
+        .port(port)
+        .learning(false)
+        .mtu(mtu)
+        .controller(master)
+        .up()
+        .build();
+    h.link()
+        .add(msg)
+        .execute()
+        .await
+        .map_err(nl_err(format!("creating vxlan {name} (vni {vni})")))?;
+    info!(ifname = name, vni, ip = %local, port, "created vxlan");
+    let link = get(h, name)
+        .await?
+        .ok_or_else(|| KernelError::Mismatch(format!("vxlan {name} vanished after creation")))?;
+    Ok(link.index)
+}
