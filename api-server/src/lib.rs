@@ -1,11 +1,13 @@
 //! berth-api: validates requests, keeps every piece of cluster state in etcd,
 //! allocates subnets, addresses and VNIs with transactions, and (with the node
 //! agent) drives the nodes.
+pub mod agents;
 pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod ipam;
 pub mod networks;
 pub mod nodes;
+pub mod sandboxes;
 pub mod server;
 pub mod store;

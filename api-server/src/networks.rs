@@ -268,7 +268,7 @@ impl Networks {
     }
 
     /// Removes a network that has no endpoints left. The removal compares the
-    /// network's guard key, which every endpoint creation rewrites, so an
+    /// network's endpoint range ("no key under `endpoints/<id>/`"), so an
     /// endpoint created concurrently makes the removal fail instead of orphaning it.
     pub async fn remove(&self, name_or_id: &str) -> Result<NetworkRecord> {
         let keys = &self.store.keys;
@@ -280,8 +280,6 @@ impl Networks {
                     net.name
                 )));
             }
-            let guard_key = keys.network_guard(&net.id);
-            let guard_rev = self.store.mod_revision(&guard_key).await?;
             let endpoints = self.endpoints(&net.id).await?;
             if !endpoints.is_empty() {
                 let names: Vec<_> = endpoints.iter().map(|e| e.sandbox_name.as_str()).collect();
@@ -294,7 +292,6 @@ impl Networks {
             let mut ops = vec![
                 TxnOp::delete(keys.network(&net.id), None),
                 TxnOp::delete(keys.network_name(&net.name), None),
-                TxnOp::delete(guard_key.clone(), None),
                 TxnOp::delete(
                     keys.ipam_network(&net.id),
                     Some(etcd_client::DeleteOptions::new().with_prefix()),
@@ -310,7 +307,8 @@ impl Networks {
                 ops.push(TxnOp::delete(keys.vni(vni), None));
             }
             let compares = vec![
-                Compare::mod_revision(guard_key, CompareOp::Equal, guard_rev),
+                // Over a range: true only when no endpoint key exists.
+                Compare::create_revision(keys.endpoints(&net.id), CompareOp::Equal, 0).with_prefix(),
                 Compare::create_revision(keys.network(&net.id), CompareOp::NotEqual, 0),
             ];
             if self

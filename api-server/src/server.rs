@@ -12,12 +12,14 @@ use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
 use tonic::transport::server::Router;
 
+use crate::agents::Agents;
 use crate::config::Config;
 use crate::grpc::network::NetworkApi;
 use crate::grpc::node::NodeApi;
 use crate::grpc::sandbox::SandboxApi;
 use crate::networks::Networks;
 use crate::nodes::Nodes;
+use crate::sandboxes::Sandboxes;
 use crate::store::Store;
 
 /// Connects to etcd, ensures the built-in networks and serves until SIGINT/SIGTERM.
@@ -39,6 +41,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let nodes = Nodes::new(store.clone(), config.node_ttl);
+    let sandboxes = Sandboxes::new(store.clone(), networks.clone(), nodes.clone(), Agents::default());
     let router = || -> anyhow::Result<Router> {
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = tonic_reflection::server::Builder::configure()
@@ -57,10 +60,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .add_service(reflection)
             .add_service(NetworkServiceServer::new(NetworkApi {
                 networks: networks.clone(),
+                sandboxes: sandboxes.clone(),
             }))
-            .add_service(SandboxServiceServer::new(SandboxApi))
-            .add_service(NodeServiceServer::new(NodeApi { nodes: nodes.clone() }))
-            .add_service(RegistryServiceServer::new(NodeApi { nodes: nodes.clone() })))
+            .add_service(SandboxServiceServer::new(SandboxApi {
+                sandboxes: sandboxes.clone(),
+            }))
+            .add_service(NodeServiceServer::new(NodeApi {
+                nodes: nodes.clone(),
+                sandboxes: sandboxes.clone(),
+            }))
+            .add_service(RegistryServiceServer::new(NodeApi {
+                nodes: nodes.clone(),
+                sandboxes: sandboxes.clone(),
+            })))
     };
 
     let shutdown = shutdown_signal();

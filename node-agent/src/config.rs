@@ -35,6 +35,11 @@ pub struct Config {
     #[arg(long, env = "BERTH_AGENT_NETNS")]
     pub netns: Option<String>,
 
+    /// Prefix added to the name of every sandbox namespace this agent
+    /// creates (tests use it to keep parallel clusters apart).
+    #[arg(long, env = "BERTH_NETNS_PREFIX", default_value = "")]
+    pub netns_prefix: String,
+
     /// Underlay MTU reported to the API server.
     #[arg(long, env = "BERTH_NODE_MTU", default_value_t = 1500)]
     pub mtu: u32,

@@ -1,64 +1,159 @@
-//! `berth.v1.AgentService`: the commands the API server sends this node.
-//! Kernel work arrives with the node-agent issue; until then only `Status`
-//! answers and the rest say UNIMPLEMENTED.
+//! `berth.v1.AgentService`: turns the API server's commands into domain
+//! types and hands them to the [`Reconciler`]; `Exec` streams a process's
+//! output back.
 use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::Arc;
 
 use berth_proto::v1 as pb;
 use berth_proto::v1::agent_service_server::AgentService;
+use tokio::io::AsyncReadExt;
 use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+
+use crate::exec;
+use crate::model::{self, NetworkSpec, SandboxSpec};
+use crate::reconcile::{ReconcileError, Reconciler};
 
 pub struct AgentApi {
     pub node: String,
-}
-
-fn not_yet() -> Status {
-    Status::unimplemented("this agent does not realise networks yet")
+    pub reconciler: Arc<Reconciler>,
 }
 
 type Reply = Result<Response<pb::AgentReply>, Status>;
 
+fn status(e: ReconcileError) -> Status {
+    match e {
+        ReconcileError::Spec(m) => Status::invalid_argument(m),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn bad(e: model::BadSpec) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn ok() -> Reply {
+    Ok(Response::new(pb::AgentReply::default()))
+}
+
 #[tonic::async_trait]
 impl AgentService for AgentApi {
-    async fn ensure_network(&self, _r: Request<pb::EnsureNetworkRequest>) -> Reply {
-        Err(not_yet())
+    #[tracing::instrument(skip_all, fields(node = %self.node, sandbox = tracing::field::Empty))]
+    async fn ensure_sandbox(&self, req: Request<pb::EnsureSandboxRequest>) -> Reply {
+        let r = req.into_inner();
+        let s = r
+            .sandbox
+            .ok_or_else(|| Status::invalid_argument("sandbox missing"))?;
+        tracing::Span::current().record("sandbox", s.name.as_str());
+        let sandbox = SandboxSpec::from_proto(&s, self.reconciler.netns_prefix()).map_err(bad)?;
+        let mut networks = Vec::new();
+        for n in &r.networks {
+            if let Some(spec) = NetworkSpec::from_proto(n).map_err(bad)? {
+                networks.push(spec);
+            }
+        }
+        self.reconciler
+            .ensure_sandbox(sandbox, networks)
+            .await
+            .map_err(status)?;
+        ok()
     }
-    async fn remove_network(&self, _r: Request<pb::RemoveAgentNetworkRequest>) -> Reply {
-        Err(not_yet())
+
+    #[tracing::instrument(skip_all, fields(node = %self.node, sandbox = %req.get_ref().sandbox_id))]
+    async fn remove_sandbox(&self, req: Request<pb::RemoveAgentSandboxRequest>) -> Reply {
+        let r = req.into_inner();
+        self.reconciler
+            .remove_sandbox(&r.sandbox_id, &r.netns)
+            .await
+            .map_err(status)?;
+        ok()
     }
-    async fn ensure_sandbox(&self, _r: Request<pb::EnsureSandboxRequest>) -> Reply {
-        Err(not_yet())
+
+    async fn set_overlay_peers(&self, _req: Request<pb::OverlayPeers>) -> Reply {
+        Err(Status::unimplemented(
+            "overlay networks are not supported by this agent yet",
+        ))
     }
-    async fn remove_sandbox(&self, _r: Request<pb::RemoveAgentSandboxRequest>) -> Reply {
-        Err(not_yet())
+
+    #[tracing::instrument(skip_all, fields(node = %self.node))]
+    async fn sync(&self, req: Request<pb::NodeState>) -> Reply {
+        let desired =
+            model::desired_from_proto(req.get_ref(), self.reconciler.netns_prefix()).map_err(bad)?;
+        self.reconciler.sync(desired).await.map_err(status)?;
+        ok()
     }
-    async fn ensure_endpoint(&self, _r: Request<pb::EnsureEndpointRequest>) -> Reply {
-        Err(not_yet())
-    }
-    async fn remove_endpoint(&self, _r: Request<pb::RemoveEndpointRequest>) -> Reply {
-        Err(not_yet())
-    }
-    async fn set_overlay_peers(&self, _r: Request<pb::OverlayPeers>) -> Reply {
-        Err(not_yet())
-    }
-    async fn sync(&self, _r: Request<pb::NodeState>) -> Reply {
-        Err(not_yet())
-    }
-    async fn status(
-        &self,
-        _r: Request<pb::StatusRequest>,
-    ) -> Result<Response<pb::StatusResponse>, Status> {
+
+    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let s = self.reconciler.status().await;
         Ok(Response::new(pb::StatusResponse {
             node: self.node.clone(),
-            converged: false,
-            ..Default::default()
+            converged: s.converged,
+            synced_revision: 0,
+            sandboxes: s.sandboxes,
+            networks: s.networks,
+            last_error: s.last_error,
         }))
     }
+
     type ExecStream = Pin<Box<dyn Stream<Item = Result<pb::ExecOutput, Status>> + Send>>;
-    async fn exec(
-        &self,
-        _r: Request<pb::AgentExecRequest>,
-    ) -> Result<Response<Self::ExecStream>, Status> {
-        Err(not_yet())
+
+    #[tracing::instrument(skip_all, fields(node = %self.node, netns = %req.get_ref().netns))]
+    async fn exec(&self, req: Request<pb::AgentExecRequest>) -> Result<Response<Self::ExecStream>, Status> {
+        let r = req.into_inner();
+        let target = self.reconciler.exec_target(&r.netns);
+        if let Some(p) = &target.netns
+            && !p.exists()
+        {
+            return Err(Status::not_found(format!(
+                "namespace of sandbox {} is missing on this node",
+                r.sandbox_name
+            )));
+        }
+        let mut cmd =
+            exec::command(&target, &r.command, false).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Status::invalid_argument(format!("cannot run {:?}: {e}", r.command[0])))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        tokio::spawn(async move {
+            let (mut ob, mut eb) = ([0u8; 8192], [0u8; 8192]);
+            let (mut out_open, mut err_open) = (true, true);
+            while out_open || err_open {
+                let msg = tokio::select! {
+                    n = stdout.read(&mut ob), if out_open => match n {
+                        Ok(0) | Err(_) => { out_open = false; continue }
+                        Ok(n) => pb::exec_output::Kind::Stdout(ob[..n].to_vec()),
+                    },
+                    n = stderr.read(&mut eb), if err_open => match n {
+                        Ok(0) | Err(_) => { err_open = false; continue }
+                        Ok(n) => pb::exec_output::Kind::Stderr(eb[..n].to_vec()),
+                    },
+                };
+                if tx.send(Ok(pb::ExecOutput { kind: Some(msg) })).await.is_err() {
+                    return; // client went away; kill_on_drop stops the child
+                }
+            }
+            let code = match child.wait().await {
+                Ok(st) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
+                }
+                Err(_) => 255,
+            };
+            let _ = tx
+                .send(Ok(pb::ExecOutput {
+                    kind: Some(pb::exec_output::Kind::ExitCode(code)),
+                }))
+                .await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

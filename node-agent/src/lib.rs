@@ -2,15 +2,25 @@
 //! its lease alive, and serves the commands that realise the node's share of
 //! the cluster network.
 pub mod config;
+pub mod etcfiles;
+pub mod exec;
 pub mod grpc;
+pub mod kernel;
+pub mod model;
+pub mod nft;
+pub mod reconcile;
 pub mod registration;
+pub mod state;
 
 use anyhow::Context;
 use berth_proto::v1::agent_service_server::AgentServiceServer;
 use tonic::transport::Server;
 
+use std::sync::Arc;
+
 use crate::config::Config;
 use crate::grpc::AgentApi;
+use crate::reconcile::Reconciler;
 
 /// Moves the calling thread into the named network namespace. Call before
 /// the async runtime starts, so every thread it spawns inherits it.
@@ -34,12 +44,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(node = %config.name, addr = %listener.local_addr()?, "agent listening");
-    let registration = tokio::spawn(registration::keep_registered(config.clone()));
+    let reconciler = Arc::new(
+        Reconciler::new(config.state_dir.clone(), config.netns_prefix.clone())
+            .await
+            .context("preparing the node")?,
+    );
+    let registration = tokio::spawn(registration::keep_registered(config.clone(), reconciler.clone()));
     let server = Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(AgentServiceServer::new(AgentApi {
             node: config.name.clone(),
+            reconciler,
         }))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

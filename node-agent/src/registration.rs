@@ -7,16 +7,22 @@ use berth_proto::v1::registry_service_client::RegistryServiceClient;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::config::Config;
+use std::sync::Arc;
 
-/// Registers, then heartbeats every third of the lease TTL; registers again
+use crate::config::Config;
+use crate::model;
+use crate::reconcile::Reconciler;
+
+/// Registers, converges the node to the desired state the API server holds,
+/// then heartbeats every third of the lease TTL; registers (and syncs) again
 /// whenever the API server says the lease is gone. Never returns.
-pub async fn keep_registered(config: Config) {
+pub async fn keep_registered(config: Config, reconciler: Arc<Reconciler>) {
     let mut backoff = Duration::from_millis(200);
     loop {
         match register_once(&config).await {
             Ok((mut client, lease, ttl)) => {
                 backoff = Duration::from_millis(200);
+                full_sync(&config, &mut client, &reconciler).await;
                 let period = Duration::from_millis(u64::from(ttl.max(1)) * 1000 / 3);
                 loop {
                     tokio::time::sleep(period).await;
@@ -45,9 +51,37 @@ pub async fn keep_registered(config: Config) {
     }
 }
 
-async fn register_once(
-    config: &Config,
-) -> anyhow::Result<(RegistryServiceClient<Channel>, i64, u32)> {
+/// Fetches the node's desired state and converges to it, retrying until the
+/// API server answers (a partial failure is reported by `Status`).
+async fn full_sync(config: &Config, client: &mut RegistryServiceClient<Channel>, reconciler: &Reconciler) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let req = pb::DesiredStateRequest {
+            node: config.name.clone(),
+        };
+        match client.desired_state(req).await {
+            Ok(state) => match model::desired_from_proto(state.get_ref(), reconciler.netns_prefix()) {
+                Ok(desired) => {
+                    if let Err(e) = reconciler.sync(desired).await {
+                        tracing::error!(node = %config.name, error = %e, "full sync left errors");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(node = %config.name, error = %e, "desired state unusable");
+                    return;
+                }
+            },
+            Err(s) => {
+                tracing::warn!(node = %config.name, error = %s.message(), "fetching desired state failed")
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn register_once(config: &Config) -> anyhow::Result<(RegistryServiceClient<Channel>, i64, u32)> {
     let channel = Channel::from_shared(config.api.clone())?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(10))

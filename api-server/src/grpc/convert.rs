@@ -3,7 +3,7 @@
 use berth_proto::v1 as pb;
 
 use crate::nodes::NodeStatus;
-use crate::store::records::{EndpointRecord, NetworkRecord};
+use crate::store::records::{EndpointRecord, NetworkRecord, SandboxRecord};
 
 pub fn network(n: &NetworkRecord) -> pb::Network {
     pb::Network {
@@ -52,5 +52,20 @@ pub fn node(n: &NodeStatus) -> pb::Node {
         ready: n.ready,
         registered: n.record.registered.clone(),
         mtu: n.record.mtu,
+    }
+}
+
+pub fn sandbox(r: &SandboxRecord, endpoints: &[(EndpointRecord, NetworkRecord)]) -> pb::Sandbox {
+    pb::Sandbox {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        node: r.node.clone(),
+        mode: r.mode.as_str().to_string(),
+        ports: Vec::new(),
+        links: Vec::new(),
+        command: r.command.clone(),
+        created: r.created.clone(),
+        endpoints: endpoints.iter().map(|(e, n)| endpoint(e, n)).collect(),
+        netns: r.netns.clone().unwrap_or_default(),
     }
 }

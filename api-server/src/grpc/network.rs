@@ -7,9 +7,11 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::error::ApiError;
 use crate::networks::{NetworkSpec, Networks};
+use crate::sandboxes::Sandboxes;
 
 pub struct NetworkApi {
     pub networks: Networks,
+    pub sandboxes: Sandboxes,
 }
 
 #[tonic::async_trait]
@@ -66,23 +68,33 @@ impl NetworkService for NetworkApi {
         Ok(Response::new(pb::RemoveNetworkResponse { id: net.id }))
     }
 
+    #[tracing::instrument(skip_all, fields(network = %req.get_ref().network, sandbox = %req.get_ref().sandbox))]
     async fn connect_network(
         &self,
-        _req: Request<pb::ConnectNetworkRequest>,
+        req: Request<pb::ConnectNetworkRequest>,
     ) -> Result<Response<pb::ConnectNetworkResponse>, Status> {
-        Err(
-            ApiError::Unimplemented("network connect needs the node agent, which is not built yet".into())
-                .into(),
-        )
+        let r = req.into_inner();
+        let ip = match r.ip.as_str() {
+            "" => None,
+            s => Some(berth_core::net::parse_ip("ip", s).map_err(ApiError::from)?),
+        };
+        let ep = self
+            .sandboxes
+            .connect(&r.network, &r.sandbox, ip, r.aliases)
+            .await?;
+        let net = self.networks.find(&ep.network_id).await?;
+        Ok(Response::new(pb::ConnectNetworkResponse {
+            endpoint: Some(convert::endpoint(&ep, &net)),
+        }))
     }
 
+    #[tracing::instrument(skip_all, fields(network = %req.get_ref().network, sandbox = %req.get_ref().sandbox))]
     async fn disconnect_network(
         &self,
-        _req: Request<pb::DisconnectNetworkRequest>,
+        req: Request<pb::DisconnectNetworkRequest>,
     ) -> Result<Response<pb::DisconnectNetworkResponse>, Status> {
-        Err(
-            ApiError::Unimplemented("network disconnect needs the node agent, which is not built yet".into())
-                .into(),
-        )
+        let r = req.into_inner();
+        self.sandboxes.disconnect(&r.network, &r.sandbox).await?;
+        Ok(Response::new(pb::DisconnectNetworkResponse {}))
     }
 }

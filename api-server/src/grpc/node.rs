@@ -5,11 +5,12 @@ use berth_proto::v1::registry_service_server::RegistryService;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use crate::error::ApiError;
 use crate::nodes::{Nodes, Registration};
+use crate::sandboxes::Sandboxes;
 
 pub struct NodeApi {
     pub nodes: Nodes,
+    pub sandboxes: Sandboxes,
 }
 
 #[tonic::async_trait]
@@ -60,10 +61,13 @@ impl RegistryService for NodeApi {
         Ok(Response::new(pb::HeartbeatResponse { ttl_seconds }))
     }
 
+    #[tracing::instrument(skip_all, fields(node = %req.get_ref().node))]
     async fn desired_state(
         &self,
-        _req: Request<pb::DesiredStateRequest>,
+        req: Request<pb::DesiredStateRequest>,
     ) -> Result<Response<pb::NodeState>, Status> {
-        Err(ApiError::Unimplemented("desired state arrives with the node agent".into()).into())
+        let node = &req.get_ref().node;
+        self.nodes.get(node).await?;
+        Ok(Response::new(self.sandboxes.desired_state(node).await?))
     }
 }

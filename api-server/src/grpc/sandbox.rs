@@ -1,5 +1,5 @@
-//! `berth.v1.SandboxService`. Sandboxes need the node agent; until it exists
-//! every call answers UNIMPLEMENTED with a message saying so.
+//! `berth.v1.SandboxService`: validates requests and calls [`Sandboxes`];
+//! `Exec` relays the owning agent's output stream.
 use std::pin::Pin;
 
 use berth_proto::v1 as pb;
@@ -7,42 +7,76 @@ use berth_proto::v1::sandbox_service_server::SandboxService;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::error::ApiError;
+use crate::agents::unavailable;
+use crate::sandboxes::{SandboxSpec, Sandboxes};
 
-pub struct SandboxApi;
-
-fn not_yet() -> Status {
-    ApiError::Unimplemented("sandboxes need the node agent, which is not built yet".into()).into()
+pub struct SandboxApi {
+    pub sandboxes: Sandboxes,
 }
 
 #[tonic::async_trait]
 impl SandboxService for SandboxApi {
+    #[tracing::instrument(skip_all, fields(sandbox = %req.get_ref().name))]
     async fn create_sandbox(
         &self,
-        _r: Request<pb::CreateSandboxRequest>,
+        req: Request<pb::CreateSandboxRequest>,
     ) -> Result<Response<pb::CreateSandboxResponse>, Status> {
-        Err(not_yet())
+        let spec = SandboxSpec::validate(req.get_ref())?;
+        let view = self.sandboxes.create(spec).await?;
+        Ok(Response::new(pb::CreateSandboxResponse {
+            sandbox: Some(view.to_proto()),
+        }))
     }
+
     async fn list_sandboxes(
         &self,
-        _r: Request<pb::ListSandboxesRequest>,
+        _req: Request<pb::ListSandboxesRequest>,
     ) -> Result<Response<pb::ListSandboxesResponse>, Status> {
-        Err(not_yet())
+        let views = self.sandboxes.list(None).await?;
+        Ok(Response::new(pb::ListSandboxesResponse {
+            sandboxes: views.iter().map(|v| v.to_proto()).collect(),
+        }))
     }
+
     async fn inspect_sandbox(
         &self,
-        _r: Request<pb::InspectSandboxRequest>,
+        req: Request<pb::InspectSandboxRequest>,
     ) -> Result<Response<pb::InspectSandboxResponse>, Status> {
-        Err(not_yet())
+        let view = self.sandboxes.find(&req.get_ref().name_or_id).await?;
+        Ok(Response::new(pb::InspectSandboxResponse {
+            sandbox: Some(view.to_proto()),
+        }))
     }
+
+    #[tracing::instrument(skip_all, fields(sandbox = %req.get_ref().name_or_id))]
     async fn remove_sandbox(
         &self,
-        _r: Request<pb::RemoveSandboxRequest>,
+        req: Request<pb::RemoveSandboxRequest>,
     ) -> Result<Response<pb::RemoveSandboxResponse>, Status> {
-        Err(not_yet())
+        let r = req.into_inner();
+        let view = self.sandboxes.remove(&r.name_or_id, r.force).await?;
+        Ok(Response::new(pb::RemoveSandboxResponse { id: view.record.id }))
     }
+
     type ExecStream = Pin<Box<dyn Stream<Item = Result<pb::ExecOutput, Status>> + Send>>;
-    async fn exec(&self, _r: Request<pb::ExecRequest>) -> Result<Response<Self::ExecStream>, Status> {
-        Err(not_yet())
+
+    #[tracing::instrument(skip_all, fields(sandbox = %req.get_ref().sandbox))]
+    async fn exec(&self, req: Request<pb::ExecRequest>) -> Result<Response<Self::ExecStream>, Status> {
+        let r = req.into_inner();
+        if r.command.is_empty() || r.command[0].is_empty() {
+            return Err(Status::invalid_argument(
+                "invalid command: give the program to run",
+            ));
+        }
+        let (node, mut target) = self.sandboxes.exec_target(&r.sandbox).await?;
+        target.command = r.command;
+        let mut client = self.sandboxes.agents().client(&node)?;
+        let stream = client.exec(target).await.map_err(|s| match s.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
+                Status::from(unavailable(&node.name, s))
+            }
+            _ => s,
+        })?;
+        Ok(Response::new(Box::pin(stream.into_inner())))
     }
 }

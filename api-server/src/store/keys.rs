@@ -59,11 +59,6 @@ impl Keys {
     pub fn subnet_guard(&self, scope: Scope) -> String {
         format!("{}guards/subnets/{scope}", self.root)
     }
-    /// Written by every endpoint creation on a network; removal of the
-    /// network compares its revision so no endpoint lands on a removed network.
-    pub fn network_guard(&self, id: &str) -> String {
-        format!("{}guards/networks/{id}", self.root)
-    }
     pub fn vnis(&self) -> String {
         format!("{}vni/", self.root)
     }
@@ -75,6 +70,9 @@ impl Keys {
     }
     pub fn sandbox(&self, id: &str) -> String {
         format!("{}sandboxes/{id}", self.root)
+    }
+    pub fn endpoints_all(&self) -> String {
+        format!("{}endpoints/", self.root)
     }
     pub fn endpoints(&self, network_id: &str) -> String {
         format!("{}endpoints/{network_id}/", self.root)

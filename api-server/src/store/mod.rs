@@ -78,25 +78,6 @@ impl Store {
             .collect()
     }
 
-    /// Keys under `prefix` with their values as strings.
-    pub async fn list_strings(&self, prefix: &str) -> Result<Vec<(String, String)>> {
-        let resp = self
-            .client
-            .clone()
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await?;
-        Ok(resp
-            .kvs()
-            .iter()
-            .map(|kv| {
-                (
-                    String::from_utf8_lossy(kv.key()).into_owned(),
-                    String::from_utf8_lossy(kv.value()).into_owned(),
-                )
-            })
-            .collect())
-    }
-
     /// Keys under `prefix` and the store revision they were read at.
     pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
         let resp = self
@@ -109,27 +90,6 @@ impl Store {
             .iter()
             .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
             .collect())
-    }
-
-    /// Whether anything exists under `prefix`.
-    pub async fn any_under(&self, prefix: &str) -> Result<bool> {
-        let resp = self
-            .client
-            .clone()
-            .get(prefix, Some(GetOptions::new().with_prefix().with_count_only()))
-            .await?;
-        Ok(resp.count() > 0)
-    }
-
-    /// The mod revision of `key`, 0 when it does not exist (etcd compares a
-    /// missing key as revision 0, so this value works in a `Compare`).
-    pub async fn mod_revision(&self, key: &str) -> Result<i64> {
-        let resp = self
-            .client
-            .clone()
-            .get(key, Some(GetOptions::new().with_keys_only()))
-            .await?;
-        Ok(resp.kvs().first().map(|kv| kv.mod_revision()).unwrap_or(0))
     }
 
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {

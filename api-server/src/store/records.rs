@@ -62,3 +62,42 @@ pub struct EndpointRecord {
     #[serde(default)]
     pub aliases: Vec<String>,
 }
+
+/// How a sandbox is attached to the node's network stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Its own network namespace with endpoints on bridge or overlay networks.
+    Namespace,
+    /// The node's own namespace (`--network host`).
+    Host,
+    /// Its own namespace with only `lo` (`--network none`).
+    None,
+}
+
+impl SandboxMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxMode::Namespace => "namespace",
+            SandboxMode::Host => "host",
+            SandboxMode::None => "none",
+        }
+    }
+}
+
+/// `<prefix>/v1/sandboxes/<id>`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub name: String,
+    pub node: String,
+    pub mode: SandboxMode,
+    /// Network namespace name on the node; `None` in host mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    /// Ids of the networks it is attached to, in attach order (eth0 first).
+    pub networks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    pub created: String,
+}

@@ -1,0 +1,701 @@
+//! Sandboxes: create (name, record, endpoint and address in one etcd
+//! transaction, then the owning agent), connect, disconnect, remove, exec,
+//! and the desired state of a node. A failed agent call rolls back what the
+//! request recorded and answers UNAVAILABLE.
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+
+use berth_core::model::Driver;
+use berth_core::names::validate_name;
+use berth_core::net::{format_mac, mac_from_ip, parse_ip};
+use berth_proto::v1 as pb;
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+
+use crate::agents::{Agents, unavailable};
+use crate::error::{ApiError, Result};
+use crate::grpc::convert;
+use crate::ipam::{self, Allocated};
+use crate::networks::Networks;
+use crate::nodes::Nodes;
+use crate::store::records::{EndpointRecord, NetworkRecord, NodeRecord, SandboxMode, SandboxRecord};
+use crate::store::{Store, new_id, now_rfc3339, to_json};
+
+/// A validated request to create a sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    pub name: String,
+    pub node: Option<String>,
+    pub network: String,
+    pub ip: Option<Ipv4Addr>,
+    pub aliases: Vec<String>,
+    pub command: Vec<String>,
+}
+
+impl SandboxSpec {
+    pub fn validate(r: &pb::CreateSandboxRequest) -> Result<Self> {
+        validate_name("name", &r.name)?;
+        let node = match r.node.as_str() {
+            "" => None,
+            n => {
+                validate_name("node", n)?;
+                Some(n.to_string())
+            }
+        };
+        let ip = match r.ip.as_str() {
+            "" => None,
+            s => Some(parse_ip("ip", s)?),
+        };
+        for a in &r.aliases {
+            validate_name("alias", a)?;
+        }
+        if !r.links.is_empty() {
+            return Err(ApiError::Unimplemented("--link is not supported yet".into()));
+        }
+        if !r.ports.is_empty() {
+            return Err(ApiError::Unimplemented(
+                "published ports are not supported yet".into(),
+            ));
+        }
+        if r.command.first().is_some_and(|c| c.is_empty()) {
+            return Err(berth_core::Invalid::new("command", "the program name is empty").into());
+        }
+        Ok(Self {
+            name: r.name.clone(),
+            node,
+            network: if r.network.is_empty() {
+                "bridge".into()
+            } else {
+                r.network.clone()
+            },
+            ip,
+            aliases: r.aliases.clone(),
+            command: r.command.clone(),
+        })
+    }
+}
+
+/// A sandbox with its endpoints and their networks, in attach order.
+#[derive(Debug, Clone)]
+pub struct SandboxView {
+    pub record: SandboxRecord,
+    pub endpoints: Vec<(EndpointRecord, NetworkRecord)>,
+}
+
+impl SandboxView {
+    pub fn to_proto(&self) -> pb::Sandbox {
+        convert::sandbox(&self.record, &self.endpoints)
+    }
+
+    fn networks(&self) -> Vec<pb::Network> {
+        self.endpoints.iter().map(|(_, n)| convert::network(n)).collect()
+    }
+}
+
+fn mode_of(driver: Driver) -> SandboxMode {
+    match driver {
+        Driver::Host => SandboxMode::Host,
+        Driver::Null => SandboxMode::None,
+        Driver::Bridge | Driver::Overlay => SandboxMode::Namespace,
+    }
+}
+
+fn ifname_free(used: &[&str]) -> String {
+    (0..)
+        .map(|i| format!("eth{i}"))
+        .find(|n| !used.contains(&n.as_str()))
+        .unwrap_or_else(|| "eth0".into())
+}
+
+#[derive(Clone)]
+pub struct Sandboxes {
+    store: Store,
+    networks: Networks,
+    nodes: Nodes,
+    agents: Agents,
+}
+
+impl Sandboxes {
+    pub fn new(store: Store, networks: Networks, nodes: Nodes, agents: Agents) -> Self {
+        Self {
+            store,
+            networks,
+            nodes,
+            agents,
+        }
+    }
+
+    /// The ready node for a new sandbox: the one asked for, or the ready node
+    /// with the fewest sandboxes.
+    async fn place(&self, wanted: Option<&str>) -> Result<NodeRecord> {
+        if let Some(name) = wanted {
+            let node = self.nodes.get(name).await?;
+            if !node.ready {
+                return Err(ApiError::FailedPrecondition(format!("node {name} is not ready")));
+            }
+            return Ok(node.record);
+        }
+        let ready: Vec<NodeRecord> = self
+            .nodes
+            .list()
+            .await?
+            .into_iter()
+            .filter(|n| n.ready)
+            .map(|n| n.record)
+            .collect();
+        if ready.is_empty() {
+            return Err(ApiError::FailedPrecondition(
+                "no ready node to place the sandbox on".into(),
+            ));
+        }
+        let mut load: HashMap<String, usize> = HashMap::new();
+        for s in self
+            .store
+            .list_json::<SandboxRecord>(&self.store.keys.sandboxes())
+            .await?
+        {
+            *load.entry(s.node).or_default() += 1;
+        }
+        Ok(ready
+            .into_iter()
+            .min_by_key(|n| (load.get(&n.name).copied().unwrap_or(0), n.name.clone()))
+            .expect("non-empty"))
+    }
+
+    /// Creates a sandbox and has its node realise it.
+    pub async fn create(&self, spec: SandboxSpec) -> Result<SandboxView> {
+        let network = self.networks.find(&spec.network).await?;
+        let mode = mode_of(network.driver);
+        if spec.ip.is_some() && !network.driver.has_ipam() {
+            return Err(
+                berth_core::Invalid::new("ip", format!("network {} has no addresses", network.name)).into(),
+            );
+        }
+        if !spec.aliases.is_empty() && !network.driver.has_ipam() {
+            return Err(berth_core::Invalid::new(
+                "alias",
+                format!(
+                    "network-scoped aliases need a bridge or overlay network, not {}",
+                    network.name
+                ),
+            )
+            .into());
+        }
+        let node = self.place(spec.node.as_deref()).await?;
+        let keys = &self.store.keys;
+        let id = new_id();
+        let record = SandboxRecord {
+            id: id.clone(),
+            name: spec.name.clone(),
+            node: node.name.clone(),
+            mode,
+            netns: (mode != SandboxMode::Host).then(|| spec.name.clone()),
+            networks: vec![network.id.clone()],
+            command: spec.command.clone(),
+            created: now_rfc3339(),
+        };
+        let mut endpoint = EndpointRecord {
+            id: new_id(),
+            network_id: network.id.clone(),
+            sandbox_id: id.clone(),
+            sandbox_name: spec.name.clone(),
+            node: node.name.clone(),
+            ip: None,
+            mac: String::new(),
+            ifname: if mode == SandboxMode::Namespace {
+                "eth0".into()
+            } else {
+                String::new()
+            },
+            aliases: spec.aliases.clone(),
+        };
+        let name_key = keys.sandbox_name(&spec.name);
+        let build = |ep: &EndpointRecord| -> Result<(Vec<Compare>, Vec<TxnOp>)> {
+            Ok((
+                vec![Compare::create_revision(name_key.clone(), CompareOp::Equal, 0)],
+                vec![
+                    TxnOp::put(name_key.clone(), id.clone(), None),
+                    TxnOp::put(keys.sandbox(&id), to_json(&record)?, None),
+                    TxnOp::put(keys.endpoint(&network.id, &id), to_json(ep)?, None),
+                ],
+            ))
+        };
+        let committed = if network.driver.has_ipam() {
+            let pool = ipam::pool_for(&network, &node.name).to_string();
+            let mut encode_err = None;
+            let res = ipam::allocate_ip(&self.store, &network, &pool, spec.ip, &endpoint.id, |ip| {
+                let mut ep = endpoint.clone();
+                ep.ip = Some(ip);
+                ep.mac = format_mac(mac_from_ip(ip));
+                match build(&ep) {
+                    Ok(parts) => parts,
+                    Err(e) => {
+                        encode_err = Some(e);
+                        (
+                            vec![Compare::create_revision(name_key.clone(), CompareOp::Less, 0)],
+                            vec![],
+                        )
+                    }
+                }
+            })
+            .await?;
+            if let Some(e) = encode_err {
+                return Err(e);
+            }
+            match res {
+                Allocated::Committed(ip) => {
+                    endpoint.ip = Some(ip);
+                    endpoint.mac = format_mac(mac_from_ip(ip));
+                    true
+                }
+                Allocated::CallerConflict => false,
+            }
+        } else {
+            let (compares, ops) = build(&endpoint)?;
+            self.store
+                .txn(Txn::new().when(compares).and_then(ops))
+                .await?
+                .succeeded()
+        };
+        if !committed {
+            return Err(ApiError::AlreadyExists(format!(
+                "sandbox name {} is already in use in the cluster",
+                spec.name
+            )));
+        }
+        let view = SandboxView {
+            record,
+            endpoints: vec![(endpoint, network)],
+        };
+        tracing::info!(sandbox = %view.record.name, node = %node.name, "sandbox recorded");
+        if let Err(status) = self.ensure_on_agent(&node, &view).await {
+            self.forget(&view).await;
+            let _ = self.remove_on_agent(&node, &view.record).await;
+            return Err(unavailable(&node.name, status));
+        }
+        Ok(view)
+    }
+
+    async fn ensure_on_agent(&self, node: &NodeRecord, view: &SandboxView) -> Result<(), tonic::Status> {
+        let mut client = self.agents.client(node).map_err(tonic::Status::from)?;
+        client
+            .ensure_sandbox(pb::EnsureSandboxRequest {
+                sandbox: Some(view.to_proto()),
+                networks: view.networks(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn remove_on_agent(&self, node: &NodeRecord, record: &SandboxRecord) -> Result<(), tonic::Status> {
+        let mut client = self.agents.client(node).map_err(tonic::Status::from)?;
+        client
+            .remove_sandbox(pb::RemoveAgentSandboxRequest {
+                sandbox_id: record.id.clone(),
+                netns: record.netns.clone().unwrap_or_default(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes every key of a sandbox (rollback and removal).
+    async fn forget(&self, view: &SandboxView) {
+        if let Err(e) = self.delete_records(view).await {
+            tracing::error!(sandbox = %view.record.name, error = %e, "could not delete sandbox records");
+        }
+    }
+
+    async fn delete_records(&self, view: &SandboxView) -> Result<()> {
+        let keys = &self.store.keys;
+        let r = &view.record;
+        let mut ops = vec![TxnOp::delete(keys.sandbox(&r.id), None)];
+        for (ep, net) in &view.endpoints {
+            ops.push(TxnOp::delete(keys.endpoint(&net.id, &r.id), None));
+            if let Some(ip) = ep.ip {
+                ops.push(ipam::release_op(
+                    &self.store,
+                    &net.id,
+                    ipam::pool_for(net, &r.node),
+                    ip,
+                ));
+            }
+        }
+        // The name goes only if it still points at this sandbox.
+        let name_key = keys.sandbox_name(&r.name);
+        self.store.txn(Txn::new().and_then(ops)).await?;
+        self.store
+            .txn(
+                Txn::new()
+                    .when([Compare::value(name_key.clone(), CompareOp::Equal, r.id.clone())])
+                    .and_then([TxnOp::delete(name_key, None)]),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Looks a sandbox up by name, full id or unique id prefix.
+    pub async fn find(&self, name_or_id: &str) -> Result<SandboxView> {
+        let record = self.find_record(name_or_id).await?.value;
+        self.view(record).await
+    }
+
+    async fn find_record(&self, name_or_id: &str) -> Result<crate::store::Versioned<SandboxRecord>> {
+        if name_or_id.is_empty() {
+            return Err(berth_core::Invalid::new("sandbox", "must not be empty").into());
+        }
+        let keys = &self.store.keys;
+        if let Some(id) = self.store.get_string(&keys.sandbox_name(name_or_id)).await?
+            && let Some(rec) = self.store.get_json::<SandboxRecord>(&keys.sandbox(&id)).await?
+        {
+            return Ok(rec);
+        }
+        if name_or_id.len() >= 4 && name_or_id.chars().all(|c| c.is_ascii_hexdigit()) {
+            let ids = self
+                .store
+                .list_keys(&keys.sandbox(&name_or_id.to_ascii_lowercase()))
+                .await?;
+            if ids.len() == 1
+                && let Some(rec) = self.store.get_json::<SandboxRecord>(&ids[0]).await?
+            {
+                return Ok(rec);
+            }
+        }
+        Err(ApiError::not_found("sandbox", name_or_id))
+    }
+
+    async fn view(&self, record: SandboxRecord) -> Result<SandboxView> {
+        let mut endpoints = Vec::new();
+        for net_id in &record.networks {
+            let ep = self
+                .store
+                .get_json::<EndpointRecord>(&self.store.keys.endpoint(net_id, &record.id))
+                .await?;
+            let net = self
+                .store
+                .get_json::<NetworkRecord>(&self.store.keys.network(net_id))
+                .await?;
+            if let (Some(ep), Some(net)) = (ep, net) {
+                endpoints.push((ep.value, net.value));
+            }
+        }
+        Ok(SandboxView { record, endpoints })
+    }
+
+    /// Every sandbox (optionally only those on `node`), with endpoints.
+    pub async fn list(&self, node: Option<&str>) -> Result<Vec<SandboxView>> {
+        let keys = &self.store.keys;
+        let mut records: Vec<SandboxRecord> = self.store.list_json(&keys.sandboxes()).await?;
+        records.retain(|r| node.is_none_or(|n| r.node == n));
+        let networks: HashMap<String, NetworkRecord> = self
+            .networks
+            .list()
+            .await?
+            .into_iter()
+            .map(|n| (n.id.clone(), n))
+            .collect();
+        let mut endpoints: HashMap<(String, String), EndpointRecord> = HashMap::new();
+        for ep in self
+            .store
+            .list_json::<EndpointRecord>(&keys.endpoints_all())
+            .await?
+        {
+            endpoints.insert((ep.network_id.clone(), ep.sandbox_id.clone()), ep);
+        }
+        let mut out: Vec<SandboxView> = records
+            .into_iter()
+            .map(|record| {
+                let eps = record
+                    .networks
+                    .iter()
+                    .filter_map(|nid| {
+                        let ep = endpoints.get(&(nid.clone(), record.id.clone()))?;
+                        Some((ep.clone(), networks.get(nid)?.clone()))
+                    })
+                    .collect();
+                SandboxView {
+                    record,
+                    endpoints: eps,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        Ok(out)
+    }
+
+    /// Removes a sandbox: the agent tears it down, then its records go. When
+    /// the agent cannot be reached the removal fails, unless `force`, in
+    /// which case the node cleans up at its next full sync.
+    pub async fn remove(&self, name_or_id: &str, force: bool) -> Result<SandboxView> {
+        let view = self.find(name_or_id).await?;
+        match self.nodes.get(&view.record.node).await {
+            Ok(node) => {
+                if let Err(status) = self.remove_on_agent(&node.record, &view.record).await {
+                    if !force {
+                        return Err(unavailable(&node.record.name, status));
+                    }
+                    tracing::warn!(sandbox = %view.record.name, node = %node.record.name, "agent unreachable; removing records anyway (--force)");
+                }
+            }
+            Err(ApiError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.delete_records(&view).await?;
+        tracing::info!(sandbox = %view.record.name, "sandbox removed");
+        Ok(view)
+    }
+
+    /// Attaches a sandbox to one more network (the next free `ethN`).
+    pub async fn connect(
+        &self,
+        network: &str,
+        sandbox: &str,
+        ip: Option<Ipv4Addr>,
+        aliases: Vec<String>,
+    ) -> Result<EndpointRecord> {
+        for a in &aliases {
+            validate_name("alias", a)?;
+        }
+        let network = self.networks.find(network).await?;
+        let current = self.find_record(sandbox).await?;
+        let record = current.value.clone();
+        if !network.driver.has_ipam() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "sandboxes cannot be connected to the {} network",
+                network.name
+            )));
+        }
+        if record.mode != SandboxMode::Namespace {
+            return Err(ApiError::FailedPrecondition(format!(
+                "sandbox {} is in {} mode and cannot join other networks",
+                record.name,
+                record.mode.as_str()
+            )));
+        }
+        if record.networks.contains(&network.id) {
+            return Err(ApiError::AlreadyExists(format!(
+                "sandbox {} is already connected to network {}",
+                record.name, network.name
+            )));
+        }
+        let before = self.view(record.clone()).await?;
+        let used: Vec<&str> = before.endpoints.iter().map(|(e, _)| e.ifname.as_str()).collect();
+        let node = self.nodes.get(&record.node).await?;
+        if !node.ready {
+            return Err(ApiError::FailedPrecondition(format!(
+                "node {} is not ready",
+                record.node
+            )));
+        }
+        let mut endpoint = EndpointRecord {
+            id: new_id(),
+            network_id: network.id.clone(),
+            sandbox_id: record.id.clone(),
+            sandbox_name: record.name.clone(),
+            node: record.node.clone(),
+            ip: None,
+            mac: String::new(),
+            ifname: ifname_free(&used),
+            aliases,
+        };
+        let mut updated = record.clone();
+        updated.networks.push(network.id.clone());
+        let keys = &self.store.keys;
+        let sandbox_key = keys.sandbox(&record.id);
+        let updated_json = to_json(&updated)?;
+        let pool = ipam::pool_for(&network, &record.node).to_string();
+        let res = ipam::allocate_ip(&self.store, &network, &pool, ip, &endpoint.id, |ip| {
+            let mut ep = endpoint.clone();
+            ep.ip = Some(ip);
+            ep.mac = format_mac(mac_from_ip(ip));
+            (
+                vec![Compare::mod_revision(
+                    sandbox_key.clone(),
+                    CompareOp::Equal,
+                    current.mod_revision,
+                )],
+                vec![
+                    TxnOp::put(sandbox_key.clone(), updated_json.clone(), None),
+                    TxnOp::put(
+                        keys.endpoint(&network.id, &record.id),
+                        to_json(&ep).unwrap_or_default(),
+                        None,
+                    ),
+                ],
+            )
+        })
+        .await?;
+        let Allocated::Committed(got) = res else {
+            return Err(ApiError::Aborted(format!(
+                "sandbox {} changed while connecting it; try again",
+                record.name
+            )));
+        };
+        endpoint.ip = Some(got);
+        endpoint.mac = format_mac(mac_from_ip(got));
+        let mut view = before.clone();
+        view.record = updated;
+        view.endpoints.push((endpoint.clone(), network.clone()));
+        if let Err(status) = self.ensure_on_agent(&node.record, &view).await {
+            let rollback = Txn::new().and_then([
+                TxnOp::put(sandbox_key, to_json(&record)?, None),
+                TxnOp::delete(keys.endpoint(&network.id, &record.id), None),
+                ipam::release_op(&self.store, &network.id, &pool, got),
+            ]);
+            if let Err(e) = self.store.txn(rollback).await {
+                tracing::error!(sandbox = %record.name, error = %e, "rollback of connect failed");
+            }
+            // Put the node back the way it was, as far as it listens.
+            let _ = self.ensure_on_agent(&node.record, &before).await;
+            return Err(unavailable(&node.record.name, status));
+        }
+        tracing::info!(sandbox = %record.name, network = %network.name, ip = %got, "sandbox connected");
+        Ok(endpoint)
+    }
+
+    /// Detaches a sandbox from a network: the node first, then the records.
+    pub async fn disconnect(&self, network: &str, sandbox: &str) -> Result<()> {
+        let network = self.networks.find(network).await?;
+        let current = self.find_record(sandbox).await?;
+        let record = current.value.clone();
+        if !record.networks.contains(&network.id) {
+            return Err(ApiError::NotFound {
+                kind: "endpoint of sandbox",
+                name: format!("{} on network {}", record.name, network.name),
+            });
+        }
+        if record.mode != SandboxMode::Namespace {
+            return Err(ApiError::FailedPrecondition(format!(
+                "sandbox {} cannot leave the {} network",
+                record.name, network.name
+            )));
+        }
+        let before = self.view(record.clone()).await?;
+        let mut after = before.clone();
+        after.record.networks.retain(|n| n != &network.id);
+        after.endpoints.retain(|(_, n)| n.id != network.id);
+        let removed = before
+            .endpoints
+            .iter()
+            .find(|(_, n)| n.id == network.id)
+            .map(|(e, _)| e.clone());
+        let node = self.nodes.get(&record.node).await?;
+        self.ensure_on_agent(&node.record, &after)
+            .await
+            .map_err(|s| unavailable(&record.node, s))?;
+        let keys = &self.store.keys;
+        let mut ops = vec![
+            TxnOp::put(keys.sandbox(&record.id), to_json(&after.record)?, None),
+            TxnOp::delete(keys.endpoint(&network.id, &record.id), None),
+        ];
+        if let Some(ip) = removed.and_then(|e| e.ip) {
+            ops.push(ipam::release_op(
+                &self.store,
+                &network.id,
+                ipam::pool_for(&network, &record.node),
+                ip,
+            ));
+        }
+        let ok = self
+            .store
+            .txn(
+                Txn::new()
+                    .when([Compare::mod_revision(
+                        keys.sandbox(&record.id),
+                        CompareOp::Equal,
+                        current.mod_revision,
+                    )])
+                    .and_then(ops),
+            )
+            .await?
+            .succeeded();
+        if !ok {
+            return Err(ApiError::Aborted(format!(
+                "sandbox {} changed while disconnecting it; try again",
+                record.name
+            )));
+        }
+        tracing::info!(sandbox = %record.name, network = %network.name, "sandbox disconnected");
+        Ok(())
+    }
+
+    /// Where and how to run a command for `berth exec`.
+    pub async fn exec_target(&self, sandbox: &str) -> Result<(NodeRecord, pb::AgentExecRequest)> {
+        let view = self.find(sandbox).await?;
+        let node = self.nodes.get(&view.record.node).await?;
+        if !node.ready {
+            return Err(ApiError::FailedPrecondition(format!(
+                "node {} is not ready",
+                node.record.name
+            )));
+        }
+        Ok((
+            node.record,
+            pb::AgentExecRequest {
+                netns: view.record.netns.clone().unwrap_or_default(),
+                command: Vec::new(),
+                sandbox_name: view.record.name.clone(),
+            },
+        ))
+    }
+
+    pub fn agents(&self) -> &Agents {
+        &self.agents
+    }
+
+    /// Everything `node` should have, for a full sync.
+    pub async fn desired_state(&self, node: &str) -> Result<pb::NodeState> {
+        let views = self.list(Some(node)).await?;
+        let mut networks: BTreeMap<String, pb::Network> = BTreeMap::new();
+        for v in &views {
+            for (_, n) in &v.endpoints {
+                networks
+                    .entry(n.id.clone())
+                    .or_insert_with(|| convert::network(n));
+            }
+        }
+        Ok(pb::NodeState {
+            node: node.to_string(),
+            networks: networks.into_values().collect(),
+            sandboxes: views.iter().map(SandboxView::to_proto).collect(),
+            peers: Vec::new(),
+            revision: 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_interface_name() {
+        assert_eq!(ifname_free(&[]), "eth0");
+        assert_eq!(ifname_free(&["eth0", "eth1"]), "eth2");
+        assert_eq!(ifname_free(&["eth1"]), "eth0");
+    }
+
+    #[test]
+    fn spec_validation() {
+        let ok = pb::CreateSandboxRequest {
+            name: "test1".into(),
+            ..Default::default()
+        };
+        let spec = SandboxSpec::validate(&ok).unwrap();
+        assert_eq!(spec.network, "bridge");
+        let bad = |f: fn(&mut pb::CreateSandboxRequest)| {
+            let mut r = ok.clone();
+            f(&mut r);
+            SandboxSpec::validate(&r).unwrap_err()
+        };
+        assert!(matches!(bad(|r| r.name = "a b".into()), ApiError::Invalid(_)));
+        assert!(matches!(bad(|r| r.ip = "1.2.3".into()), ApiError::Invalid(_)));
+        assert!(matches!(bad(|r| r.node = "-x".into()), ApiError::Invalid(_)));
+        assert!(matches!(
+            bad(|r| r.aliases = vec!["".into()]),
+            ApiError::Invalid(_)
+        ));
+        assert!(matches!(
+            bad(|r| r.command = vec!["".into()]),
+            ApiError::Invalid(_)
+        ));
+    }
+}

@@ -1,0 +1,256 @@
+//! The agent's domain types: what one node should have, parsed from the
+//! proto messages the API server sends (which stay at the gRPC edge).
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use berth_core::model::Driver;
+use berth_core::options::NetworkOptions;
+use berth_proto::v1 as pb;
+use ipnet::Ipv4Net;
+
+/// A bridge or overlay network as realised on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSpec {
+    pub id: String,
+    pub name: String,
+    pub driver: Driver,
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub mtu: u32,
+    pub icc: bool,
+    pub masquerade: bool,
+}
+
+/// One interface of a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSpec {
+    pub id: String,
+    pub network_id: String,
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub mac: [u8; 6],
+}
+
+impl EndpointSpec {
+    /// The host end of the endpoint's veth pair: `bv` + 12 hex of its id,
+    /// the prefix by which the agent recognises veths it owns.
+    pub fn host_ifname(&self) -> String {
+        host_ifname(&self.id)
+    }
+}
+
+/// Prefix of every host-side veth berth creates.
+pub const HOST_VETH_PREFIX: &str = "bv";
+
+pub fn host_ifname(endpoint_id: &str) -> String {
+    format!("{HOST_VETH_PREFIX}{}", &endpoint_id[..endpoint_id.len().min(12)])
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Namespace,
+    Host,
+    None,
+}
+
+/// A sandbox on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSpec {
+    pub id: String,
+    pub name: String,
+    pub mode: Mode,
+    /// The network namespace name on this node (with the agent's prefix);
+    /// `None` in host mode.
+    pub netns: Option<String>,
+    /// In attach order: the first one carries the default route.
+    pub endpoints: Vec<EndpointSpec>,
+    pub command: Vec<String>,
+}
+
+/// Everything this node should have.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub networks: BTreeMap<String, NetworkSpec>,
+    pub sandboxes: BTreeMap<String, SandboxSpec>,
+}
+
+impl Desired {
+    /// Networks with at least one endpoint on this node: the ones whose
+    /// bridges and rules must exist.
+    pub fn active_networks(&self) -> Vec<&NetworkSpec> {
+        let used: std::collections::BTreeSet<&str> = self
+            .sandboxes
+            .values()
+            .flat_map(|s| s.endpoints.iter().map(|e| e.network_id.as_str()))
+            .collect();
+        self.networks
+            .values()
+            .filter(|n| used.contains(n.id.as_str()))
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("bad spec from the API server: {0}")]
+pub struct BadSpec(pub String);
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<u8> = s
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    parts.try_into().ok()
+}
+
+impl NetworkSpec {
+    /// Networks with addresses (bridge, overlay); `None` for host and null.
+    pub fn from_proto(n: &pb::Network) -> Result<Option<Self>, BadSpec> {
+        let driver = match n.driver.as_str() {
+            "bridge" => Driver::Bridge,
+            "overlay" => Driver::Overlay,
+            "host" | "null" => return Ok(None),
+            d => return Err(BadSpec(format!("network {} has unknown driver {d}", n.name))),
+        };
+        let subnet: Ipv4Net = n
+            .subnet
+            .parse()
+            .map_err(|_| BadSpec(format!("network {} subnet {:?}", n.name, n.subnet)))?;
+        let gateway: Ipv4Addr = n
+            .gateway
+            .parse()
+            .map_err(|_| BadSpec(format!("network {} gateway {:?}", n.name, n.gateway)))?;
+        let opts = NetworkOptions::parse(driver, &n.options.clone().into_iter().collect())
+            .map_err(|e| BadSpec(format!("network {}: {e}", n.name)))?;
+        if n.bridge.is_empty() {
+            return Err(BadSpec(format!("network {} has no bridge name", n.name)));
+        }
+        Ok(Some(Self {
+            id: n.id.clone(),
+            name: n.name.clone(),
+            driver,
+            bridge: n.bridge.clone(),
+            subnet,
+            gateway,
+            mtu: if n.mtu == 0 { 1500 } else { n.mtu },
+            icc: opts.enable_icc,
+            masquerade: opts.enable_ip_masquerade,
+        }))
+    }
+}
+
+impl SandboxSpec {
+    pub fn from_proto(s: &pb::Sandbox, netns_prefix: &str) -> Result<Self, BadSpec> {
+        let mode = match s.mode.as_str() {
+            "namespace" => Mode::Namespace,
+            "host" => Mode::Host,
+            "none" => Mode::None,
+            m => return Err(BadSpec(format!("sandbox {} has unknown mode {m}", s.name))),
+        };
+        let netns = match mode {
+            Mode::Host => None,
+            _ if s.netns.is_empty() => return Err(BadSpec(format!("sandbox {} has no netns", s.name))),
+            _ => Some(format!("{netns_prefix}{}", s.netns)),
+        };
+        let mut endpoints = Vec::new();
+        if mode == Mode::Namespace {
+            for e in &s.endpoints {
+                let ip: Ipv4Addr =
+                    e.ip.parse()
+                        .map_err(|_| BadSpec(format!("endpoint ip {:?}", e.ip)))?;
+                let mac = parse_mac(&e.mac).unwrap_or_else(|| berth_core::net::mac_from_ip(ip));
+                if !e.ifname.starts_with("eth") || e.id.len() < 12 {
+                    return Err(BadSpec(format!("endpoint {} ifname {:?}", e.id, e.ifname)));
+                }
+                endpoints.push(EndpointSpec {
+                    id: e.id.clone(),
+                    network_id: e.network_id.clone(),
+                    ifname: e.ifname.clone(),
+                    ip,
+                    prefix: e.prefix_len as u8,
+                    mac,
+                });
+            }
+        }
+        Ok(Self {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            mode,
+            netns,
+            endpoints,
+            command: s.command.clone(),
+        })
+    }
+}
+
+/// Parses a whole node state.
+pub fn desired_from_proto(state: &pb::NodeState, netns_prefix: &str) -> Result<Desired, BadSpec> {
+    let mut d = Desired::default();
+    for n in &state.networks {
+        if let Some(spec) = NetworkSpec::from_proto(n)? {
+            d.networks.insert(spec.id.clone(), spec);
+        }
+    }
+    for s in &state.sandboxes {
+        let spec = SandboxSpec::from_proto(s, netns_prefix)?;
+        d.sandboxes.insert(spec.id.clone(), spec);
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sandbox_and_network() {
+        let n = pb::Network {
+            id: "n1".into(),
+            name: "bridge".into(),
+            driver: "bridge".into(),
+            subnet: "172.17.0.0/16".into(),
+            gateway: "172.17.0.1".into(),
+            bridge: "berth0".into(),
+            options: [(
+                "com.docker.network.bridge.enable_icc".to_string(),
+                "false".to_string(),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let spec = NetworkSpec::from_proto(&n).unwrap().unwrap();
+        assert!(!spec.icc && spec.masquerade && spec.mtu == 1500);
+        let host = pb::Network {
+            driver: "host".into(),
+            ..Default::default()
+        };
+        assert!(NetworkSpec::from_proto(&host).unwrap().is_none());
+        let s = pb::Sandbox {
+            id: "s1".into(),
+            name: "test1".into(),
+            mode: "namespace".into(),
+            netns: "test1".into(),
+            endpoints: vec![pb::Endpoint {
+                id: "0123456789abcdef".into(),
+                network_id: "n1".into(),
+                ip: "172.17.0.2".into(),
+                prefix_len: 16,
+                mac: "02:42:ac:11:00:02".into(),
+                ifname: "eth0".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let spec = SandboxSpec::from_proto(&s, "t-").unwrap();
+        assert_eq!(spec.netns.as_deref(), Some("t-test1"));
+        assert_eq!(spec.endpoints[0].mac, [2, 0x42, 172, 17, 0, 2]);
+        assert_eq!(spec.endpoints[0].host_ifname(), "bv0123456789ab");
+        let bad = pb::Sandbox {
+            mode: "weird".into(),
+            ..s
+        };
+        assert!(SandboxSpec::from_proto(&bad, "").is_err());
+    }
+}

@@ -1,0 +1,125 @@
+//! berth's nftables rules on a node, built as data from the networks realised
+//! here and applied as one atomic batch (`nft -f -`): the whole table is
+//! replaced in a single transaction, so traffic never sees a half-written
+//! ruleset, and an identical re-apply (agent restart) changes nothing for
+//! established flows. One table, `ip berth`: masquerade per bridge subnet and
+//! isolation between bridges. (`enable_icc=false` is not a rule: the agent
+//! marks the bridge ports isolated instead, which needs no firewall and no
+//! per-sandbox rule; this kernel also lacks `meta ibrname` in bridge tables.)
+use std::fmt::Write as _;
+use std::process::Stdio;
+
+use ipnet::Ipv4Net;
+use tokio::io::AsyncWriteExt;
+
+/// The name of berth's tables.
+pub const TABLE: &str = "berth";
+
+/// What the rules need to know about one bridge on this node.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BridgeRules {
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    pub masquerade: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("running nft: {0}")]
+    Spawn(#[from] std::io::Error),
+    #[error("nft refused the ruleset: {0}")]
+    Refused(String),
+}
+
+/// The batch that replaces berth's tables with rules for `bridges`; with no
+/// bridges it only deletes them.
+pub fn render(bridges: &[BridgeRules]) -> String {
+    let mut bridges = bridges.to_vec();
+    bridges.sort();
+    let mut out = String::new();
+    // `add` then `delete` makes the delete succeed whether or not the table
+    // existed; the whole file is one transaction.
+    let _ = writeln!(out, "add table ip {TABLE}\ndelete table ip {TABLE}");
+    if bridges.is_empty() {
+        return out;
+    }
+    let names: Vec<String> = bridges.iter().map(|b| format!("\"{}\"", b.bridge)).collect();
+    let _ = writeln!(out, "table ip {TABLE} {{");
+    let _ = writeln!(
+        out,
+        "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;"
+    );
+    for b in bridges.iter().filter(|b| b.masquerade) {
+        let _ = writeln!(
+            out,
+            "    ip saddr {} oifname != \"{}\" masquerade",
+            b.subnet, b.bridge
+        );
+    }
+    let _ = writeln!(out, "  }}");
+    let _ = writeln!(
+        out,
+        "  chain forward {{\n    type filter hook forward priority filter; policy accept;"
+    );
+    if bridges.len() > 1 {
+        for b in &bridges {
+            let others: Vec<&String> = names.iter().filter(|n| n.trim_matches('"') != b.bridge).collect();
+            let set = others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+            let _ = writeln!(out, "    iifname \"{}\" oifname {{ {set} }} drop", b.bridge);
+        }
+    }
+    let _ = writeln!(out, "  }}\n}}");
+    out
+}
+
+/// Applies a batch from [`render`] in the calling process's network namespace.
+pub async fn apply(batch: &str) -> Result<(), NftError> {
+    let mut child = tokio::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(batch.as_bytes()).await?;
+    drop(stdin);
+    let out = child.wait_with_output().await?;
+    if !out.status.success() {
+        return Err(NftError::Refused(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(name: &str, subnet: &str, masq: bool) -> BridgeRules {
+        BridgeRules {
+            bridge: name.into(),
+            subnet: subnet.parse().unwrap(),
+            masquerade: masq,
+        }
+    }
+
+    #[test]
+    fn renders_masquerade_and_isolation() {
+        let text = render(&[
+            b("berth0", "172.17.0.0/16", true),
+            b("br-1", "172.18.0.0/16", false),
+        ]);
+        assert!(text.contains("ip saddr 172.17.0.0/16 oifname != \"berth0\" masquerade"));
+        assert!(!text.contains("172.18.0.0/16 oifname"), "masquerade off for br-1");
+        assert!(text.contains("iifname \"berth0\" oifname { \"br-1\" } drop"));
+        assert!(text.contains("iifname \"br-1\" oifname { \"berth0\" } drop"));
+    }
+
+    #[test]
+    fn empty_only_deletes() {
+        let text = render(&[]);
+        assert!(text.contains("delete table ip berth"));
+        assert!(!text.contains("chain"));
+    }
+}
