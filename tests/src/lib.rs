@@ -11,6 +11,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
+pub mod cluster;
+
 /// Where the workspace's binaries are: `$BERTH_BIN_DIR`, else the cargo
 /// target directory this test binary was built into.
 pub fn bin_dir() -> PathBuf {
@@ -65,6 +67,23 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command, log: PathBuf) -> Result<Self> {
         let out = std::fs::File::create(&log)?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Self {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        })
+    }
+
+    /// Like [`Proc::spawn`], appending to `log` (a restarted process keeps
+    /// its earlier output).
+    pub fn spawn_append(name: &str, cmd: &mut Command, log: PathBuf) -> Result<Self> {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
         let child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)

@@ -1,0 +1,380 @@
+//! A whole berth cluster on one machine, as the local lab builds it: an
+//! underlay bridge in its own namespace, a control namespace with etcd and
+//! berth-api, and node namespaces each running a berth-agent (entered with
+//! its `--netns` flag). All names start with a per-cluster tag so tests run
+//! in parallel; everything is removed on drop, on failure too.
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tempfile::TempDir;
+
+use crate::{Proc, bin, unique, wait_until};
+
+/// The control namespace's underlay address (berth-api listens here).
+pub const CTL_ADDR: &str = "192.168.205.2";
+
+/// Underlay address of node `i` (1-based): node1 = .10, node2 = .11, …
+pub fn node_addr(i: usize) -> String {
+    format!("192.168.205.{}", 9 + i)
+}
+
+/// Runs `ip ARGS` (test set-up only; berth itself never runs `ip`).
+pub fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip").args(args).output()?;
+    if !out.status.success() {
+        bail!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// Runs ARGS inside network namespace `ns` (shared mount namespace).
+pub fn in_ns(ns: &str, args: &[&str]) -> Output {
+    Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .arg("--")
+        .args(args)
+        .output()
+        .expect("running nsenter")
+}
+
+/// Like [`in_ns`], failing the test unless it succeeds; returns stdout.
+pub fn in_ns_ok(ns: &str, args: &[&str]) -> String {
+    let out = in_ns(ns, args);
+    assert!(
+        out.status.success(),
+        "{args:?} in {ns} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub struct Cluster {
+    pub tag: String,
+    pub socket: PathBuf,
+    pub nodes: usize,
+    agents: Vec<Option<Proc>>,
+    api: Option<Proc>,
+    etcd: Option<Proc>,
+    namespaces: Vec<String>,
+    dir: TempDir,
+}
+
+impl Cluster {
+    /// Brings up etcd, berth-api and `nodes` agents, and waits until every
+    /// node is ready.
+    pub fn start(nodes: usize) -> Result<Self> {
+        let tag = unique("b");
+        let dir = tempfile::Builder::new().prefix("berth-cluster").tempdir()?;
+        let mut c = Self {
+            socket: dir.path().join("api.sock"),
+            tag: tag.clone(),
+            nodes,
+            agents: Vec::new(),
+            api: None,
+            etcd: None,
+            namespaces: Vec::new(),
+            dir,
+        };
+        let ul = format!("{tag}ul");
+        c.add_ns(&ul)?;
+        ip(&["-n", &ul, "link", "add", "br-ul", "type", "bridge"])?;
+        ip(&["-n", &ul, "link", "set", "br-ul", "up"])?;
+        c.attach(&c.ctl(), "ulc", &format!("{CTL_ADDR}/24"))?;
+        for i in 1..=nodes {
+            c.attach(&c.node(i), &format!("ul{i}"), &format!("{}/24", node_addr(i)))?;
+        }
+        let etcd_dir = c.dir.path().join("etcd");
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", c.ctl()))
+            .args(["--", "etcd", "--name", "t", "--data-dir"])
+            .arg(&etcd_dir)
+            .args([
+                "--listen-client-urls",
+                "http://127.0.0.1:2379",
+                "--advertise-client-urls",
+                "http://127.0.0.1:2379",
+            ])
+            .args([
+                "--listen-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls",
+                "http://127.0.0.1:2380",
+            ])
+            .args([
+                "--initial-cluster",
+                "t=http://127.0.0.1:2380",
+                "--logger",
+                "zap",
+                "--log-level",
+                "warn",
+            ]);
+        c.etcd = Some(Proc::spawn("etcd", &mut cmd, c.dir.path().join("etcd.log"))?);
+        let ctl = c.ctl();
+        if !wait_until(Duration::from_secs(20), || {
+            in_ns(
+                &ctl,
+                &[
+                    "etcdctl",
+                    "--endpoints",
+                    "http://127.0.0.1:2379",
+                    "endpoint",
+                    "health",
+                ],
+            )
+            .status
+            .success()
+        }) {
+            bail!(
+                "etcd did not start: {}",
+                c.etcd.as_ref().map(|p| p.log()).unwrap_or_default()
+            );
+        }
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", c.ctl()))
+            .arg("--")
+            .arg(bin("berth-api"))
+            .args([
+                "--etcd-endpoints",
+                "http://127.0.0.1:2379",
+                "--listen",
+                &format!("{CTL_ADDR}:7420"),
+            ])
+            .arg("--socket")
+            .arg(&c.socket)
+            .args(["--node-ttl", "4", "--log", "info,berth_api=debug"]);
+        c.api = Some(Proc::spawn("berth-api", &mut cmd, c.dir.path().join("api.log"))?);
+        if !wait_until(Duration::from_secs(20), || {
+            c.cli(&["network", "ls"]).status.success()
+        }) {
+            bail!("berth-api did not start: {}", c.api_log());
+        }
+        for i in 1..=nodes {
+            c.agents.push(None);
+            c.start_agent(i)?;
+        }
+        c.wait_ready(&(1..=nodes).collect::<Vec<_>>())?;
+        Ok(c)
+    }
+
+    fn add_ns(&mut self, name: &str) -> Result<()> {
+        ip(&["netns", "add", name])?;
+        self.namespaces.push(name.to_string());
+        ip(&["-n", name, "link", "set", "lo", "up"])
+    }
+
+    /// A namespace joined to the underlay with `addr` on its `eth0`.
+    fn attach(&mut self, ns: &str, ul_side: &str, addr: &str) -> Result<()> {
+        let ul = format!("{}ul", self.tag);
+        self.add_ns(ns)?;
+        ip(&[
+            "link", "add", ul_side, "netns", &ul, "type", "veth", "peer", "name", "eth0", "netns", ns,
+        ])?;
+        ip(&["-n", &ul, "link", "set", ul_side, "master", "br-ul", "up"])?;
+        ip(&["-n", ns, "addr", "add", addr, "dev", "eth0"])?;
+        ip(&["-n", ns, "link", "set", "eth0", "up"])
+    }
+
+    /// Adds an extra host on the underlay (not a berth node), e.g. to see
+    /// which source address masqueraded traffic arrives with.
+    pub fn add_underlay_host(&mut self, name: &str, addr: &str) -> Result<String> {
+        let ns = format!("{}{name}", self.tag);
+        self.attach(&ns, &format!("ul{name}"), &format!("{addr}/24"))?;
+        Ok(ns)
+    }
+
+    pub fn ctl(&self) -> String {
+        format!("{}c", self.tag)
+    }
+
+    /// The namespace of node `i` (1-based).
+    pub fn node(&self, i: usize) -> String {
+        format!("{}n{i}", self.tag)
+    }
+
+    /// The namespace name of sandbox `name` on its node.
+    pub fn sandbox_ns(&self, name: &str) -> String {
+        format!("{}-{name}", self.tag)
+    }
+
+    pub fn start_agent(&mut self, i: usize) -> Result<()> {
+        let name = format!("node{i}");
+        let addr = node_addr(i);
+        let mut cmd = Command::new(bin("berth-agent"));
+        cmd.args(["--netns", &self.node(i), "--name", &name, "--address", &addr])
+            .args([
+                "--api",
+                &format!("http://{CTL_ADDR}:7420"),
+                "--listen",
+                &format!("{addr}:7421"),
+            ])
+            .args(["--netns-prefix", &format!("{}-", self.tag)])
+            .arg("--state-dir")
+            .arg(self.dir.path().join(&name))
+            .args(["--log", "info,berth_agent=debug"]);
+        let log = self.dir.path().join(format!("{name}.log"));
+        // Keep earlier runs' output: append a marker and reopen for append.
+        let proc = Proc::spawn_append(&name, &mut cmd, log)?;
+        self.agents[i - 1] = Some(proc);
+        Ok(())
+    }
+
+    /// SIGTERM to node `i`'s agent.
+    pub fn stop_agent(&mut self, i: usize) {
+        if let Some(mut p) = self.agents[i - 1].take() {
+            p.stop();
+        }
+    }
+
+    /// SIGKILL to node `i`'s agent, as a crash.
+    pub fn crash_agent(&mut self, i: usize) {
+        if let Some(mut p) = self.agents[i - 1].take() {
+            p.crash();
+        }
+    }
+
+    pub fn wait_ready(&self, nodes: &[usize]) -> Result<()> {
+        let ok = wait_until(Duration::from_secs(30), || {
+            let out = self.cli(&["--output", "json", "node", "ls"]);
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+                return false;
+            };
+            nodes.iter().all(|i| {
+                v.as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|n| n["Name"] == format!("node{i}").as_str() && n["Status"] == "ready")
+                })
+            })
+        });
+        if !ok {
+            bail!("nodes {nodes:?} not ready:\n{}", self.logs());
+        }
+        Ok(())
+    }
+
+    pub fn api_log(&self) -> String {
+        self.api.as_ref().map(|p| p.log()).unwrap_or_default()
+    }
+
+    pub fn agent_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node{i}.log"))).unwrap_or_default()
+    }
+
+    /// Every process's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut s = format!("--- berth-api ---\n{}", self.api_log());
+        for i in 1..=self.nodes {
+            s += &format!("--- node{i} ---\n{}", self.agent_log(i));
+        }
+        s
+    }
+
+    /// Runs `berth --api unix://SOCKET ARGS…`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("berth"))
+            .arg("--api")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running berth")
+    }
+
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let out = self.cli_ok(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("berth {args:?}: not JSON ({e}): {out}"))
+    }
+
+    /// Keys under berth's prefix in the cluster's etcd.
+    pub fn etcd_keys(&self) -> Vec<String> {
+        let out = in_ns(
+            &self.ctl(),
+            &[
+                "etcdctl",
+                "--endpoints",
+                "http://127.0.0.1:2379",
+                "get",
+                "--prefix",
+                "--keys-only",
+                "/berth/",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Names of the network namespaces of this cluster's sandboxes.
+    pub fn sandbox_namespaces(&self) -> Vec<String> {
+        let prefix = format!("{}-", self.tag);
+        std::fs::read_dir("/run/netns")
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for a in self.agents.iter_mut() {
+            if let Some(mut p) = a.take() {
+                p.stop();
+            }
+        }
+        for ns in self.sandbox_namespaces() {
+            let _ = ip(&["netns", "del", &ns]);
+            let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
+        }
+        if let Some(mut p) = self.api.take() {
+            p.stop();
+        }
+        if let Some(mut p) = self.etcd.take() {
+            p.stop();
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}
+
+impl Cluster {
+    /// Waits for `f` to hold, failing with every log otherwise.
+    pub fn eventually(&self, what: &str, f: impl FnMut() -> bool) {
+        assert!(
+            wait_until(Duration::from_secs(20), f),
+            "timed out waiting for {what}\n{}",
+            self.logs()
+        );
+    }
+
+    /// The cluster's temporary directory.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+/// A context for `anyhow` results in tests.
+pub fn must<T>(r: Result<T>, what: &str) -> T {
+    r.context(what.to_string()).unwrap_or_else(|e| panic!("{e:?}"))
+}
