@@ -25,8 +25,7 @@ pub fn validate_name(field: &str, value: &str) -> Result<(), Invalid> {
             format!("{value:?} must start with a letter or digit"),
         ));
     }
-    if let Some(bad) = chars.find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-    {
+    if let Some(bad) = chars.find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
         return Err(Invalid::new(
             field,
             format!("{value:?} contains {bad:?}; only [a-zA-Z0-9_.-] are allowed"),
@@ -38,8 +37,7 @@ pub fn validate_name(field: &str, value: &str) -> Result<(), Invalid> {
 /// Checks a label key: non-empty, printable, no whitespace, at most 255 bytes;
 /// values may be anything up to 4 KiB.
 pub fn validate_label(key: &str, value: &str) -> Result<(), Invalid> {
-    if key.is_empty() || key.len() > 255 || key.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
+    if key.is_empty() || key.len() > 255 || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(Invalid::new(
             "label",
             format!("key {key:?} must be 1-255 printable characters without spaces"),
@@ -66,9 +64,7 @@ pub fn validate_ifname(field: &str, value: &str) -> Result<(), Invalid> {
     {
         return Err(Invalid::new(
             field,
-            format!(
-                "{value:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)"
-            ),
+            format!("{value:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)"),
         ));
     }
     Ok(())

@@ -72,10 +72,7 @@ pub fn check_assignable(
         ));
     }
     if ip == gateway {
-        return Err(Invalid::new(
-            field,
-            format!("{ip} is the gateway of {subnet}"),
-        ));
+        return Err(Invalid::new(field, format!("{ip} is the gateway of {subnet}")));
     }
     Ok(())
 }
@@ -122,8 +119,7 @@ pub fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
 /// (172.17.0.0/16 is taken by the built-in `bridge` network.)
 pub fn local_pool() -> impl Iterator<Item = Ipv4Net> {
     let a = (17u8..=31).map(|b| Ipv4Net::new(Ipv4Addr::new(172, b, 0, 0), 16).expect("valid /16"));
-    let b =
-        (0u8..16).map(|i| Ipv4Net::new(Ipv4Addr::new(192, 168, i * 16, 0), 20).expect("valid /20"));
+    let b = (0u8..16).map(|i| Ipv4Net::new(Ipv4Addr::new(192, 168, i * 16, 0), 20).expect("valid /20"));
     a.chain(b)
 }
 
@@ -132,8 +128,7 @@ pub const LOCAL_POOL_TEXT: &str = "172.17.0.0/16-172.31.0.0/16 and 192.168.0.0/1
 
 /// Docker's global pool for overlay networks: 10.0.0.0/8 split into /24s.
 pub fn global_pool() -> impl Iterator<Item = Ipv4Net> {
-    (0u32..65536)
-        .map(|i| Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 | (i << 8)), 24).expect("valid /24"))
+    (0u32..65536).map(|i| Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 | (i << 8)), 24).expect("valid /24"))
 }
 
 /// Human description of [`global_pool`] for error messages.

@@ -82,16 +82,13 @@ impl NetworkOptions {
                 ENABLE_IP_MASQUERADE => out.enable_ip_masquerade = parse_bool(k, v)?,
                 HOST_BINDING_IPV4 => {
                     out.host_binding_ipv4 = Some(v.parse().map_err(|_| {
-                        Invalid::new(
-                            format!("option {k}"),
-                            format!("{v:?} is not an IPv4 address"),
-                        )
+                        Invalid::new(format!("option {k}"), format!("{v:?} is not an IPv4 address"))
                     })?)
                 }
                 MTU => {
-                    let mtu: u32 = v.parse().map_err(|_| {
-                        Invalid::new(format!("option {k}"), format!("{v:?} is not a number"))
-                    })?;
+                    let mtu: u32 = v
+                        .parse()
+                        .map_err(|_| Invalid::new(format!("option {k}"), format!("{v:?} is not a number")))?;
                     if !(68..=65535).contains(&mtu) {
                         return Err(Invalid::new(
                             format!("option {k}"),
@@ -122,11 +119,7 @@ mod tests {
     fn parses_known_keys() {
         let o = NetworkOptions::parse(
             Driver::Bridge,
-            &opts(&[
-                (ENABLE_ICC, "false"),
-                (MTU, "1400"),
-                (BRIDGE_NAME, "br-test"),
-            ]),
+            &opts(&[(ENABLE_ICC, "false"), (MTU, "1400"), (BRIDGE_NAME, "br-test")]),
         )
         .unwrap();
         assert!(!o.enable_icc);
@@ -141,10 +134,7 @@ mod tests {
         assert!(e.reason.contains("unknown option"), "{e}");
         assert!(NetworkOptions::parse(Driver::Bridge, &opts(&[(MTU, "20")])).is_err());
         assert!(NetworkOptions::parse(Driver::Bridge, &opts(&[(ENABLE_ICC, "maybe")])).is_err());
-        assert!(
-            NetworkOptions::parse(Driver::Bridge, &opts(&[(BRIDGE_NAME, "way-too-long-name")]))
-                .is_err()
-        );
+        assert!(NetworkOptions::parse(Driver::Bridge, &opts(&[(BRIDGE_NAME, "way-too-long-name")])).is_err());
         assert!(NetworkOptions::parse(Driver::Overlay, &opts(&[(ENABLE_ICC, "false")])).is_err());
         assert!(NetworkOptions::parse(Driver::Overlay, &opts(&[(MTU, "1400")])).is_ok());
     }
