@@ -58,7 +58,8 @@ pub async fn taken_subnets(store: &Store, scope: Scope) -> Result<TakenSubnets> 
                 guard_revision = kv.mod_revision();
             } else {
                 let key = String::from_utf8_lossy(kv.key());
-                let seg = last_segment(&key).replacen('-', "/", 1);
+                // .../subnets/<scope>/<a.b.c.d>-<len>/<network-id>
+                let seg = key.rsplit('/').nth(1).unwrap_or_default().replacen('-', "/", 1);
                 let net: Ipv4Net = seg
                     .parse()
                     .map_err(|_| ApiError::Internal(format!("bad subnet key {key}")))?;
@@ -73,7 +74,9 @@ pub async fn taken_subnets(store: &Store, scope: Scope) -> Result<TakenSubnets> 
 }
 
 /// Chooses the subnet for a new network: `requested` if it overlaps nothing
-/// taken, else the first free subnet of the scope's pool.
+/// taken (local scope; a global network's explicit subnet may overlap
+/// others, since overlays never share a routing table), else the first free
+/// subnet of the scope's pool.
 /// `name_of` turns a network id into a name for the error message.
 pub fn choose_subnet(
     scope: Scope,
@@ -83,6 +86,9 @@ pub fn choose_subnet(
 ) -> Result<Ipv4Net> {
     match requested {
         Some(want) => {
+            if scope == Scope::Global {
+                return Ok(want);
+            }
             if let Some((net, id)) = taken.iter().find(|(net, _)| net::overlaps(want, *net)) {
                 return Err(ApiError::FailedPrecondition(format!(
                     "subnet {want} overlaps {net} of network {}",

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use berth_core::model::{DEFAULT_BRIDGE, Driver, HOST_NETWORK, NONE_NETWORK};
+use berth_core::model::{DEFAULT_BRIDGE, Driver, GW_BRIDGE, HOST_NETWORK, NONE_NETWORK};
 use berth_core::names::{validate_label, validate_name};
 use berth_core::net;
-use berth_core::options::NetworkOptions;
+use berth_core::options::{self, NetworkOptions};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use ipnet::Ipv4Net;
 
@@ -155,7 +155,7 @@ impl Networks {
                     taken.guard_revision,
                 ));
                 ops.push(TxnOp::put(guard, id.clone(), None));
-                let subnet_key = keys.subnet(scope, subnet);
+                let subnet_key = keys.subnet(scope, subnet, &id);
                 compares.push(Compare::create_revision(subnet_key.clone(), CompareOp::Equal, 0));
                 ops.push(TxnOp::put(subnet_key, id.clone(), None));
                 record.subnet = Some(subnet);
@@ -203,6 +203,26 @@ impl Networks {
             spec.name,
             ipam::MAX_ATTEMPTS
         )))
+    }
+
+    /// The gateway network of overlay sandboxes, created on first use (local
+    /// scope, next free local subnet, masqueraded, `enable_icc=false`).
+    pub async fn ensure_gwbridge(&self) -> Result<NetworkRecord> {
+        match self.find(GW_BRIDGE).await {
+            Ok(n) => return Ok(n),
+            Err(ApiError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let mut spec = NetworkSpec::builtin(GW_BRIDGE, Driver::Bridge, None, Some(GW_BRIDGE));
+        spec.options
+            .insert(options::ENABLE_ICC.to_string(), "false".to_string());
+        spec.parsed.enable_icc = false;
+        match self.create(spec).await {
+            Ok(n) => Ok(n),
+            // Another request created it first.
+            Err(ApiError::AlreadyExists(_)) => self.find(GW_BRIDGE).await,
+            Err(e) => Err(e),
+        }
     }
 
     /// Makes sure `bridge`, `host` and `none` exist. Safe to run from any
@@ -298,7 +318,7 @@ impl Networks {
                 ),
             ];
             if let Some(subnet) = net.subnet {
-                ops.push(TxnOp::delete(keys.subnet(net.scope, subnet), None));
+                ops.push(TxnOp::delete(keys.subnet(net.scope, subnet, &net.id), None));
             }
             if let Some(bridge) = &net.bridge {
                 ops.push(TxnOp::delete(keys.bridge_name(bridge), None));

@@ -79,15 +79,11 @@ impl Nodes {
             mtu: reg.mtu,
             registered: now_rfc3339(),
         };
+        // Not ready yet: the liveness key comes with the first heartbeat, which
+        // the agent sends once it has converged to its desired state, so no
+        // command races with that first full sync.
         self.store
-            .txn(Txn::new().and_then([
-                TxnOp::put(keys.node(&reg.name), to_json(&record)?, None),
-                TxnOp::put(
-                    keys.alive(&reg.name),
-                    lease.to_string(),
-                    Some(PutOptions::new().with_lease(lease)),
-                ),
-            ]))
+            .txn(Txn::new().and_then([TxnOp::put(keys.node(&reg.name), to_json(&record)?, None)]))
             .await?;
         tracing::info!(node = %reg.name, address = %reg.address, lease, "node registered");
         Ok(lease)
@@ -96,17 +92,31 @@ impl Nodes {
     /// Renews the node's lease once. NOT_FOUND when the lease lapsed or the
     /// node was removed: the agent registers again.
     pub async fn heartbeat(&self, name: &str, lease: i64) -> Result<u32> {
-        let alive = self.store.get_string(&self.store.keys.alive(name)).await?;
-        if alive.as_deref() != Some(lease.to_string().as_str()) {
-            return Err(ApiError::not_found("lease of node", name));
-        }
+        let keys = &self.store.keys;
         let mut client = self.store.client();
         let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
         keeper.keep_alive().await?;
-        match stream.message().await? {
-            Some(resp) if resp.ttl() > 0 => Ok(resp.ttl() as u32),
-            _ => Err(ApiError::not_found("lease of node", name)),
+        let ttl = match stream.message().await? {
+            Some(resp) if resp.ttl() > 0 => resp.ttl() as u32,
+            _ => return Err(ApiError::not_found("lease of node", name)),
+        };
+        // Ready while the lease lives; a removed node (no record) registers again.
+        let resp = self
+            .store
+            .txn(
+                Txn::new()
+                    .when([Compare::create_revision(keys.node(name), CompareOp::NotEqual, 0)])
+                    .and_then([TxnOp::put(
+                        keys.alive(name),
+                        lease.to_string(),
+                        Some(PutOptions::new().with_lease(lease)),
+                    )]),
+            )
+            .await?;
+        if !resp.succeeded() {
+            return Err(ApiError::not_found("node", name));
         }
+        Ok(ttl)
     }
 
     pub async fn list(&self) -> Result<Vec<NodeStatus>> {
@@ -142,14 +152,9 @@ impl Nodes {
         Ok(NodeStatus { record, ready })
     }
 
-    /// Forgets a node. A ready node is only removed with `force`.
-    pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
-        let node = self.get(name).await?;
-        if node.ready && !force {
-            return Err(ApiError::FailedPrecondition(format!(
-                "node {name} is ready; stop its agent first or use --force"
-            )));
-        }
+    /// Deletes the node's records (see `Sandboxes::remove_node` for the
+    /// whole removal).
+    pub async fn remove_record(&self, name: &str) -> Result<()> {
         let keys = &self.store.keys;
         let resp = self
             .store

@@ -340,6 +340,7 @@ pub(crate) mod fixtures {
             aliases: vec![],
             gateway: "172.17.0.1".into(),
             revision: 7,
+            default_route: true,
         }
     }
 

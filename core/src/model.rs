@@ -92,6 +92,10 @@ impl fmt::Display for Scope {
 
 /// Name, subnet and bridge device of the default bridge network.
 pub const DEFAULT_BRIDGE: (&str, &str, &str) = ("bridge", "172.17.0.0/16", "berth0");
+/// Name and bridge device of the per-node gateway network that gives
+/// overlay sandboxes outbound access (Docker's `docker_gwbridge`). Created
+/// when the first overlay sandbox is, with the next free local subnet.
+pub const GW_BRIDGE: &str = "berth_gwbridge";
 /// Name of the built-in host network.
 pub const HOST_NETWORK: &str = "host";
 /// Name of the built-in none network.

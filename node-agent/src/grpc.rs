@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::exec;
-use crate::model::{self, NetworkSpec, SandboxSpec};
+use crate::model::{self, NetworkSpec, PeerSet, SandboxSpec};
 use crate::reconcile::{ReconcileError, Reconciler};
 
 pub struct AgentApi {
@@ -54,8 +54,14 @@ impl AgentService for AgentApi {
                 networks.push(spec);
             }
         }
+        let peers = r
+            .peers
+            .iter()
+            .map(PeerSet::from_proto)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad)?;
         self.reconciler
-            .ensure_sandbox(sandbox, networks)
+            .ensure_sandbox(sandbox, networks, peers)
             .await
             .map_err(status)?;
         ok()
@@ -71,17 +77,20 @@ impl AgentService for AgentApi {
         ok()
     }
 
-    async fn set_overlay_peers(&self, _req: Request<pb::OverlayPeers>) -> Reply {
-        Err(Status::unimplemented(
-            "overlay networks are not supported by this agent yet",
-        ))
+    #[tracing::instrument(skip_all, fields(node = %self.node, network = %req.get_ref().network_id))]
+    async fn set_overlay_peers(&self, req: Request<pb::OverlayPeers>) -> Reply {
+        let (id, set) = PeerSet::from_proto(req.get_ref()).map_err(bad)?;
+        self.reconciler.set_peers(&id, set).await.map_err(status)?;
+        ok()
     }
 
     #[tracing::instrument(skip_all, fields(node = %self.node))]
     async fn sync(&self, req: Request<pb::NodeState>) -> Reply {
         let desired =
             model::desired_from_proto(req.get_ref(), self.reconciler.netns_prefix()).map_err(bad)?;
-        self.reconciler.sync(desired).await.map_err(status)?;
+        // The caller's snapshot is as fresh as this call.
+        let since = self.reconciler.epoch().await;
+        self.reconciler.sync(desired, since).await.map_err(status)?;
         ok()
     }
 

@@ -1,10 +1,11 @@
 //! The agent's domain types: what one node should have, parsed from the
 //! proto messages the API server sends (which stay at the gRPC edge).
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use berth_core::model::Driver;
 use berth_core::options::NetworkOptions;
+use berth_core::ports::PortMapping;
 use berth_proto::v1 as pb;
 use ipnet::Ipv4Net;
 
@@ -17,9 +18,19 @@ pub struct NetworkSpec {
     pub bridge: String,
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
+    /// 0 = the driver's default (1500 for bridges, underlay MTU − 50 for overlays).
     pub mtu: u32,
     pub icc: bool,
     pub masquerade: bool,
+    /// VXLAN network identifier of an overlay network.
+    pub vni: Option<u32>,
+}
+
+impl NetworkSpec {
+    /// The VXLAN device of an overlay network on each node.
+    pub fn vxlan_name(&self) -> Option<String> {
+        self.vni.map(|v| format!("vx-{v}"))
+    }
 }
 
 /// One interface of a sandbox.
@@ -31,6 +42,10 @@ pub struct EndpointSpec {
     pub ip: Ipv4Addr,
     pub prefix: u8,
     pub mac: [u8; 6],
+    /// The sandbox's default route goes via this endpoint's network gateway.
+    pub default_route: bool,
+    /// Network-scoped aliases (names other sandboxes on the network resolve).
+    pub aliases: Vec<String>,
 }
 
 impl EndpointSpec {
@@ -67,6 +82,70 @@ pub struct SandboxSpec {
     /// In attach order: the first one carries the default route.
     pub endpoints: Vec<EndpointSpec>,
     pub command: Vec<String>,
+    pub ports: Vec<PortMapping>,
+    /// Legacy links: (sandbox name, alias).
+    pub links: Vec<(String, String)>,
+}
+
+impl SandboxSpec {
+    /// The endpoint carrying the default route (published ports go there).
+    pub fn primary(&self) -> Option<&EndpointSpec> {
+        self.endpoints.iter().find(|e| e.default_route)
+    }
+}
+
+/// A remote endpoint of an overlay network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    pub vtep: Ipv4Addr,
+    pub sandbox_name: String,
+    pub aliases: Vec<String>,
+}
+
+/// Everything one node must know about the rest of an overlay network.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerSet {
+    pub revision: u64,
+    pub peers: Vec<Peer>,
+    pub vteps: BTreeSet<Ipv4Addr>,
+}
+
+impl PeerSet {
+    pub fn from_proto(p: &pb::OverlayPeers) -> Result<(String, Self), BadSpec> {
+        let mut peers = Vec::new();
+        for peer in &p.peers {
+            let ip: Ipv4Addr = peer
+                .ip
+                .parse()
+                .map_err(|_| BadSpec(format!("peer ip {:?}", peer.ip)))?;
+            let vtep: Ipv4Addr = peer
+                .vtep
+                .parse()
+                .map_err(|_| BadSpec(format!("peer vtep {:?}", peer.vtep)))?;
+            peers.push(Peer {
+                ip,
+                mac: parse_mac(&peer.mac).unwrap_or_else(|| berth_core::net::mac_from_ip(ip)),
+                vtep,
+                sandbox_name: peer.sandbox_name.clone(),
+                aliases: peer.aliases.clone(),
+            });
+        }
+        let vteps = p
+            .vteps
+            .iter()
+            .map(|v| v.parse().map_err(|_| BadSpec(format!("vtep {v:?}"))))
+            .collect::<Result<_, _>>()?;
+        Ok((
+            p.network_id.clone(),
+            Self {
+                revision: p.revision,
+                peers,
+                vteps,
+            },
+        ))
+    }
 }
 
 /// Everything this node should have.
@@ -74,6 +153,8 @@ pub struct SandboxSpec {
 pub struct Desired {
     pub networks: BTreeMap<String, NetworkSpec>,
     pub sandboxes: BTreeMap<String, SandboxSpec>,
+    /// Overlay network id → its remote endpoints.
+    pub peers: BTreeMap<String, PeerSet>,
 }
 
 impl Desired {
@@ -124,6 +205,9 @@ impl NetworkSpec {
             .map_err(|_| BadSpec(format!("network {} gateway {:?}", n.name, n.gateway)))?;
         let opts = NetworkOptions::parse(driver, &n.options.clone().into_iter().collect())
             .map_err(|e| BadSpec(format!("network {}: {e}", n.name)))?;
+        if driver == Driver::Overlay && n.vni == 0 {
+            return Err(BadSpec(format!("overlay network {} has no VNI", n.name)));
+        }
         if n.bridge.is_empty() {
             return Err(BadSpec(format!("network {} has no bridge name", n.name)));
         }
@@ -134,9 +218,10 @@ impl NetworkSpec {
             bridge: n.bridge.clone(),
             subnet,
             gateway,
-            mtu: if n.mtu == 0 { 1500 } else { n.mtu },
+            mtu: n.mtu,
             icc: opts.enable_icc,
             masquerade: opts.enable_ip_masquerade,
+            vni: (driver == Driver::Overlay).then_some(n.vni).filter(|v| *v > 0),
         }))
     }
 }
@@ -171,9 +256,19 @@ impl SandboxSpec {
                     ip,
                     prefix: e.prefix_len as u8,
                     mac,
+                    default_route: e.default_route,
+                    aliases: e.aliases.clone(),
                 });
             }
         }
+        let ports = s
+            .ports
+            .iter()
+            .map(|p| {
+                PortMapping::validate(&p.host_ip, p.host_port, p.container_port, &p.protocol)
+                    .map_err(|e| BadSpec(format!("sandbox {}: {e}", s.name)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             id: s.id.clone(),
             name: s.name.clone(),
@@ -181,6 +276,12 @@ impl SandboxSpec {
             netns,
             endpoints,
             command: s.command.clone(),
+            ports,
+            links: s
+                .links
+                .iter()
+                .map(|l| (l.name.clone(), l.alias.clone()))
+                .collect(),
         })
     }
 }
@@ -196,6 +297,10 @@ pub fn desired_from_proto(state: &pb::NodeState, netns_prefix: &str) -> Result<D
     for s in &state.sandboxes {
         let spec = SandboxSpec::from_proto(s, netns_prefix)?;
         d.sandboxes.insert(spec.id.clone(), spec);
+    }
+    for p in &state.peers {
+        let (id, set) = PeerSet::from_proto(p)?;
+        d.peers.insert(id, set);
     }
     Ok(d)
 }
@@ -221,7 +326,7 @@ mod tests {
             ..Default::default()
         };
         let spec = NetworkSpec::from_proto(&n).unwrap().unwrap();
-        assert!(!spec.icc && spec.masquerade && spec.mtu == 1500);
+        assert!(!spec.icc && spec.masquerade && spec.mtu == 0 && spec.vni.is_none());
         let host = pb::Network {
             driver: "host".into(),
             ..Default::default()

@@ -15,6 +15,15 @@ use tokio::io::AsyncWriteExt;
 /// The name of berth's tables.
 pub const TABLE: &str = "berth";
 
+/// A published port and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortRule {
+    pub mapping: berth_core::ports::PortMapping,
+    pub target: std::net::Ipv4Addr,
+    /// The bridge the target sits behind.
+    pub bridge: String,
+}
+
 /// What the rules need to know about one bridge on this node.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct BridgeRules {
@@ -33,9 +42,11 @@ pub enum NftError {
 
 /// The batch that replaces berth's tables with rules for `bridges`; with no
 /// bridges it only deletes them.
-pub fn render(bridges: &[BridgeRules]) -> String {
+pub fn render(bridges: &[BridgeRules], ports: &[PortRule]) -> String {
     let mut bridges = bridges.to_vec();
     bridges.sort();
+    let mut ports = ports.to_vec();
+    ports.sort();
     let mut out = String::new();
     // `add` then `delete` makes the delete succeed whether or not the table
     // existed; the whole file is one transaction.
@@ -43,12 +54,52 @@ pub fn render(bridges: &[BridgeRules]) -> String {
     if bridges.is_empty() {
         return out;
     }
+    let port_bridges: std::collections::BTreeSet<&str> = ports.iter().map(|p| p.bridge.as_str()).collect();
     let names: Vec<String> = bridges.iter().map(|b| format!("\"{}\"", b.bridge)).collect();
     let _ = writeln!(out, "table ip {TABLE} {{");
+    if !ports.is_empty() {
+        // Published ports: DNAT for traffic to any local address, arriving
+        // (prerouting) or sent by the node itself (output, for 127.0.0.1).
+        // (Numeric priority: this nft only knows `dstnat` for prerouting.)
+        for hook in ["prerouting", "output"] {
+            let _ = writeln!(
+                out,
+                "  chain {hook} {{\n    type nat hook {hook} priority -100; policy accept;\n    fib daddr type local jump ports\n  }}"
+            );
+        }
+        let _ = writeln!(out, "  chain ports {{");
+        for p in &ports {
+            let m = &p.mapping;
+            let daddr = m.host_ip.map(|ip| format!("ip daddr {ip} ")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "    {daddr}{} dport {} dnat to {}:{}",
+                m.proto, m.host_port, p.target, m.container_port
+            );
+        }
+        let _ = writeln!(out, "  }}");
+    }
     let _ = writeln!(
         out,
         "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;"
     );
+    for b in bridges
+        .iter()
+        .filter(|b| port_bridges.contains(b.bridge.as_str()))
+    {
+        // 127.0.0.1:PORT from the node (route_localnet is on for this bridge),
+        // and hairpin: a sandbox reaching a port published by its own bridge.
+        let _ = writeln!(
+            out,
+            "    ip saddr 127.0.0.0/8 oifname \"{}\" masquerade",
+            b.bridge
+        );
+        let _ = writeln!(
+            out,
+            "    ct status dnat ip saddr {} oifname \"{}\" masquerade",
+            b.subnet, b.bridge
+        );
+    }
     for b in bridges.iter().filter(|b| b.masquerade) {
         let _ = writeln!(
             out,
@@ -61,6 +112,10 @@ pub fn render(bridges: &[BridgeRules]) -> String {
         out,
         "  chain forward {{\n    type filter hook forward priority filter; policy accept;"
     );
+    if !ports.is_empty() {
+        // Published ports are reachable from every network.
+        let _ = writeln!(out, "    ct status dnat accept");
+    }
     if bridges.len() > 1 {
         for b in &bridges {
             let others: Vec<&String> = names.iter().filter(|n| n.trim_matches('"') != b.bridge).collect();
@@ -106,10 +161,13 @@ mod tests {
 
     #[test]
     fn renders_masquerade_and_isolation() {
-        let text = render(&[
-            b("berth0", "172.17.0.0/16", true),
-            b("br-1", "172.18.0.0/16", false),
-        ]);
+        let text = render(
+            &[
+                b("berth0", "172.17.0.0/16", true),
+                b("br-1", "172.18.0.0/16", false),
+            ],
+            &[],
+        );
         assert!(text.contains("ip saddr 172.17.0.0/16 oifname != \"berth0\" masquerade"));
         assert!(!text.contains("172.18.0.0/16 oifname"), "masquerade off for br-1");
         assert!(text.contains("iifname \"berth0\" oifname { \"br-1\" } drop"));
@@ -117,8 +175,39 @@ mod tests {
     }
 
     #[test]
+    fn renders_published_ports() {
+        let m =
+            |ip: &str, hp, cp, proto| berth_core::ports::PortMapping::validate(ip, hp, cp, proto).unwrap();
+        let ports = [
+            PortRule {
+                mapping: m("", 8080, 80, "tcp"),
+                target: "172.17.0.2".parse().unwrap(),
+                bridge: "berth0".into(),
+            },
+            PortRule {
+                mapping: m("192.168.205.10", 5353, 53, "udp"),
+                target: "172.17.0.3".parse().unwrap(),
+                bridge: "berth0".into(),
+            },
+        ];
+        let text = render(&[b("berth0", "172.17.0.0/16", true)], &ports);
+        assert!(text.contains("fib daddr type local jump ports"));
+        assert!(
+            text.contains("    tcp dport 8080 dnat to 172.17.0.2:80\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    ip daddr 192.168.205.10 udp dport 5353 dnat to 172.17.0.3:53\n"),
+            "{text}"
+        );
+        assert!(text.contains("ip saddr 127.0.0.0/8 oifname \"berth0\" masquerade"));
+        assert!(text.contains("ct status dnat ip saddr 172.17.0.0/16 oifname \"berth0\" masquerade"));
+        assert!(text.contains("ct status dnat accept"));
+    }
+
+    #[test]
     fn empty_only_deletes() {
-        let text = render(&[]);
+        let text = render(&[], &[]);
         assert!(text.contains("delete table ip berth"));
         assert!(!text.contains("chain"));
     }

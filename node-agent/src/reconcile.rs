@@ -5,10 +5,11 @@
 //! traffic. A full sync also removes what berth owns but no longer wants
 //! (mark and sweep), before reporting the node converged.
 use std::collections::{BTreeSet, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rtnetlink::Handle;
 use tokio::sync::Mutex;
@@ -16,8 +17,14 @@ use tokio::sync::Mutex;
 use crate::etcfiles;
 use crate::exec;
 use crate::kernel::{self, link, netns, sysctl};
-use crate::model::{Desired, HOST_VETH_PREFIX, NetworkSpec, SandboxSpec};
-use crate::nft::{self, BridgeRules};
+use berth_core::model::{DEFAULT_BRIDGE, Driver};
+
+use crate::dns::DnsServer;
+use crate::names::NameIndex;
+
+use crate::kernel::fdb::{self, FdbEntry, NeighEntry};
+use crate::model::{Desired, HOST_VETH_PREFIX, NetworkSpec, PeerSet, SandboxSpec};
+use crate::nft::{self, BridgeRules, PortRule};
 use crate::state::{Detached, Owned, StateDir};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +40,54 @@ pub enum ReconcileError {
 }
 
 pub type Result<T, E = ReconcileError> = std::result::Result<T, E>;
+
+/// IANA's VXLAN port.
+pub const VXLAN_PORT: u16 = 4789;
+/// Bytes VXLAN adds to a frame over IPv4 (outer IP 20 + UDP 8 + VXLAN 8 + inner Ethernet 14).
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// Keeps in a full-sync snapshot what commands changed after it was taken.
+fn merge_newer(inner: &Inner, snapshot: &mut Desired, since: u64) {
+    for id in inner.tombstones.keys() {
+        snapshot.sandboxes.remove(id);
+    }
+    for (id, &epoch) in &inner.touched {
+        if epoch <= since {
+            continue;
+        }
+        if let Some(s) = inner.desired.sandboxes.get(id) {
+            for ep in &s.endpoints {
+                if let Some(n) = inner.desired.networks.get(&ep.network_id) {
+                    snapshot.networks.entry(n.id.clone()).or_insert_with(|| n.clone());
+                }
+            }
+            snapshot.sandboxes.insert(id.clone(), s.clone());
+        }
+    }
+    for (id, set) in &inner.desired.peers {
+        if snapshot
+            .peers
+            .get(id)
+            .is_none_or(|have| have.revision < set.revision)
+        {
+            snapshot.peers.insert(id.clone(), set.clone());
+        }
+    }
+}
+
+/// Stores `set` as the peer set of `network_id` unless the one held is newer.
+fn accept_peers(inner: &mut Inner, network_id: &str, set: PeerSet) -> bool {
+    if inner
+        .desired
+        .peers
+        .get(network_id)
+        .is_some_and(|have| have.revision > set.revision)
+    {
+        return false;
+    }
+    inner.desired.peers.insert(network_id.to_string(), set);
+    true
+}
 
 fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> ReconcileError {
     let op = op.into();
@@ -53,36 +108,70 @@ struct Inner {
     owned: Owned,
     /// Bridges realised since the last full sync, with the spec they match.
     bridges: HashMap<String, (NetworkSpec, u32)>,
+    /// VXLAN device index of each overlay network realised here.
+    vxlans: HashMap<String, u32>,
     applied_nft: Option<String>,
     status: SyncStatus,
+    /// Counts applied commands; `touched` says when each sandbox was last
+    /// ensured, so a full sync fetched before that does not undo it.
+    epoch: u64,
+    touched: HashMap<String, u64>,
+    /// Ids of removed sandboxes (ids are never reused): a full sync whose
+    /// snapshot predates the removal must not bring them back.
+    tombstones: HashMap<String, Instant>,
 }
+
+/// How long a removed sandbox id is remembered.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
 
 pub struct Reconciler {
     node: Handle,
     netns_prefix: String,
+    /// This node's underlay address (the local VTEP) and MTU.
+    underlay: Ipv4Addr,
+    underlay_mtu: u32,
+    /// Names each sandbox may resolve, and the responder that answers them.
+    names: Arc<NameIndex>,
+    dns: DnsServer,
     state: StateDir,
     inner: Mutex<Inner>,
 }
 
 impl Reconciler {
     /// Prepares the node (forwarding on) and loads what earlier runs created.
-    pub async fn new(state_dir: PathBuf, netns_prefix: String) -> Result<Self> {
+    pub async fn new(
+        state_dir: PathBuf,
+        netns_prefix: String,
+        underlay: Ipv4Addr,
+        underlay_mtu: u32,
+        dns_upstreams: Vec<SocketAddr>,
+    ) -> Result<Self> {
         let state = StateDir::new(&state_dir).map_err(io(format!("creating {}", state_dir.display())))?;
         if sysctl::set("net.ipv4.ip_forward", "1")? {
             tracing::info!("enabled ip forwarding");
         }
         let node = netns::netlink(None).await?;
         let owned = state.load();
+        let names = Arc::new(NameIndex::default());
+        let dns = DnsServer::new(names.clone(), dns_upstreams);
         Ok(Self {
             node,
             netns_prefix,
+            underlay,
+            underlay_mtu,
+            names,
+            dns,
             state,
             inner: Mutex::new(Inner {
                 desired: Desired::default(),
                 owned,
                 bridges: HashMap::new(),
+                vxlans: HashMap::new(),
                 applied_nft: None,
                 status: SyncStatus::default(),
+                epoch: 0,
+                touched: HashMap::new(),
+                tombstones: HashMap::new(),
             }),
         })
     }
@@ -96,16 +185,30 @@ impl Reconciler {
     }
 
     /// Realises one sandbox exactly as given.
-    pub async fn ensure_sandbox(&self, sandbox: SandboxSpec, networks: Vec<NetworkSpec>) -> Result<()> {
+    pub async fn ensure_sandbox(
+        &self,
+        sandbox: SandboxSpec,
+        networks: Vec<NetworkSpec>,
+        peers: Vec<(String, PeerSet)>,
+    ) -> Result<()> {
         let mut inner = self.inner.lock().await;
+        inner.epoch += 1;
+        let epoch = inner.epoch;
+        inner.touched.insert(sandbox.id.clone(), epoch);
+        inner.tombstones.remove(&sandbox.id);
         for n in networks {
             inner.desired.networks.insert(n.id.clone(), n);
+        }
+        for (id, set) in peers {
+            accept_peers(&mut inner, &id, set);
         }
         inner
             .desired
             .sandboxes
             .insert(sandbox.id.clone(), sandbox.clone());
+        self.names.rebuild(&inner.desired);
         let res = self.realise(&mut inner, &sandbox).await;
+        self.refresh_links(&inner);
         // Endpoints dropped by this command may leave a bridge unused.
         let swept = self.sweep_networks(&mut inner).await;
         self.save(&inner);
@@ -116,6 +219,10 @@ impl Reconciler {
     /// agent does not know the sandbox (e.g. it restarted before a sync).
     pub async fn remove_sandbox(&self, id: &str, netns_name: &str) -> Result<()> {
         let mut inner = self.inner.lock().await;
+        inner.epoch += 1;
+        inner.touched.remove(id);
+        inner.tombstones.retain(|_, t| t.elapsed() < TOMBSTONE_TTL);
+        inner.tombstones.insert(id.to_string(), Instant::now());
         let spec = inner.desired.sandboxes.remove(id);
         let ns = match &spec {
             Some(s) => s.netns.clone(),
@@ -123,9 +230,13 @@ impl Reconciler {
             None => Some(format!("{}{netns_name}", self.netns_prefix)),
         };
         self.stop_command(&mut inner, id).await;
+        // An open DNS socket would keep the namespace (and its veths) alive.
+        self.dns.stop(id);
         if let Some(ns) = &ns {
             self.remove_netns(&mut inner, ns).await?;
         }
+        self.names.rebuild(&inner.desired);
+        self.refresh_links(&inner);
         if let Some(s) = &spec {
             for ep in &s.endpoints {
                 // Usually gone with the namespace already; this catches leftovers.
@@ -140,11 +251,37 @@ impl Reconciler {
         res
     }
 
-    /// Converges the node to exactly `desired`.
-    pub async fn sync(&self, desired: Desired) -> Result<()> {
+    /// Takes a new peer set of an overlay network (unless an equal or newer
+    /// one was seen) and programs it when the network is realised here.
+    pub async fn set_peers(&self, network_id: &str, set: PeerSet) -> Result<()> {
         let mut inner = self.inner.lock().await;
+        if !accept_peers(&mut inner, network_id, set) {
+            tracing::debug!(network = %network_id, "older overlay peer set ignored");
+            return Ok(());
+        }
+        self.names.rebuild(&inner.desired);
+        if let Some(&vx) = inner.vxlans.get(network_id) {
+            self.program_peers(&inner, network_id, vx).await?;
+        }
+        Ok(())
+    }
+
+    /// The command counter, to pass to [`Reconciler::sync`] for a state
+    /// fetched after this call.
+    pub async fn epoch(&self) -> u64 {
+        self.inner.lock().await.epoch
+    }
+
+    /// Converges the node to exactly `desired`, a snapshot taken after
+    /// [`Reconciler::epoch`] returned `since`: what commands changed after
+    /// that (sandboxes ensured or removed, newer peer sets) is kept.
+    pub async fn sync(&self, mut desired: Desired, since: u64) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        merge_newer(&inner, &mut desired, since);
         inner.desired = desired;
         inner.bridges.clear();
+        inner.vxlans.clear();
+        self.names.rebuild(&inner.desired);
         let mut errors = Vec::new();
         let sandboxes: Vec<SandboxSpec> = inner.desired.sandboxes.values().cloned().collect();
         for s in &sandboxes {
@@ -156,6 +293,7 @@ impl Reconciler {
         if let Err(e) = self.sweep(&mut inner).await {
             errors.push(format!("sweep: {e}"));
         }
+        self.refresh_links(&inner);
         let active = inner.desired.active_networks().len() as u32;
         inner.status = SyncStatus {
             converged: errors.is_empty(),
@@ -216,33 +354,86 @@ impl Reconciler {
                     tracing::info!(netns = %ns, ifname = %l.name, "removed interface of a departed endpoint");
                 }
             }
-            for (i, (ep, (net, master))) in s.endpoints.iter().zip(&masters).enumerate() {
+            for (ep, (net, master)) in s.endpoints.iter().zip(&masters) {
                 let host = ep.host_ifname();
                 let spec = link::VethSpec {
                     host_name: &host,
                     master: *master,
-                    mtu: net.mtu,
+                    mtu: self.mtu_of(net),
                     netns: ns,
                     peer_name: &ep.ifname,
                     peer_mac: ep.mac,
                     addr: ep.ip,
                     prefix: ep.prefix,
-                    gateway: (i == 0).then_some(net.gateway),
+                    gateway: ep.default_route.then_some(net.gateway),
                 };
                 if link::ensure_veth_with(&self.node, &sb, &spec).await? {
                     tracing::info!(netns = %ns, ifname = %ep.ifname, ip = %ep.ip, "endpoint realised");
                 }
                 link::set_port_isolated(&self.node, &host, !net.icc).await?;
             }
-            let own: Vec<Ipv4Addr> = s.endpoints.iter().map(|e| e.ip).collect();
-            etcfiles::ensure(
-                ns,
-                &etcfiles::hosts(&s.name, &own, &[]),
-                &etcfiles::node_resolv_conf(),
-            )
-            .map_err(io(format!("writing /etc/netns/{ns}")))?;
+            self.write_etc(inner, s, ns)?;
+            if self.names.serves(&s.id) {
+                self.dns
+                    .serve(&s.id, ns)
+                    .await
+                    .map_err(|e| ReconcileError::Spec(format!("dns: {e}")))?;
+            } else {
+                self.dns.stop(&s.id);
+            }
         }
         self.ensure_command(inner, s).await
+    }
+
+    /// The sandbox's hosts file (itself, its links) and resolv.conf (the
+    /// embedded DNS responder where it resolves names, else the node's).
+    fn write_etc(&self, inner: &Inner, s: &SandboxSpec, ns: &str) -> Result<()> {
+        let own: Vec<Ipv4Addr> = s.endpoints.iter().map(|e| e.ip).collect();
+        let mut extra = Vec::new();
+        for (name, alias) in &s.links {
+            // Legacy links point at the target's address on the default bridge.
+            let target = inner
+                .desired
+                .sandboxes
+                .values()
+                .find(|t| &t.name == name)
+                .and_then(|t| {
+                    t.endpoints.iter().find(|e| {
+                        inner
+                            .desired
+                            .networks
+                            .get(&e.network_id)
+                            .is_some_and(|n| n.name == DEFAULT_BRIDGE.0)
+                    })
+                });
+            if let Some(ep) = target {
+                let names = if alias.is_empty() || alias == name {
+                    vec![name.clone()]
+                } else {
+                    vec![alias.clone(), name.clone()]
+                };
+                extra.push((ep.ip, names));
+            }
+        }
+        let resolv = if self.names.serves(&s.id) {
+            format!("nameserver {}\nsearch .\noptions ndots:0\n", crate::dns::DNS_ADDR)
+        } else {
+            etcfiles::node_resolv_conf()
+        };
+        etcfiles::ensure(ns, &etcfiles::hosts(&s.name, &own, &extra), &resolv)
+            .map_err(io(format!("writing /etc/netns/{ns}")))
+    }
+
+    /// Rewrites the hosts files of local sandboxes with links (their targets
+    /// may have come, gone or moved).
+    fn refresh_links(&self, inner: &Inner) {
+        for s in inner.desired.sandboxes.values().filter(|s| !s.links.is_empty()) {
+            if let Some(ns) = &s.netns
+                && let Err(e) = self.write_etc(inner, s, ns)
+            {
+                tracing::warn!(sandbox = %s.name, error = %e, "could not refresh the hosts file");
+            }
+        }
     }
 
     async fn ensure_network(&self, inner: &mut Inner, net: &NetworkSpec) -> Result<u32> {
@@ -251,19 +442,78 @@ impl Reconciler {
         {
             return Ok(*index);
         }
-        let index = link::ensure_bridge(
-            &self.node,
-            &net.bridge,
-            net.mtu,
-            Some((net.gateway, net.subnet.prefix_len())),
-        )
-        .await?;
+        let mtu = self.mtu_of(net);
+        // An overlay's bridge has no address: the overlay subnet never enters
+        // the node's routing table, so overlays may overlap each other.
+        let addr = (net.driver == Driver::Bridge).then(|| (net.gateway, net.subnet.prefix_len()));
+        let index = link::ensure_bridge(&self.node, &net.bridge, mtu, addr).await?;
         if inner.owned.bridges.insert(net.bridge.clone()) {
             tracing::info!(network = %net.name, ifname = %net.bridge, "bridge created");
             self.save(inner);
         }
+        if let (Some(vni), Some(vx_name)) = (net.vni, net.vxlan_name()) {
+            let vx =
+                link::ensure_vxlan(&self.node, &vx_name, vni, self.underlay, VXLAN_PORT, mtu, index).await?;
+            if inner.owned.bridges.insert(vx_name.clone()) {
+                tracing::info!(network = %net.name, ifname = %vx_name, vni, "vxlan created");
+                self.save(inner);
+            }
+            inner.vxlans.insert(net.id.clone(), vx);
+            self.program_peers(inner, &net.id, vx).await?;
+        }
         inner.bridges.insert(net.bridge.clone(), (net.clone(), index));
         Ok(index)
+    }
+
+    /// MTU of a network's links on this node.
+    fn mtu_of(&self, net: &NetworkSpec) -> u32 {
+        match (net.mtu, net.driver) {
+            (0, Driver::Overlay) => self.underlay_mtu.saturating_sub(VXLAN_OVERHEAD),
+            (0, _) => 1500,
+            (m, _) => m,
+        }
+    }
+
+    /// Makes the VXLAN device's FDB and neighbour entries exactly those of
+    /// the network's current peer set: stale entries go, missing ones come.
+    async fn program_peers(&self, inner: &Inner, network_id: &str, vx: u32) -> Result<()> {
+        let set = inner.desired.peers.get(network_id).cloned().unwrap_or_default();
+        let want_fdb: BTreeSet<FdbEntry> = set
+            .peers
+            .iter()
+            .map(|p| FdbEntry {
+                mac: p.mac,
+                dst: p.vtep,
+            })
+            .chain(set.vteps.iter().map(|v| FdbEntry {
+                mac: fdb::ZERO_MAC,
+                dst: *v,
+            }))
+            .collect();
+        let want_neigh: BTreeSet<NeighEntry> = set
+            .peers
+            .iter()
+            .map(|p| NeighEntry { ip: p.ip, mac: p.mac })
+            .collect();
+        let have_fdb: BTreeSet<FdbEntry> = fdb::fdb_list(&self.node, vx).await?.into_iter().collect();
+        let have_neigh: BTreeSet<NeighEntry> = fdb::neigh_list(&self.node, vx).await?.into_iter().collect();
+        for e in have_fdb.difference(&want_fdb) {
+            fdb::fdb_del(&self.node, vx, *e).await?;
+        }
+        for e in have_neigh.difference(&want_neigh) {
+            fdb::neigh_del(&self.node, vx, *e).await?;
+        }
+        for e in want_fdb.difference(&have_fdb) {
+            fdb::fdb_add(&self.node, vx, *e).await?;
+        }
+        for e in want_neigh.difference(&have_neigh) {
+            fdb::neigh_replace(&self.node, vx, *e).await?;
+        }
+        let changed = want_fdb != have_fdb || want_neigh != have_neigh;
+        if changed {
+            tracing::info!(network = %network_id, peers = set.peers.len(), vteps = set.vteps.len(), revision = set.revision, "overlay peers programmed");
+        }
+        Ok(())
     }
 
     /// Rewrites berth's nftables table when the realised bridges changed.
@@ -272,13 +522,35 @@ impl Reconciler {
             .desired
             .active_networks()
             .into_iter()
+            .filter(|n| n.driver == Driver::Bridge)
             .map(|n| BridgeRules {
                 bridge: n.bridge.clone(),
                 subnet: n.subnet,
                 masquerade: n.masquerade,
             })
             .collect();
-        let batch = nft::render(&rules);
+        let mut ports = Vec::new();
+        for s in inner.desired.sandboxes.values().filter(|s| !s.ports.is_empty()) {
+            let Some(ep) = s.primary() else { continue };
+            let Some(net) = inner.desired.networks.get(&ep.network_id) else {
+                continue;
+            };
+            for m in &s.ports {
+                ports.push(PortRule {
+                    mapping: *m,
+                    target: ep.ip,
+                    bridge: net.bridge.clone(),
+                });
+            }
+        }
+        // 127.0.0.1 may only be routed out of a bridge with route_localnet.
+        let localnet: BTreeSet<&str> = ports.iter().map(|p| p.bridge.as_str()).collect();
+        for b in &localnet {
+            if sysctl::set(&format!("net/ipv4/conf/{b}/route_localnet"), "1")? {
+                tracing::info!(ifname = %b, "route_localnet on for published ports");
+            }
+        }
+        let batch = nft::render(&rules, &ports);
         if inner.applied_nft.as_deref() == Some(batch.as_str()) {
             return Ok(());
         }
@@ -295,7 +567,7 @@ impl Reconciler {
             .desired
             .active_networks()
             .iter()
-            .map(|n| n.bridge.clone())
+            .flat_map(|n| std::iter::once(n.bridge.clone()).chain(n.vxlan_name()))
             .collect();
         let stale: Vec<String> = inner
             .owned
@@ -313,6 +585,8 @@ impl Reconciler {
             inner.bridges.remove(&b);
         }
         inner.desired.networks.retain(|_, n| active.contains(&n.bridge));
+        let kept: BTreeSet<String> = inner.desired.networks.keys().cloned().collect();
+        inner.vxlans.retain(|id, _| kept.contains(id));
         Ok(())
     }
 
@@ -332,6 +606,11 @@ impl Reconciler {
             .filter(|(ns, _)| !wanted_ns.contains(*ns))
             .map(|(ns, id)| (ns.clone(), id.clone()))
             .collect();
+        for id in self.dns.serving() {
+            if !inner.desired.sandboxes.contains_key(&id) {
+                self.dns.stop(&id);
+            }
+        }
         for (ns, id) in stale_ns {
             self.stop_command(inner, &id).await;
             self.remove_netns(inner, &ns).await?;
@@ -432,5 +711,77 @@ impl Reconciler {
                 etc_dir: Some(etcfiles::dir(ns)),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Mode, PeerSet};
+
+    fn sandbox(id: &str) -> SandboxSpec {
+        SandboxSpec {
+            id: id.into(),
+            name: id.into(),
+            mode: Mode::None,
+            netns: Some(id.into()),
+            endpoints: vec![],
+            command: vec![],
+            ports: vec![],
+            links: vec![],
+        }
+    }
+
+    fn inner() -> Inner {
+        Inner {
+            desired: Desired::default(),
+            owned: Owned::default(),
+            bridges: HashMap::new(),
+            vxlans: HashMap::new(),
+            applied_nft: None,
+            status: SyncStatus::default(),
+            epoch: 0,
+            touched: HashMap::new(),
+            tombstones: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_stale_snapshot_does_not_undo_newer_commands() {
+        let mut i = inner();
+        // Ensured at epoch 5, after a snapshot taken at epoch 3.
+        i.desired.sandboxes.insert("new".into(), sandbox("new"));
+        i.touched.insert("new".into(), 5);
+        // Ensured at epoch 2, before it: the snapshot decides.
+        i.desired.sandboxes.insert("old".into(), sandbox("old"));
+        i.touched.insert("old".into(), 2);
+        // Removed after the snapshot was read.
+        i.tombstones.insert("gone".into(), Instant::now());
+        i.desired.peers.insert(
+            "ov".into(),
+            PeerSet {
+                revision: 9,
+                ..Default::default()
+            },
+        );
+
+        let mut snap = Desired::default();
+        snap.sandboxes.insert("gone".into(), sandbox("gone"));
+        snap.sandboxes.insert("kept".into(), sandbox("kept"));
+        snap.peers.insert(
+            "ov".into(),
+            PeerSet {
+                revision: 7,
+                ..Default::default()
+            },
+        );
+        merge_newer(&i, &mut snap, 3);
+        let ids: Vec<&str> = snap.sandboxes.keys().map(String::as_str).collect();
+        assert_eq!(
+            ids,
+            ["kept", "new"],
+            "old is not in the snapshot, so it goes; gone stays gone"
+        );
+        assert_eq!(snap.peers["ov"].revision, 9, "the newer peer set wins");
     }
 }

@@ -692,3 +692,66 @@ async fn timing_of_sandbox_creation() {
         );
     }
 }
+
+/// FDB and neighbour entries of a VXLAN device: listed, added (the all-zero
+/// flooding MAC with several destinations), deleted, idempotent.
+#[tokio::test]
+async fn vxlan_fdb_and_neighbour_entries() {
+    use berth_agent::kernel::fdb::{self, FdbEntry, NeighEntry};
+    let ns = Namespaces::new();
+    let (name, node) = ns.with_handle().await;
+    let bridge = link::ensure_bridge(&node, "br0", 1450, None).await.unwrap();
+    let local = Ipv4Addr::new(192, 168, 205, 10);
+    let vx = link::ensure_vxlan(&node, "vx0", 4096, local, 4789, 1450, bridge)
+        .await
+        .unwrap();
+    let (a, b) = (Ipv4Addr::new(192, 168, 205, 11), Ipv4Addr::new(192, 168, 205, 12));
+    let peer = FdbEntry {
+        mac: [2, 0x42, 10, 0, 0, 3],
+        dst: a,
+    };
+    let entries = [
+        peer,
+        FdbEntry {
+            mac: fdb::ZERO_MAC,
+            dst: a,
+        },
+        FdbEntry {
+            mac: fdb::ZERO_MAC,
+            dst: b,
+        },
+    ];
+    for e in entries {
+        fdb::fdb_add(&node, vx, e).await.unwrap();
+        fdb::fdb_add(&node, vx, e).await.unwrap(); // again: no error
+    }
+    let mut listed = fdb::fdb_list(&node, vx).await.unwrap();
+    listed.sort();
+    let mut want = entries.to_vec();
+    want.sort();
+    assert_eq!(listed, want);
+    let shown = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{name}"))
+        .args(["bridge", "fdb", "show", "dev", "vx0"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("02:42:0a:00:00:03 dst 192.168.205.11 self permanent"),
+        "{shown}"
+    );
+    fdb::fdb_del(&node, vx, entries[2]).await.unwrap();
+    fdb::fdb_del(&node, vx, entries[2]).await.unwrap(); // missing: fine
+    assert_eq!(fdb::fdb_list(&node, vx).await.unwrap().len(), 2);
+
+    let n = NeighEntry {
+        ip: Ipv4Addr::new(10, 0, 0, 3),
+        mac: peer.mac,
+    };
+    fdb::neigh_replace(&node, vx, n).await.unwrap();
+    fdb::neigh_replace(&node, vx, n).await.unwrap();
+    assert_eq!(fdb::neigh_list(&node, vx).await.unwrap(), vec![n]);
+    fdb::neigh_del(&node, vx, n).await.unwrap();
+    fdb::neigh_del(&node, vx, n).await.unwrap();
+    assert!(fdb::neigh_list(&node, vx).await.unwrap().is_empty());
+}

@@ -41,10 +41,12 @@ async fn two_api_servers_starting_at_once_ensure_builtins_once() {
             ),
             ("172.17.0.0/16", "172.17.0.1", "berth0")
         );
+        let key = format!("{prefix}/v1/subnets/local/172.17.0.0-16/{}", bridge.id);
+        assert_eq!(etcd.get(&key).as_deref(), Some(bridge.id.as_str()));
         assert_eq!(
-            etcd.get(&format!("{prefix}/v1/subnets/local/172.17.0.0-16"))
-                .as_deref(),
-            Some(bridge.id.as_str())
+            etcd.keys(&format!("{prefix}/v1/subnets/")).len(),
+            1,
+            "one subnet taken"
         );
     }
 }

@@ -1,5 +1,6 @@
 //! Conversions from records to generated proto types; the only place that
 //! knows both.
+use berth_core::model::Driver;
 use berth_proto::v1 as pb;
 
 use crate::nodes::NodeStatus;
@@ -41,6 +42,7 @@ pub fn endpoint(e: &EndpointRecord, net: &NetworkRecord) -> pb::Endpoint {
         aliases: e.aliases.clone(),
         gateway: net.gateway.map(|g| g.to_string()).unwrap_or_default(),
         revision: 0,
+        default_route: false,
     }
 }
 
@@ -61,11 +63,40 @@ pub fn sandbox(r: &SandboxRecord, endpoints: &[(EndpointRecord, NetworkRecord)])
         name: r.name.clone(),
         node: r.node.clone(),
         mode: r.mode.as_str().to_string(),
-        ports: Vec::new(),
-        links: Vec::new(),
+        ports: r
+            .ports
+            .iter()
+            .map(|p| pb::PortMapping {
+                host_ip: p.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                host_port: u32::from(p.host_port),
+                container_port: u32::from(p.container_port),
+                protocol: p.proto.to_string(),
+            })
+            .collect(),
+        links: r
+            .links
+            .iter()
+            .map(|(name, alias)| pb::Link {
+                name: name.clone(),
+                alias: alias.clone(),
+            })
+            .collect(),
         command: r.command.clone(),
         created: r.created.clone(),
-        endpoints: endpoints.iter().map(|(e, n)| endpoint(e, n)).collect(),
+        endpoints: {
+            // The default route goes through the first endpoint on a bridge
+            // network (overlays have no way out; their sandboxes use the
+            // gateway bridge), in attach order.
+            let default = endpoints.iter().position(|(_, n)| n.driver == Driver::Bridge);
+            endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, (e, n))| pb::Endpoint {
+                    default_route: Some(i) == default,
+                    ..endpoint(e, n)
+                })
+                .collect()
+        },
         netns: r.netns.clone().unwrap_or_default(),
     }
 }

@@ -31,7 +31,7 @@ impl NodeService for NodeApi {
         req: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
         let r = req.into_inner();
-        self.nodes.remove(&r.name, r.force).await?;
+        self.sandboxes.remove_node(&r.name, r.force).await?;
         Ok(Response::new(pb::RemoveNodeResponse {}))
     }
 }

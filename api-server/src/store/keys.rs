@@ -3,6 +3,7 @@
 use std::net::Ipv4Addr;
 
 use berth_core::model::Scope;
+use berth_core::ports::PortMapping;
 use ipnet::Ipv4Net;
 
 /// Builds keys under one prefix.
@@ -45,10 +46,11 @@ impl Keys {
     pub fn subnets(&self, scope: Scope) -> String {
         format!("{}subnets/{scope}/", self.root)
     }
-    /// `172.18.0.0/16` is stored as `172.18.0.0-16` so a key is one path segment.
-    pub fn subnet(&self, scope: Scope, net: Ipv4Net) -> String {
+    /// `172.18.0.0/16` of network `id` is stored as `subnets/<scope>/172.18.0.0-16/<id>`:
+    /// global networks may share a subnet (each overlay is its own L2 domain).
+    pub fn subnet(&self, scope: Scope, net: Ipv4Net, network_id: &str) -> String {
         format!(
-            "{}subnets/{scope}/{}-{}",
+            "{}subnets/{scope}/{}-{}/{network_id}",
             self.root,
             net.network(),
             net.prefix_len()
@@ -91,8 +93,19 @@ impl Keys {
     pub fn ipam_network(&self, network_id: &str) -> String {
         format!("{}ipam/{network_id}/", self.root)
     }
-    pub fn port(&self, node: &str, proto: &str, host_ip: &str, port: u16) -> String {
-        format!("{}ports/{node}/{proto}/{host_ip}/{port}", self.root)
+    /// Published ports: `ports/<node>/<proto>/<port>/<host-ip or 0.0.0.0>`.
+    pub fn port(&self, node: &str, p: &PortMapping) -> String {
+        format!(
+            "{}ports/{node}/{}/{}/{}",
+            self.root,
+            p.proto,
+            p.host_port,
+            p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED)
+        )
+    }
+    /// Every binding of one node, protocol and port.
+    pub fn port_range(&self, node: &str, p: &PortMapping) -> String {
+        format!("{}ports/{node}/{}/{}/", self.root, p.proto, p.host_port)
     }
     pub fn nodes(&self) -> String {
         format!("{}nodes/", self.root)
@@ -123,8 +136,8 @@ mod tests {
         let k = Keys::new("/berth/");
         assert_eq!(k.network("abc"), "/berth/v1/networks/abc");
         assert_eq!(
-            k.subnet(Scope::Local, "172.18.0.0/16".parse().unwrap()),
-            "/berth/v1/subnets/local/172.18.0.0-16"
+            k.subnet(Scope::Local, "172.18.0.0/16".parse().unwrap(), "n1"),
+            "/berth/v1/subnets/local/172.18.0.0-16/n1"
         );
         assert_eq!(
             k.ipam("n", "node1", Ipv4Addr::new(10, 0, 0, 2)),

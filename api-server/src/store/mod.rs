@@ -41,6 +41,25 @@ impl Store {
         })
     }
 
+    /// Like [`Store::connect`], with TLS to etcd (`https://` endpoints):
+    /// etcd's CA and, for `--client-cert-auth`, a client certificate.
+    pub async fn connect_tls(
+        endpoints: &[String],
+        prefix: &str,
+        tls: etcd_client::TlsOptions,
+    ) -> Result<Self> {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(10))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_tls(tls);
+        let client = Client::connect(endpoints, Some(opts)).await?;
+        Ok(Self {
+            client,
+            keys: Keys::new(prefix),
+        })
+    }
+
     /// The raw client, for leases and anything not wrapped here.
     pub fn client(&self) -> Client {
         self.client.clone()
@@ -78,7 +97,42 @@ impl Store {
             .collect()
     }
 
-    /// Keys under `prefix` and the store revision they were read at.
+    /// Keys under `prefix` with their values as strings.
+    pub async fn list_strings(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        let resp = self
+            .client
+            .clone()
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                )
+            })
+            .collect())
+    }
+
+    /// Every record under `prefix` and the store revision they were read at.
+    pub async fn list_json_rev<T: DeserializeOwned>(&self, prefix: &str) -> Result<(Vec<T>, i64)> {
+        let resp = self
+            .client
+            .clone()
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await?;
+        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let items = resp
+            .kvs()
+            .iter()
+            .map(|kv| serde_json::from_slice(kv.value()).map_err(ApiError::from))
+            .collect::<Result<Vec<T>>>()?;
+        Ok((items, rev))
+    }
+
+    /// Keys under `prefix`.
     pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
         let resp = self
             .client

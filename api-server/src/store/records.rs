@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use berth_core::model::{Driver, Scope};
+use berth_core::ports::PortMapping;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
@@ -99,5 +100,10 @@ pub struct SandboxRecord {
     pub networks: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortMapping>,
+    /// Legacy links: (sandbox name, alias); the alias may be empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<(String, String)>,
     pub created: String,
 }

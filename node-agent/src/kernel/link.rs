@@ -695,6 +695,9 @@ pub async fn ensure_vxlan(
         .local(local)
         .port(port)
         .learning(false)
+        // Answer ARP for remote endpoints from the neighbour table instead of
+        // flooding the request to every node.
+        .proxy(true)
         .mtu(mtu)
         .controller(master)
         .up()

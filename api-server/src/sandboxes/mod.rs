@@ -2,12 +2,15 @@
 //! transaction, then the owning agent), connect, disconnect, remove, exec,
 //! and the desired state of a node. A failed agent call rolls back what the
 //! request recorded and answers UNAVAILABLE.
-use std::collections::{BTreeMap, HashMap};
+mod attach;
+mod state;
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use berth_core::model::Driver;
 use berth_core::names::validate_name;
 use berth_core::net::{format_mac, mac_from_ip, parse_ip};
+use berth_core::ports::PortMapping;
 use berth_proto::v1 as pb;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
@@ -17,6 +20,7 @@ use crate::grpc::convert;
 use crate::ipam::{self, Allocated};
 use crate::networks::Networks;
 use crate::nodes::Nodes;
+use crate::overlay::Overlay;
 use crate::store::records::{EndpointRecord, NetworkRecord, NodeRecord, SandboxMode, SandboxRecord};
 use crate::store::{Store, new_id, now_rfc3339, to_json};
 
@@ -29,6 +33,8 @@ pub struct SandboxSpec {
     pub ip: Option<Ipv4Addr>,
     pub aliases: Vec<String>,
     pub command: Vec<String>,
+    pub ports: Vec<PortMapping>,
+    pub links: Vec<(String, String)>,
 }
 
 impl SandboxSpec {
@@ -48,14 +54,20 @@ impl SandboxSpec {
         for a in &r.aliases {
             validate_name("alias", a)?;
         }
-        if !r.links.is_empty() {
-            return Err(ApiError::Unimplemented("--link is not supported yet".into()));
+        let mut links = Vec::new();
+        for l in &r.links {
+            validate_name("link", &l.name)?;
+            if !l.alias.is_empty() {
+                validate_name("link alias", &l.alias)?;
+            }
+            links.push((l.name.clone(), l.alias.clone()));
         }
-        if !r.ports.is_empty() {
-            return Err(ApiError::Unimplemented(
-                "published ports are not supported yet".into(),
-            ));
-        }
+        let ports = r
+            .ports
+            .iter()
+            .map(|p| PortMapping::validate(&p.host_ip, p.host_port, p.container_port, &p.protocol))
+            .collect::<Result<Vec<_>, _>>()?;
+        berth_core::ports::check_distinct(&ports)?;
         if r.command.first().is_some_and(|c| c.is_empty()) {
             return Err(berth_core::Invalid::new("command", "the program name is empty").into());
         }
@@ -70,6 +82,8 @@ impl SandboxSpec {
             ip,
             aliases: r.aliases.clone(),
             command: r.command.clone(),
+            ports,
+            links,
         })
     }
 }
@@ -89,6 +103,10 @@ impl SandboxView {
     fn networks(&self) -> Vec<pb::Network> {
         self.endpoints.iter().map(|(_, n)| convert::network(n)).collect()
     }
+
+    fn network_refs(&self) -> Vec<&NetworkRecord> {
+        self.endpoints.iter().map(|(_, n)| n).collect()
+    }
 }
 
 fn mode_of(driver: Driver) -> SandboxMode {
@@ -96,6 +114,23 @@ fn mode_of(driver: Driver) -> SandboxMode {
         Driver::Host => SandboxMode::Host,
         Driver::Null => SandboxMode::None,
         Driver::Bridge | Driver::Overlay => SandboxMode::Namespace,
+    }
+}
+
+/// Compares that hold while nothing else publishes `p` on `node`.
+fn port_free(keys: &crate::store::Keys, node: &str, p: &PortMapping) -> Vec<Compare> {
+    match p.host_ip {
+        // All addresses: no binding of that port at all.
+        None => vec![Compare::create_revision(keys.port_range(node, p), CompareOp::Equal, 0).with_prefix()],
+        // One address: neither the same address nor all addresses.
+        Some(_) => vec![
+            Compare::create_revision(keys.port(node, p), CompareOp::Equal, 0),
+            Compare::create_revision(
+                keys.port(node, &PortMapping { host_ip: None, ..*p }),
+                CompareOp::Equal,
+                0,
+            ),
+        ],
     }
 }
 
@@ -112,15 +147,18 @@ pub struct Sandboxes {
     networks: Networks,
     nodes: Nodes,
     agents: Agents,
+    overlay: Overlay,
 }
 
 impl Sandboxes {
     pub fn new(store: Store, networks: Networks, nodes: Nodes, agents: Agents) -> Self {
+        let overlay = Overlay::new(store.clone(), nodes.clone(), agents.clone());
         Self {
             store,
             networks,
             nodes,
             agents,
+            overlay,
         }
     }
 
@@ -180,17 +218,98 @@ impl Sandboxes {
             )
             .into());
         }
+        if !spec.ports.is_empty() && mode != SandboxMode::Namespace {
+            return Err(berth_core::Invalid::new(
+                "publish",
+                format!("ports cannot be published on the {} network", network.name),
+            )
+            .into());
+        }
+        if !spec.links.is_empty() && network.name != berth_core::model::DEFAULT_BRIDGE.0 {
+            return Err(berth_core::Invalid::new(
+                "link",
+                "--link works on the default bridge network only; use a user-defined network and names",
+            )
+            .into());
+        }
         let node = self.place(spec.node.as_deref()).await?;
+        self.check_links(&spec.links, &node.name).await?;
+        self.check_ports(&spec.ports, &node.name).await?;
+        // Overlay sandboxes also get eth1 on the node's gateway bridge for
+        // outbound traffic (and their default route through it), as Docker's
+        // docker_gwbridge. Its address is taken first and released again if
+        // the rest of the create fails.
+        let gw = match network.driver {
+            Driver::Overlay => Some(self.gw_endpoint(&node.name, &spec.name).await?),
+            _ => None,
+        };
+        let res = self.create_with(spec, network, node, mode, gw.clone()).await;
+        if res.is_err()
+            && let Some((ep, net)) = &gw
+            && let Some(ip) = ep.ip
+        {
+            let release = ipam::release_op(&self.store, &net.id, ipam::pool_for(net, &ep.node), ip);
+            if let Err(e) = self.store.txn(Txn::new().and_then([release])).await {
+                tracing::error!(error = %e, "could not release the gateway bridge address");
+            }
+        }
+        res
+    }
+
+    /// Takes an address on the gateway bridge for a new overlay sandbox.
+    async fn gw_endpoint(&self, node: &str, sandbox_name: &str) -> Result<(EndpointRecord, NetworkRecord)> {
+        let gw = self.networks.ensure_gwbridge().await?;
+        let id = new_id();
+        let pool = ipam::pool_for(&gw, node).to_string();
+        let Allocated::Committed(ip) =
+            ipam::allocate_ip(&self.store, &gw, &pool, None, &id, |_| (vec![], vec![])).await?
+        else {
+            return Err(ApiError::Internal(
+                "gateway address allocation conflicted with itself".into(),
+            ));
+        };
+        Ok((
+            EndpointRecord {
+                id,
+                network_id: gw.id.clone(),
+                sandbox_id: String::new(),
+                sandbox_name: sandbox_name.to_string(),
+                node: node.to_string(),
+                ip: Some(ip),
+                mac: format_mac(mac_from_ip(ip)),
+                ifname: "eth1".into(),
+                aliases: Vec::new(),
+            },
+            gw,
+        ))
+    }
+
+    async fn create_with(
+        &self,
+        spec: SandboxSpec,
+        network: NetworkRecord,
+        node: NodeRecord,
+        mode: SandboxMode,
+        gw: Option<(EndpointRecord, NetworkRecord)>,
+    ) -> Result<SandboxView> {
         let keys = &self.store.keys;
         let id = new_id();
+        let gw = gw.map(|(mut ep, net)| {
+            ep.sandbox_id = id.clone();
+            (ep, net)
+        });
         let record = SandboxRecord {
             id: id.clone(),
             name: spec.name.clone(),
             node: node.name.clone(),
             mode,
             netns: (mode != SandboxMode::Host).then(|| spec.name.clone()),
-            networks: vec![network.id.clone()],
+            networks: std::iter::once(network.id.clone())
+                .chain(gw.iter().map(|(_, n)| n.id.clone()))
+                .collect(),
             command: spec.command.clone(),
+            ports: spec.ports.clone(),
+            links: spec.links.clone(),
             created: now_rfc3339(),
         };
         let mut endpoint = EndpointRecord {
@@ -210,14 +329,20 @@ impl Sandboxes {
         };
         let name_key = keys.sandbox_name(&spec.name);
         let build = |ep: &EndpointRecord| -> Result<(Vec<Compare>, Vec<TxnOp>)> {
-            Ok((
-                vec![Compare::create_revision(name_key.clone(), CompareOp::Equal, 0)],
-                vec![
-                    TxnOp::put(name_key.clone(), id.clone(), None),
-                    TxnOp::put(keys.sandbox(&id), to_json(&record)?, None),
-                    TxnOp::put(keys.endpoint(&network.id, &id), to_json(ep)?, None),
-                ],
-            ))
+            let mut ops = vec![
+                TxnOp::put(name_key.clone(), id.clone(), None),
+                TxnOp::put(keys.sandbox(&id), to_json(&record)?, None),
+                TxnOp::put(keys.endpoint(&network.id, &id), to_json(ep)?, None),
+            ];
+            if let Some((gw_ep, gw_net)) = &gw {
+                ops.push(TxnOp::put(keys.endpoint(&gw_net.id, &id), to_json(gw_ep)?, None));
+            }
+            let mut compares = vec![Compare::create_revision(name_key.clone(), CompareOp::Equal, 0)];
+            for p in &spec.ports {
+                compares.extend(port_free(keys, &node.name, p));
+                ops.push(TxnOp::put(keys.port(&node.name, p), id.clone(), None));
+            }
+            Ok((compares, ops))
         };
         let committed = if network.driver.has_ipam() {
             let pool = ipam::pool_for(&network, &node.name).to_string();
@@ -257,14 +382,22 @@ impl Sandboxes {
                 .succeeded()
         };
         if !committed {
-            return Err(ApiError::AlreadyExists(format!(
-                "sandbox name {} is already in use in the cluster",
+            // A name or a port was taken between the checks and the commit.
+            if self.store.get_string(&name_key).await?.is_some() {
+                return Err(ApiError::AlreadyExists(format!(
+                    "sandbox name {} is already in use in the cluster",
+                    spec.name
+                )));
+            }
+            self.check_ports(&spec.ports, &node.name).await?;
+            return Err(ApiError::Aborted(format!(
+                "sandbox {} lost a race; try again",
                 spec.name
             )));
         }
         let view = SandboxView {
             record,
-            endpoints: vec![(endpoint, network)],
+            endpoints: std::iter::once((endpoint, network)).chain(gw).collect(),
         };
         tracing::info!(sandbox = %view.record.name, node = %node.name, "sandbox recorded");
         if let Err(status) = self.ensure_on_agent(&node, &view).await {
@@ -272,15 +405,69 @@ impl Sandboxes {
             let _ = self.remove_on_agent(&node, &view.record).await;
             return Err(unavailable(&node.name, status));
         }
+        self.overlay.notify(&view.network_refs(), &node.name).await;
         Ok(view)
     }
 
+    /// Refuses ports another sandbox already publishes on the node.
+    async fn check_ports(&self, ports: &[PortMapping], node: &str) -> Result<()> {
+        let keys = &self.store.keys;
+        for p in ports {
+            for (key, owner) in self.store.list_strings(&keys.port_range(node, p)).await? {
+                let ip = crate::store::keys::last_segment(&key);
+                let taken = PortMapping {
+                    host_ip: ip.parse().ok().filter(|ip: &Ipv4Addr| !ip.is_unspecified()),
+                    ..*p
+                };
+                if taken.clashes(p) {
+                    let who = self
+                        .store
+                        .get_json::<SandboxRecord>(&keys.sandbox(&owner))
+                        .await?
+                        .map(|r| r.value.name)
+                        .unwrap_or(owner);
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "port {} is already published on {node} by sandbox {who} ({})",
+                        p.describe(),
+                        taken.describe()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Link targets must exist on the same node (legacy links are local).
+    async fn check_links(&self, links: &[(String, String)], node: &str) -> Result<()> {
+        for (name, _) in links {
+            let target = match self.find_record(name).await {
+                Ok(t) => t.value,
+                Err(ApiError::NotFound { .. }) => {
+                    return Err(ApiError::not_found("sandbox to link", name));
+                }
+                Err(e) => return Err(e),
+            };
+            if target.node != node {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "cannot link to {name}: it runs on {}, links work within one node",
+                    target.node
+                )));
+            }
+        }
+        Ok(())
+    }
+
     async fn ensure_on_agent(&self, node: &NodeRecord, view: &SandboxView) -> Result<(), tonic::Status> {
+        let peers = self
+            .overlay
+            .peers_for_node(&node.name, &view.network_refs())
+            .await?;
         let mut client = self.agents.client(node).map_err(tonic::Status::from)?;
         client
             .ensure_sandbox(pb::EnsureSandboxRequest {
                 sandbox: Some(view.to_proto()),
                 networks: view.networks(),
+                peers,
             })
             .await?;
         Ok(())
@@ -308,6 +495,9 @@ impl Sandboxes {
         let keys = &self.store.keys;
         let r = &view.record;
         let mut ops = vec![TxnOp::delete(keys.sandbox(&r.id), None)];
+        for p in &r.ports {
+            ops.push(TxnOp::delete(keys.port(&r.node, p), None));
+        }
         for (ep, net) in &view.endpoints {
             ops.push(TxnOp::delete(keys.endpoint(&net.id, &r.id), None));
             if let Some(ip) = ep.ip {
@@ -439,182 +629,9 @@ impl Sandboxes {
             Err(e) => return Err(e),
         }
         self.delete_records(&view).await?;
+        self.overlay.notify(&view.network_refs(), &view.record.node).await;
         tracing::info!(sandbox = %view.record.name, "sandbox removed");
         Ok(view)
-    }
-
-    /// Attaches a sandbox to one more network (the next free `ethN`).
-    pub async fn connect(
-        &self,
-        network: &str,
-        sandbox: &str,
-        ip: Option<Ipv4Addr>,
-        aliases: Vec<String>,
-    ) -> Result<EndpointRecord> {
-        for a in &aliases {
-            validate_name("alias", a)?;
-        }
-        let network = self.networks.find(network).await?;
-        let current = self.find_record(sandbox).await?;
-        let record = current.value.clone();
-        if !network.driver.has_ipam() {
-            return Err(ApiError::FailedPrecondition(format!(
-                "sandboxes cannot be connected to the {} network",
-                network.name
-            )));
-        }
-        if record.mode != SandboxMode::Namespace {
-            return Err(ApiError::FailedPrecondition(format!(
-                "sandbox {} is in {} mode and cannot join other networks",
-                record.name,
-                record.mode.as_str()
-            )));
-        }
-        if record.networks.contains(&network.id) {
-            return Err(ApiError::AlreadyExists(format!(
-                "sandbox {} is already connected to network {}",
-                record.name, network.name
-            )));
-        }
-        let before = self.view(record.clone()).await?;
-        let used: Vec<&str> = before.endpoints.iter().map(|(e, _)| e.ifname.as_str()).collect();
-        let node = self.nodes.get(&record.node).await?;
-        if !node.ready {
-            return Err(ApiError::FailedPrecondition(format!(
-                "node {} is not ready",
-                record.node
-            )));
-        }
-        let mut endpoint = EndpointRecord {
-            id: new_id(),
-            network_id: network.id.clone(),
-            sandbox_id: record.id.clone(),
-            sandbox_name: record.name.clone(),
-            node: record.node.clone(),
-            ip: None,
-            mac: String::new(),
-            ifname: ifname_free(&used),
-            aliases,
-        };
-        let mut updated = record.clone();
-        updated.networks.push(network.id.clone());
-        let keys = &self.store.keys;
-        let sandbox_key = keys.sandbox(&record.id);
-        let updated_json = to_json(&updated)?;
-        let pool = ipam::pool_for(&network, &record.node).to_string();
-        let res = ipam::allocate_ip(&self.store, &network, &pool, ip, &endpoint.id, |ip| {
-            let mut ep = endpoint.clone();
-            ep.ip = Some(ip);
-            ep.mac = format_mac(mac_from_ip(ip));
-            (
-                vec![Compare::mod_revision(
-                    sandbox_key.clone(),
-                    CompareOp::Equal,
-                    current.mod_revision,
-                )],
-                vec![
-                    TxnOp::put(sandbox_key.clone(), updated_json.clone(), None),
-                    TxnOp::put(
-                        keys.endpoint(&network.id, &record.id),
-                        to_json(&ep).unwrap_or_default(),
-                        None,
-                    ),
-                ],
-            )
-        })
-        .await?;
-        let Allocated::Committed(got) = res else {
-            return Err(ApiError::Aborted(format!(
-                "sandbox {} changed while connecting it; try again",
-                record.name
-            )));
-        };
-        endpoint.ip = Some(got);
-        endpoint.mac = format_mac(mac_from_ip(got));
-        let mut view = before.clone();
-        view.record = updated;
-        view.endpoints.push((endpoint.clone(), network.clone()));
-        if let Err(status) = self.ensure_on_agent(&node.record, &view).await {
-            let rollback = Txn::new().and_then([
-                TxnOp::put(sandbox_key, to_json(&record)?, None),
-                TxnOp::delete(keys.endpoint(&network.id, &record.id), None),
-                ipam::release_op(&self.store, &network.id, &pool, got),
-            ]);
-            if let Err(e) = self.store.txn(rollback).await {
-                tracing::error!(sandbox = %record.name, error = %e, "rollback of connect failed");
-            }
-            // Put the node back the way it was, as far as it listens.
-            let _ = self.ensure_on_agent(&node.record, &before).await;
-            return Err(unavailable(&node.record.name, status));
-        }
-        tracing::info!(sandbox = %record.name, network = %network.name, ip = %got, "sandbox connected");
-        Ok(endpoint)
-    }
-
-    /// Detaches a sandbox from a network: the node first, then the records.
-    pub async fn disconnect(&self, network: &str, sandbox: &str) -> Result<()> {
-        let network = self.networks.find(network).await?;
-        let current = self.find_record(sandbox).await?;
-        let record = current.value.clone();
-        if !record.networks.contains(&network.id) {
-            return Err(ApiError::NotFound {
-                kind: "endpoint of sandbox",
-                name: format!("{} on network {}", record.name, network.name),
-            });
-        }
-        if record.mode != SandboxMode::Namespace {
-            return Err(ApiError::FailedPrecondition(format!(
-                "sandbox {} cannot leave the {} network",
-                record.name, network.name
-            )));
-        }
-        let before = self.view(record.clone()).await?;
-        let mut after = before.clone();
-        after.record.networks.retain(|n| n != &network.id);
-        after.endpoints.retain(|(_, n)| n.id != network.id);
-        let removed = before
-            .endpoints
-            .iter()
-            .find(|(_, n)| n.id == network.id)
-            .map(|(e, _)| e.clone());
-        let node = self.nodes.get(&record.node).await?;
-        self.ensure_on_agent(&node.record, &after)
-            .await
-            .map_err(|s| unavailable(&record.node, s))?;
-        let keys = &self.store.keys;
-        let mut ops = vec![
-            TxnOp::put(keys.sandbox(&record.id), to_json(&after.record)?, None),
-            TxnOp::delete(keys.endpoint(&network.id, &record.id), None),
-        ];
-        if let Some(ip) = removed.and_then(|e| e.ip) {
-            ops.push(ipam::release_op(
-                &self.store,
-                &network.id,
-                ipam::pool_for(&network, &record.node),
-                ip,
-            ));
-        }
-        let ok = self
-            .store
-            .txn(
-                Txn::new()
-                    .when([Compare::mod_revision(
-                        keys.sandbox(&record.id),
-                        CompareOp::Equal,
-                        current.mod_revision,
-                    )])
-                    .and_then(ops),
-            )
-            .await?
-            .succeeded();
-        if !ok {
-            return Err(ApiError::Aborted(format!(
-                "sandbox {} changed while disconnecting it; try again",
-                record.name
-            )));
-        }
-        tracing::info!(sandbox = %record.name, network = %network.name, "sandbox disconnected");
-        Ok(())
     }
 
     /// Where and how to run a command for `berth exec`.
@@ -639,26 +656,6 @@ impl Sandboxes {
 
     pub fn agents(&self) -> &Agents {
         &self.agents
-    }
-
-    /// Everything `node` should have, for a full sync.
-    pub async fn desired_state(&self, node: &str) -> Result<pb::NodeState> {
-        let views = self.list(Some(node)).await?;
-        let mut networks: BTreeMap<String, pb::Network> = BTreeMap::new();
-        for v in &views {
-            for (_, n) in &v.endpoints {
-                networks
-                    .entry(n.id.clone())
-                    .or_insert_with(|| convert::network(n));
-            }
-        }
-        Ok(pb::NodeState {
-            node: node.to_string(),
-            networks: networks.into_values().collect(),
-            sandboxes: views.iter().map(SandboxView::to_proto).collect(),
-            peers: Vec::new(),
-            revision: 0,
-        })
     }
 }
 

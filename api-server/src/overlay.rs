@@ -1,0 +1,148 @@
+//! Overlay peer programming: which remote endpoints each node hosting an
+//! overlay network must know (for its FDB, neighbour entries and names), and
+//! pushing that to those nodes in parallel. Each set carries the etcd
+//! revision it was read at, so an agent drops a set older than one it has.
+//! A node that misses an update catches up at its next full sync.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use berth_core::model::Driver;
+use berth_proto::v1 as pb;
+
+use crate::agents::Agents;
+use crate::error::Result;
+use crate::nodes::Nodes;
+use crate::store::Store;
+use crate::store::records::{EndpointRecord, NetworkRecord, NodeRecord};
+
+#[derive(Clone)]
+pub struct Overlay {
+    store: Store,
+    nodes: Nodes,
+    agents: Agents,
+}
+
+/// The peer set of `network` as seen from `node`: every endpoint elsewhere.
+pub fn peers_for(
+    node: &str,
+    network_id: &str,
+    members: &[EndpointRecord],
+    nodes: &HashMap<String, NodeRecord>,
+    revision: i64,
+) -> pb::OverlayPeers {
+    let mut vteps = BTreeSet::new();
+    let peers = members
+        .iter()
+        .filter(|e| e.node != node)
+        .filter_map(|e| {
+            let vtep = nodes.get(&e.node)?.address.to_string();
+            vteps.insert(vtep.clone());
+            Some(pb::OverlayPeer {
+                ip: e.ip?.to_string(),
+                mac: e.mac.clone(),
+                vtep,
+                node: e.node.clone(),
+                sandbox_name: e.sandbox_name.clone(),
+                aliases: e.aliases.clone(),
+            })
+        })
+        .collect();
+    pb::OverlayPeers {
+        network_id: network_id.to_string(),
+        peers,
+        vteps: vteps.into_iter().collect(),
+        revision: revision.max(0) as u64,
+    }
+}
+
+impl Overlay {
+    pub fn new(store: Store, nodes: Nodes, agents: Agents) -> Self {
+        Self { store, nodes, agents }
+    }
+
+    async fn node_map(&self) -> Result<HashMap<String, NodeRecord>> {
+        Ok(self
+            .nodes
+            .list()
+            .await?
+            .into_iter()
+            .map(|n| (n.record.name.clone(), n.record))
+            .collect())
+    }
+
+    async fn members(&self, network_id: &str) -> Result<(Vec<EndpointRecord>, i64)> {
+        self.store
+            .list_json_rev(&self.store.keys.endpoints(network_id))
+            .await
+    }
+
+    /// Peer sets `node` needs for the overlay networks among `networks`.
+    pub async fn peers_for_node(
+        &self,
+        node: &str,
+        networks: &[&NetworkRecord],
+    ) -> Result<Vec<pb::OverlayPeers>> {
+        let overlays: Vec<&&NetworkRecord> =
+            networks.iter().filter(|n| n.driver == Driver::Overlay).collect();
+        if overlays.is_empty() {
+            return Ok(Vec::new());
+        }
+        let nodes = self.node_map().await?;
+        let mut out = Vec::new();
+        for n in overlays {
+            let (members, rev) = self.members(&n.id).await?;
+            out.push(peers_for(node, &n.id, &members, &nodes, rev));
+        }
+        Ok(out)
+    }
+
+    /// Tells every node hosting one of `networks` (except `except`) its new
+    /// peer set, all nodes at once, and waits for them. Failures are logged:
+    /// those nodes converge at their next full sync.
+    pub async fn notify(&self, networks: &[&NetworkRecord], except: &str) {
+        let overlays: Vec<&&NetworkRecord> =
+            networks.iter().filter(|n| n.driver == Driver::Overlay).collect();
+        if overlays.is_empty() {
+            return;
+        }
+        let nodes = match self.node_map().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read nodes to program overlay peers");
+                return;
+            }
+        };
+        let mut by_node: BTreeMap<String, Vec<pb::OverlayPeers>> = BTreeMap::new();
+        for n in overlays {
+            let (members, rev) = match self.members(&n.id).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(network = %n.name, error = %e, "cannot read overlay members");
+                    continue;
+                }
+            };
+            let hosting: BTreeSet<&str> = members.iter().map(|e| e.node.as_str()).collect();
+            for node in hosting.into_iter().filter(|h| *h != except) {
+                by_node
+                    .entry(node.to_string())
+                    .or_default()
+                    .push(peers_for(node, &n.id, &members, &nodes, rev));
+            }
+        }
+        let calls = by_node.into_iter().filter_map(|(node, sets)| {
+            let record = nodes.get(&node)?.clone();
+            let agents = self.agents.clone();
+            Some(async move {
+                for set in sets {
+                    let res = match agents.client(&record) {
+                        Ok(mut c) => c.set_overlay_peers(set).await.map(|_| ()),
+                        Err(e) => Err(tonic::Status::from(e)),
+                    };
+                    if let Err(s) = res {
+                        tracing::warn!(node = %record.name, error = %s.message(), "overlay peer update failed; the node catches up at its next sync");
+                    }
+                }
+            })
+        });
+        futures::future::join_all(calls).await;
+    }
+}

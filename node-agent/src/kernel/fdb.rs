@@ -1,0 +1,174 @@
+//! Static forwarding entries of a VXLAN device: FDB entries (remote MAC →
+//! remote VTEP, plus one all-zero entry per remote VTEP so broadcast and
+//! unknown unicast reach every node of the network) and permanent neighbour
+//! entries (remote IP → MAC, answered locally because the device runs with
+//! `proxy` on). Equivalent to `bridge fdb append … dev vx-N dst VTEP` and
+//! `ip neigh replace IP lladdr MAC dev vx-N nud permanent`.
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::{StreamExt, TryStreamExt};
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::RouteType;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::Handle;
+
+use super::{KernelError, Result, netlink_errno, nl_err};
+
+/// The all-zero MAC: the flooding entry of a VXLAN FDB.
+pub const ZERO_MAC: [u8; 6] = [0; 6];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FdbEntry {
+    pub mac: [u8; 6],
+    pub dst: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NeighEntry {
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
+fn mac_of(attrs: &[NeighbourAttribute]) -> Option<[u8; 6]> {
+    attrs.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(l) => l.as_slice().try_into().ok(),
+        _ => None,
+    })
+}
+
+fn dst_of(attrs: &[NeighbourAttribute]) -> Option<Ipv4Addr> {
+    attrs.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        // In AF_BRIDGE messages the parser cannot know NDA_DST's family.
+        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+            <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from)
+        }
+        _ => None,
+    })
+}
+
+fn fdb_message(ifindex: u32, e: FdbEntry) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Bridge;
+    m.header.ifindex = ifindex;
+    m.header.state = NeighbourState::Permanent;
+    m.header.flags = NeighbourFlags::Own;
+    m.header.kind = RouteType::Unspec;
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(e.mac.to_vec()));
+    m.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(e.dst)));
+    m
+}
+
+/// Permanent FDB entries with a destination on device `ifindex`.
+pub async fn fdb_list(h: &Handle, ifindex: u32) -> Result<Vec<FdbEntry>> {
+    // Dump them all and filter here: with ndm_ifindex set in the request
+    // this kernel returns nothing for a VXLAN port.
+    let req = h.neighbours().get().set_address_family(AddressFamily::Bridge);
+    let msgs: Vec<NeighbourMessage> = req
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl_err(format!("listing fdb of link {ifindex}")))?;
+
+    Ok(msgs
+        .into_iter()
+        .filter(|m| m.header.ifindex == ifindex && m.header.state == NeighbourState::Permanent)
+        .filter_map(|m| {
+            Some(FdbEntry {
+                mac: mac_of(&m.attributes)?,
+                dst: dst_of(&m.attributes)?,
+            })
+        })
+        .collect())
+}
+
+/// Adds an FDB entry; `append` allows several destinations for one MAC
+/// (the all-zero flooding entry). An existing identical entry is success.
+pub async fn fdb_add(h: &Handle, ifindex: u32, e: FdbEntry) -> Result<()> {
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(fdb_message(ifindex, e)));
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND;
+    let mut handle = h.clone();
+    let mut resp = handle.request(req).map_err(nl_err("sending fdb add"))?;
+    while let Some(msg) = resp.next().await {
+        if let NetlinkPayload::Error(err) = msg.payload {
+            let e2 = rtnetlink::Error::NetlinkError(err);
+            if netlink_errno(&e2) == Some(libc::EEXIST) {
+                return Ok(());
+            }
+            return Err(KernelError::Netlink {
+                op: format!("adding fdb {} dst {}", fmt_mac(&e.mac), e.dst),
+                source: e2,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Deletes one FDB entry; a missing one is success.
+pub async fn fdb_del(h: &Handle, ifindex: u32, e: FdbEntry) -> Result<()> {
+    match h.neighbours().del(fdb_message(ifindex, e)).execute().await {
+        Err(err) if matches!(netlink_errno(&err), Some(libc::ENOENT)) => Ok(()),
+        res => res.map_err(nl_err(format!("deleting fdb {} dst {}", fmt_mac(&e.mac), e.dst))),
+    }
+}
+
+/// Permanent IPv4 neighbour entries on device `ifindex`.
+pub async fn neigh_list(h: &Handle, ifindex: u32) -> Result<Vec<NeighEntry>> {
+    let mut req = h.neighbours().get().set_address_family(AddressFamily::Inet);
+    req.message_mut().header.ifindex = ifindex;
+    let msgs: Vec<NeighbourMessage> = req
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl_err(format!("listing neighbours of link {ifindex}")))?;
+    Ok(msgs
+        .into_iter()
+        .filter(|m| m.header.ifindex == ifindex && m.header.state == NeighbourState::Permanent)
+        .filter_map(|m| {
+            Some(NeighEntry {
+                ip: dst_of(&m.attributes)?,
+                mac: mac_of(&m.attributes)?,
+            })
+        })
+        .collect())
+}
+
+/// Sets a permanent neighbour entry (replacing one for the same IP).
+pub async fn neigh_replace(h: &Handle, ifindex: u32, e: NeighEntry) -> Result<()> {
+    h.neighbours()
+        .add(ifindex, IpAddr::V4(e.ip))
+        .link_layer_address(&e.mac)
+        .state(NeighbourState::Permanent)
+        .replace()
+        .execute()
+        .await
+        .map_err(nl_err(format!(
+            "setting neighbour {} lladdr {}",
+            e.ip,
+            fmt_mac(&e.mac)
+        )))
+}
+
+/// Deletes a neighbour entry; a missing one is success.
+pub async fn neigh_del(h: &Handle, ifindex: u32, e: NeighEntry) -> Result<()> {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.ifindex = ifindex;
+    m.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(e.ip)));
+    match h.neighbours().del(m).execute().await {
+        Err(err) if matches!(netlink_errno(&err), Some(libc::ENOENT)) => Ok(()),
+        res => res.map_err(nl_err(format!("deleting neighbour {}", e.ip))),
+    }
+}
+
+fn fmt_mac(mac: &[u8; 6]) -> String {
+    super::link::format_mac(mac)
+}
