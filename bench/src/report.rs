@@ -1,0 +1,434 @@
+//! The Markdown report (and the JSON file beside it) from one run's [`Results`].
+use std::fmt::Write;
+
+use crate::results::{LatencyRow, Results, RowStatus};
+use crate::stats::Summary;
+
+fn f(v: f64) -> String {
+    if v.is_nan() {
+        "–".into()
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if a.is_nan() || b.is_nan() || b == 0.0 {
+        "–".into()
+    } else {
+        format!("{:.3}", a / b)
+    }
+}
+
+fn summary_cells(s: &Summary) -> String {
+    format!("{} | {} | {} | {}", s.n, f(s.p50), f(s.p99), f(s.mean))
+}
+
+/// A target: what was measured, the limit, and whether it held.
+pub struct Target {
+    pub what: String,
+    pub measured: String,
+    pub limit: String,
+    pub met: Option<bool>,
+    pub why: String,
+}
+
+fn row<'a>(rows: &'a [LatencyRow], id: &str) -> Option<&'a LatencyRow> {
+    rows.iter().find(|r| r.id == id)
+}
+
+pub fn targets(r: &Results) -> Vec<Target> {
+    let mut out = Vec::new();
+    let ratio_target = |id: &str, what: &str, limit: f64| {
+        let Some(x) = row(&r.latency, id) else {
+            return Target {
+                what: what.into(),
+                measured: "not run".into(),
+                limit: format!("≤ {limit}"),
+                met: None,
+                why: String::new(),
+            };
+        };
+        match (&x.berth, x.peers.first()) {
+            (Some(b), Some(p)) => {
+                let q = b.summary.p50 / p.summary.p50;
+                Target {
+                    what: what.into(),
+                    measured: format!("{} / {} ms = {q:.3}", f(b.summary.p50), f(p.summary.p50)),
+                    limit: format!("≤ {limit}"),
+                    met: Some(q <= limit),
+                    why: String::new(),
+                }
+            }
+            _ => Target {
+                what: what.into(),
+                measured: x.status.label(),
+                limit: format!("≤ {limit}"),
+                met: None,
+                why: String::new(),
+            },
+        }
+    };
+    out.push(ratio_target("create", "create p50 / CNI bridge ADD p50", 0.25));
+    out.push(ratio_target("remove", "removal p50 / CNI bridge DEL p50", 0.10));
+    let ov = row(&r.reach, "reach_overlay");
+    out.push(match ov.and_then(|o| o.berth.as_ref()) {
+        Some(b) => Target {
+            what: "overlay: create returned → first ping reply".into(),
+            measured: format!("p50 {} ms, p99 {} ms", f(b.summary.p50), f(b.summary.p99)),
+            limit: "p99 ≤ 50 ms".into(),
+            met: Some(b.summary.p99 <= 50.0),
+            why: String::new(),
+        },
+        None => Target {
+            what: "overlay: create returned → first ping reply".into(),
+            measured: ov.map(|o| o.status.label()).unwrap_or_else(|| "not run".into()),
+            limit: "p99 ≤ 50 ms".into(),
+            met: None,
+            why: String::new(),
+        },
+    });
+    for (id, what) in [
+        (
+            "tput_bridge",
+            "bridge throughput (sandbox → sandbox) / hand-built",
+        ),
+        (
+            "tput_underlay",
+            "bridge throughput (sandbox → underlay host) / hand-built",
+        ),
+        ("tput_overlay", "overlay throughput / hand-built"),
+    ] {
+        let t = r.throughput.iter().find(|t| t.id == id);
+        out.push(match t.map(|t| (&t.berth, &t.hand, &t.status)) {
+            Some((Some(b), Some(h), _)) => {
+                let q = b.summary.mean / h.summary.mean;
+                Target {
+                    what: what.into(),
+                    measured: format!("{} / {} Gbit/s = {q:.3}", f(b.summary.mean), f(h.summary.mean)),
+                    limit: "≥ 0.95 (ratio of means)".into(),
+                    met: Some(q >= 0.95),
+                    why: String::new(),
+                }
+            }
+            Some((_, _, status)) => Target {
+                what: what.into(),
+                measured: status.label(),
+                limit: "≥ 0.95".into(),
+                met: None,
+                why: String::new(),
+            },
+            None => Target {
+                what: what.into(),
+                measured: "not run".into(),
+                limit: "≥ 0.95".into(),
+                met: None,
+                why: String::new(),
+            },
+        });
+    }
+    out
+}
+
+fn latency_table(s: &mut String, rows: &[LatencyRow]) {
+    s.push_str("| operation | who | n | p50 | p99 | mean | berth p50 ÷ this p50 |\n");
+    s.push_str("|---|---|--:|--:|--:|--:|--:|\n");
+    for r in rows {
+        let title = match &r.status {
+            RowStatus::Ok => r.title.clone(),
+            other => format!("{} — **{}**", r.title, other.label()),
+        };
+        match &r.berth {
+            Some(b) => {
+                let _ = writeln!(
+                    s,
+                    "| {title} | **{}** | {} | |",
+                    b.name,
+                    summary_cells(&b.summary)
+                );
+            }
+            None => {
+                let _ = writeln!(s, "| {title} | berth | – | – | – | – | |");
+            }
+        }
+        for p in &r.peers {
+            let q = r
+                .berth
+                .as_ref()
+                .map(|b| ratio(b.summary.p50, p.summary.p50))
+                .unwrap_or_else(|| "–".into());
+            let _ = writeln!(s, "| | {} | {} | {q} |", p.name, summary_cells(&p.summary));
+        }
+    }
+    for r in rows.iter().filter(|r| !r.note.is_empty()) {
+        let _ = writeln!(s, "\n*{}*: {}", r.title, r.note);
+    }
+}
+
+pub fn markdown(r: &Results) -> String {
+    let m = &r.machine;
+    let mut s = String::new();
+    s.push_str("# berth benchmarks\n\n");
+    let _ = writeln!(
+        s,
+        "Generated by `bench/run` (crate `berth-bench`) on {}, berth commit `{}`; the whole run took {:.0} s. \
+         Raw samples: the JSON file written beside this report.\n",
+        r.date, r.commit, r.total_s
+    );
+    let _ = writeln!(
+        s,
+        "**Machine**: {} cores (nproc) of {}, Linux {}, {:.1} GiB RAM, {}; etcd's data on {}. \
+         This is a **2-core machine shared with other engineers' builds**, so absolute numbers are noisy: \
+         each comparison is measured in the same run, interleaved per iteration (control plane) or \
+         alternated per run (data plane). Load average at start {}, at end {}.\n",
+        m.nproc, m.cpu, m.kernel, m.memory_gib, m.os, m.etcd_fs, m.loadavg_start, m.loadavg_end
+    );
+    if !m.versions.is_empty() {
+        let v: Vec<String> = m.versions.iter().map(|(p, v)| format!("{p} {v}")).collect();
+        let _ = writeln!(s, "**Peers and tools** (Debian packages): {}.\n", v.join(", "));
+    }
+
+    s.push_str("## Targets\n\n| target | measured | limit | result |\n|---|---|---|---|\n");
+    for t in targets(r) {
+        let res = match t.met {
+            Some(true) => "met".to_string(),
+            Some(false) => "**missed**".to_string(),
+            None => "not measured".to_string(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {res}{} |",
+            t.what, t.measured, t.limit, t.why
+        );
+    }
+
+    let _ = writeln!(
+        s,
+        "\n## Control plane: sequential latency (ms)\n\n{} samples per line after {} warm-up iterations; \
+         berth, CNI and the raw floor interleaved in every iteration. p50 and p99 are nearest-rank.\n",
+        r.samples, r.warmup
+    );
+    latency_table(&mut s, &r.latency);
+
+    for (what, steps) in [("create", &r.breakdown), ("removal", &r.breakdown_remove)] {
+        if steps.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "\n### Where berth's {what} time goes (ms)\n\nFrom the bench's clock around each measured call and \
+             the microsecond timestamps of berth-api's and node1's agent's own info-level log lines for that \
+             sandbox; each step ends at the log line named.\n\n| step | n | p50 | p99 | mean |\n|---|--:|--:|--:|--:|"
+        );
+        for st in steps {
+            let _ = writeln!(s, "| {} | {} |", st.step, summary_cells(&st.series.summary));
+        }
+    }
+
+    s.push_str("\n## Reachability after create (ms)\n\n");
+    latency_table(&mut s, &r.reach);
+
+    if let Some(b) = &r.bulk {
+        let _ = writeln!(
+            s,
+            "\n## Bulk: {} sandboxes over {} nodes and {} networks ({}), {} at a time\n",
+            b.sandboxes,
+            b.nodes,
+            b.networks.len(),
+            b.networks.join(", "),
+            b.concurrency
+        );
+        s.push_str("| measure | value |\n|---|--:|\n");
+        let _ = writeln!(s, "| create: total time | {:.2} s |", b.total_s);
+        let _ = writeln!(s, "| create: throughput | {:.1} sandboxes/s |", b.per_second);
+        let _ = writeln!(s, "| create: errors | {} |", b.errors);
+        if let Some(c) = &b.create {
+            let _ = writeln!(
+                s,
+                "| create latency under load p50 / p99 / mean | {} / {} / {} ms |",
+                f(c.summary.p50),
+                f(c.summary.p99),
+                f(c.summary.mean)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "| duplicate addresses per node per network (records) | {} |",
+            b.duplicate_addresses_records
+        );
+        let _ = writeln!(
+            s,
+            "| duplicate addresses per node per network (kernel, `eth0` of every sandbox) | {} |",
+            b.duplicate_addresses_kernel
+        );
+        let _ = writeln!(
+            s,
+            "| sandboxes whose `eth0` differs from the record | {} |",
+            b.kernel_mismatches
+        );
+        let _ = writeln!(s, "| remove: total time | {:.2} s |", b.remove_total_s);
+        let _ = writeln!(
+            s,
+            "| remove: throughput | {:.1} sandboxes/s |",
+            b.remove_per_second
+        );
+        let _ = writeln!(s, "| remove: errors | {} |", b.remove_errors);
+        if let Some(c) = &b.remove {
+            let _ = writeln!(
+                s,
+                "| remove latency under load p50 / p99 / mean | {} / {} / {} ms |",
+                f(c.summary.p50),
+                f(c.summary.p99),
+                f(c.summary.mean)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "| sandbox namespaces left after removal | {} |",
+            b.leftover_namespaces
+        );
+        for e in &b.error_samples {
+            let _ = writeln!(s, "\nerror: `{e}`");
+        }
+    }
+
+    if let Some(x) = &r.restart {
+        let _ = writeln!(
+            s,
+            "\n## Agent restart with {} sandboxes on {}\n",
+            x.sandboxes_on_node, x.node
+        );
+        if x.status != RowStatus::Ok {
+            let _ = writeln!(s, "**{}**\n", x.status.label());
+        }
+        s.push_str("| measure | value |\n|---|--:|\n");
+        let _ = writeln!(s, "| old agent: SIGTERM → exited | {} ms |", f(x.stop_ms));
+        let _ = writeln!(
+            s,
+            "| new agent: spawned → `Status` converged with {} sandboxes | {} ms |",
+            x.sandboxes_on_node,
+            f(x.converge_ms)
+        );
+        if let Some(l) = x.full_sync_log_ms {
+            let _ = writeln!(
+                s,
+                "| new agent: spawned → its log line \"full sync done\" | {} ms |",
+                f(l)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "| ping every {} ms between two sandboxes on {} across the restart: sent / received / lost | {} / {} / {} |",
+            x.ping_interval_ms,
+            x.node,
+            x.pings_sent,
+            x.pings_received,
+            x.pings_sent.saturating_sub(x.pings_received)
+        );
+    }
+
+    s.push_str("\n## Data plane: iperf3 TCP throughput (Gbit/s)\n\n");
+    s.push_str(
+        "| path | berth runs | berth mean (p50) | hand-built runs | hand-built mean (p50) \
+         | berth ÷ hand-built: of means (of p50s) |\n",
+    );
+    s.push_str("|---|---|--:|---|--:|--:|\n");
+    for t in &r.throughput {
+        match (&t.berth, &t.hand) {
+            (Some(b), Some(h)) => {
+                let runs = |v: &[f64]| v.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(", ");
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} ({}) | {} | {} ({}) | {} ({}) |",
+                    t.title,
+                    runs(&b.samples),
+                    f(b.summary.mean),
+                    f(b.summary.p50),
+                    runs(&h.samples),
+                    f(h.summary.mean),
+                    f(h.summary.p50),
+                    ratio(b.summary.mean, h.summary.mean),
+                    ratio(b.summary.p50, h.summary.p50)
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    s,
+                    "| {} — **{}** | – | – | – | – | – |",
+                    t.title,
+                    t.status.label()
+                );
+            }
+        }
+    }
+
+    if !r.memory.is_empty() {
+        s.push_str("\n## Resident memory (VmRSS from /proc/PID/status)\n\n");
+        s.push_str("| process | idle (after start, 2 anchors) | with the bulk sandboxes |\n|---|--:|--:|\n");
+        for m in &r.memory {
+            let kib = |v: Option<u64>| {
+                v.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+                    .unwrap_or("–".into())
+            };
+            let loaded = if m.loaded_kib.is_some() {
+                format!(
+                    "{} ({} sandboxes in the cluster)",
+                    kib(m.loaded_kib),
+                    m.sandboxes_loaded
+                )
+            } else {
+                "–".into()
+            };
+            let _ = writeln!(s, "| {} | {} | {loaded} |", m.process, kib(m.idle_kib));
+        }
+    }
+
+    s.push_str(METHOD);
+    if !r.failures.is_empty() {
+        s.push_str("\n## Failures in this run\n\n");
+        for e in &r.failures {
+            let _ = writeln!(s, "- `{}`", e.replace('`', "'").replace('\n', " "));
+        }
+    }
+    s
+}
+
+const METHOD: &str = r#"
+## How it is measured
+
+- **Lab** (made by the harness, removed afterwards, also on failure): an underlay bridge in its own
+  namespace; a control namespace with etcd (Debian's etcd-server, its own data directory) and berth-api;
+  node namespaces `node1`, `node2` with a berth-agent each (`--netns`, info-level logs); further
+  namespaces for the peers. Nothing is added to the root namespace; every process is stopped by PID.
+- **berth create/remove**: gRPC `CreateSandbox` / `RemoveSandbox` from a client in the bench process
+  over berth-api's Unix socket, one connection, sequential, on node1's default `bridge` network; the
+  time is the call's round trip, so it includes validation, the etcd transaction, the agent's kernel
+  work (namespace, veth with peer inside, address, route, `/etc/netns` files) and both gRPC hops.
+  One sandbox per node stays for the whole run, so the bridge and berth's nftables table exist.
+- **CNI**: `/usr/lib/cni/bridge` (+ `host-local`, `ipMasq: true`, `isGateway: true`) exec'd with the
+  CNI environment and the configuration on stdin, from a thread inside a dedicated lab node namespace
+  (so its bridge, host veths and iptables rules land there — checked after each phase — and never in
+  the root namespace); host-local's `dataDir` is in the lab's directory. Each ADD gets a fresh
+  namespace created beforehand (timed on its own line, not in the ADD); DEL is passed the ADD's result
+  as `prevResult`, as libcni does. The port row chains `portmap` after `bridge` (two execs, summed),
+  deleting in reverse order.
+- **Raw floor**: berth-agent's own kernel layer called in-process in a lab node namespace: named
+  namespace (lo up), a netlink socket inside it, one RTM_NEWLINK creating the veth with its peer born
+  inside and the host end on a bridge, then peer up, address and default route. Removal: namespace delete.
+- **Reachability**: a raw ICMP socket inside the pinging sandbox sends an echo every 1 ms starting
+  when `CreateSandbox` for the target (with an explicit address) returns; the time is to the first reply.
+- **Bulk**: `CreateSandbox` with 16 calls in flight over one HTTP/2 connection; duplicates are
+  checked per node per network in the records (`ListSandboxes`) and in the kernel (`eth0` of every
+  sandbox namespace, over netlink).
+- **Agent restart**: `ping -i 0.01` between two bulk sandboxes on node1; the agent gets SIGTERM, is
+  started again, and `AgentService.Status` is polled (every 5 ms, from the control namespace) until it
+  reports `converged` with every sandbox of the node.
+- **Data plane**: iperf3 (one TCP stream, `-t` per run), berth's paths vs the same topology made with
+  `ip` in lab namespaces on the same kernel (bridge + veth pairs, MTU 1500; the node masquerades the
+  bridge subnet with one nftables rule, as berth's table does; for overlays, VXLAN with learning off,
+  a static all-zero FDB entry and MTU 1450). Runs alternate berth/hand-built.
+"#;
