@@ -1,11 +1,12 @@
-//! Clients for the node agents: one lazily connected channel per agent URL,
-//! and the mapping of agent failures to UNAVAILABLE.
+//! Clients for the node agents: one lazily connected channel per agent URL
+//! (mutual TLS for `https://` URLs), and the mapping of agent failures to
+//! UNAVAILABLE.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_proto::v1::agent_service_client::AgentServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::{ApiError, Result};
 use crate::store::records::NodeRecord;
@@ -16,17 +17,39 @@ pub const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone, Default)]
 pub struct Agents {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// The API server's CA and certificate, for `https://` agent URLs.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Agents {
+    /// Clients that use `tls` for agents registered with `https://` URLs.
+    pub fn new(tls: Option<ClientTlsConfig>) -> Self {
+        Self {
+            channels: Arc::default(),
+            tls,
+        }
+    }
+
     /// A client for the agent of `node`.
     pub fn client(&self, node: &NodeRecord) -> Result<AgentServiceClient<Channel>> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ch) = channels.get(&node.agent_url) {
             return Ok(AgentServiceClient::new(ch.clone()));
         }
-        let ch = Endpoint::from_shared(node.agent_url.clone())
-            .map_err(|e| ApiError::Internal(format!("agent url {}: {e}", node.agent_url)))?
+        let mut endpoint = Endpoint::from_shared(node.agent_url.clone())
+            .map_err(|e| ApiError::Internal(format!("agent url {}: {e}", node.agent_url)))?;
+        if node.agent_url.starts_with("https://") {
+            let Some(tls) = &self.tls else {
+                return Err(ApiError::Unavailable(format!(
+                    "node {} is unavailable: its agent uses TLS ({}) and this API server has no --tls-ca/--tls-cert/--tls-key",
+                    node.name, node.agent_url
+                )));
+            };
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| ApiError::Internal(format!("agent url {}: {e}", node.agent_url)))?;
+        }
+        let ch = endpoint
             .connect_timeout(Duration::from_secs(2))
             .timeout(AGENT_TIMEOUT)
             .tcp_nodelay(true)

@@ -1,4 +1,6 @@
-//! berth-api's configuration: flags, each with a `BERTH_*` environment variable.
+//! berth-api's configuration: flags, each with a `BERTH_*` environment
+//! variable and a key in the optional TOML file (`--config`); see
+//! docs/configuration.md. Precedence: flag > env > file > default.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -6,9 +8,14 @@ use std::path::PathBuf;
 #[command(
     name = "berth-api",
     version,
-    about = "berth's API server: keeps the cluster's network state in etcd and drives the node agents"
+    about = "berth's API server: keeps the cluster's network state in etcd and drives the node agents",
+    args_override_self = true
 )]
 pub struct Config {
+    /// TOML file with defaults for any flag below (keys are the flag names, e.g. `etcd-prefix`).
+    #[arg(long, env = "BERTH_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
     /// etcd client URLs, comma separated.
     #[arg(
         long,
@@ -37,6 +44,37 @@ pub struct Config {
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. `info` or `berth_api=debug`.
     #[arg(long, env = "BERTH_LOG", default_value = "info")]
     pub log: String,
+
+    /// Cluster CA certificate (PEM). With --tls-cert and --tls-key, turns on
+    /// mutual TLS on --listen and towards the agents.
+    #[arg(long, env = "BERTH_TLS_CA", value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// This API server's certificate (PEM, role spiffe://berth/api), served
+    /// to clients and presented to agents.
+    #[arg(long, env = "BERTH_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "BERTH_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA that signs client certificates (CLI, agents); default: --tls-ca.
+    #[arg(long, env = "BERTH_CLIENT_CA", value_name = "PATH")]
+    pub client_ca: Option<PathBuf>,
+
+    /// CA certificate that signed etcd's server certificates (PEM); turns on
+    /// TLS to etcd (use https:// endpoints).
+    #[arg(long, env = "BERTH_ETCD_CA", value_name = "PATH")]
+    pub etcd_ca: Option<PathBuf>,
+
+    /// Client certificate for etcd (PEM), for etcd's --client-cert-auth.
+    #[arg(long, env = "BERTH_ETCD_CERT", value_name = "PATH")]
+    pub etcd_cert: Option<PathBuf>,
+
+    /// The private key of --etcd-cert (PEM).
+    #[arg(long, env = "BERTH_ETCD_KEY", value_name = "PATH")]
+    pub etcd_key: Option<PathBuf>,
 }
 
 impl Config {

@@ -8,6 +8,8 @@ pub mod grpc;
 pub mod ipam;
 pub mod networks;
 pub mod nodes;
+pub mod overlay;
 pub mod sandboxes;
 pub mod server;
 pub mod store;
+pub mod tls;

@@ -1,9 +1,9 @@
-//! berth-api: parse the configuration, set up logging, run the server.
-use clap::Parser;
+//! berth-api: parse the configuration (flags, env, TOML file), set up
+//! logging, run the server.
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = berth_api::config::Config::parse();
+    let config: berth_api::config::Config = berth_core::config_file::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log)?)
         .with_writer(std::io::stderr)

@@ -1,5 +1,6 @@
-//! Wires the services together and serves them on TCP and a Unix socket,
-//! with gRPC health and reflection.
+//! Wires the services together and serves them on TCP (mutual TLS when
+//! configured) and a Unix socket (plain; guarded by file permissions), with
+//! gRPC health and reflection.
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,12 +21,13 @@ use crate::grpc::sandbox::SandboxApi;
 use crate::networks::Networks;
 use crate::nodes::Nodes;
 use crate::sandboxes::Sandboxes;
-use crate::store::Store;
+use crate::tls::{ApiTls, RegistryGuard, public_check, registry_check};
 
 /// Connects to etcd, ensures the built-in networks and serves until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let tcp = config.tcp()?;
-    let store = Store::connect(&config.etcd_endpoints, &config.etcd_prefix)
+    let tls = ApiTls::load(&config)?;
+    let store = crate::tls::connect_store(&config)
         .await
         .context("connecting to etcd")?;
     let networks = Networks::new(store.clone());
@@ -41,8 +43,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let nodes = Nodes::new(store.clone(), config.node_ttl);
-    let sandboxes = Sandboxes::new(store.clone(), networks.clone(), nodes.clone(), Agents::default());
-    let router = || -> anyhow::Result<Router> {
+    let sandboxes = Sandboxes::new(
+        store.clone(),
+        networks.clone(),
+        nodes.clone(),
+        Agents::new(tls.as_ref().map(ApiTls::agent_client)),
+    );
+    // `tls`: the router serves TCP with TLS, so every call must carry a
+    // certificate with the right role; the Unix socket's router has none.
+    let router = |tls: Option<&ApiTls>| -> anyhow::Result<Router> {
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
@@ -55,24 +64,43 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             health.set_serving::<RegistryServiceServer<NodeApi>>().await;
         };
         tokio::spawn(health_set);
-        Ok(Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls.server()).context("TLS configuration")?;
+        }
+        let (public, registry) = (public_check(tls.is_some()), registry_check(tls.is_some()));
+        Ok(builder
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(NetworkServiceServer::new(NetworkApi {
-                networks: networks.clone(),
-                sandboxes: sandboxes.clone(),
-            }))
-            .add_service(SandboxServiceServer::new(SandboxApi {
-                sandboxes: sandboxes.clone(),
-            }))
-            .add_service(NodeServiceServer::new(NodeApi {
-                nodes: nodes.clone(),
-                sandboxes: sandboxes.clone(),
-            }))
-            .add_service(RegistryServiceServer::new(NodeApi {
-                nodes: nodes.clone(),
-                sandboxes: sandboxes.clone(),
-            })))
+            .add_service(NetworkServiceServer::with_interceptor(
+                NetworkApi {
+                    networks: networks.clone(),
+                    sandboxes: sandboxes.clone(),
+                },
+                public.clone(),
+            ))
+            .add_service(SandboxServiceServer::with_interceptor(
+                SandboxApi {
+                    sandboxes: sandboxes.clone(),
+                },
+                public.clone(),
+            ))
+            .add_service(NodeServiceServer::with_interceptor(
+                NodeApi {
+                    nodes: nodes.clone(),
+                    sandboxes: sandboxes.clone(),
+                },
+                public,
+            ))
+            .add_service(RegistryServiceServer::with_interceptor(
+                RegistryGuard {
+                    inner: NodeApi {
+                        nodes: nodes.clone(),
+                        sandboxes: sandboxes.clone(),
+                    },
+                },
+                registry,
+            )))
     };
 
     let shutdown = shutdown_signal();
@@ -82,8 +110,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        tracing::info!(addr = %listener.local_addr()?, "listening on tcp");
-        let r = router()?;
+        tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "listening on tcp");
+        let r = router(tls.as_ref())?;
         servers.spawn(async move { r.serve_with_incoming(TcpListenerStream::new(listener)).await });
     }
     if let Some(path) = config.unix() {
@@ -95,7 +123,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
         set_mode(path, 0o660)?;
         tracing::info!(path = %path.display(), "listening on unix socket");
-        let r = router()?;
+        let r = router(None)?;
         servers.spawn(async move { r.serve_with_incoming(UnixListenerStream::new(listener)).await });
     }
     if servers.is_empty() {

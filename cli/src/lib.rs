@@ -15,17 +15,29 @@ use args::Command;
 /// Runs one command; returns the process exit status. An `Err` is a failure
 /// to report as `berth: <message>` with status 1.
 pub fn run(cli: Cli) -> Result<i32> {
+    // `berth cert` works offline: no runtime, no API server.
+    let command = match cli.command {
+        Command::Cert(cmd) => return commands::cert::run(cmd),
+        other => other,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let tls = connect::TlsArgs {
+        ca: cli.tls_ca,
+        cert: cli.tls_cert,
+        key: cli.tls_key,
+        server_name: cli.tls_server_name,
+    };
     runtime.block_on(async move {
-        let channel = connect::connect(&cli.api).await?;
+        let channel = connect::connect(&cli.api, &tls).await?;
         let out = cli.output;
-        match cli.command {
+        match command {
             Command::Network(cmd) => commands::network::run(channel, out, cmd).await,
             Command::Node(cmd) => commands::node::run(channel, out, cmd).await,
             Command::Sandbox(cmd) => commands::sandbox::run(channel, out, cmd).await,
             Command::Exec(args) => commands::sandbox::exec(channel, args).await,
+            Command::Cert(cmd) => commands::cert::run(cmd),
         }
     })
 }
@@ -39,11 +51,38 @@ pub fn error_line(err: &anyhow::Error) -> String {
 /// description when the server gave none.
 pub fn status_message(status: &tonic::Status) -> String {
     let msg = status.message().trim();
-    if msg.is_empty() {
+    let msg = if msg.is_empty() {
         status.code().description().to_string()
     } else {
         one_line(msg)
+    };
+    // A transport failure (e.g. a refused TLS handshake) says only
+    // "transport error"; the cause is further down the chain.
+    let msg = match std::error::Error::source(status).map(connect::error_reason) {
+        Some(reason) if reason.starts_with(&msg) => one_line(&reason),
+        Some(reason) if !reason.is_empty() && !msg.contains(&reason) => {
+            format!(
+                "{}: {}",
+                msg.trim_end_matches(": transport error"),
+                one_line(&reason)
+            )
+        }
+        _ => msg,
+    };
+    // What a TLS 1.3 client sees when the server rejects its certificate,
+    // depending on timing: the alert, or only the closed connection.
+    let refused = [
+        "connection closed",
+        "received fatal alert",
+        "broken pipe",
+        "connection reset",
+    ];
+    if refused.iter().any(|r| msg.contains(r)) {
+        return format!(
+            "{msg} (an API server with mutual TLS refuses clients without a certificate signed by the cluster CA)"
+        );
     }
+    msg
 }
 
 /// Turns a failed call into an error carrying [`status_message`].

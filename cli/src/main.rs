@@ -1,9 +1,8 @@
-//! `berth`: parse the command line, run it, report a failure on one line.
-
-use clap::Parser;
+//! `berth`: parse the command line (flags, env, TOML file), run it, report a
+//! failure on one line.
 
 fn main() {
-    let cli = berth_cli::Cli::parse();
+    let cli: berth_cli::Cli = berth_core::config_file::parse();
     let code = match berth_cli::run(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -1,9 +1,14 @@
 //! Domain types shared by berth-api, berth-agent and the CLI: validated names,
-//! drivers and scopes, network options, and the IPv4 arithmetic of pools.
+//! drivers and scopes, network options, and the IPv4 arithmetic of pools;
+//! also the configuration-file layer and the mutual-TLS helpers every binary
+//! shares.
+pub mod config_file;
 pub mod model;
 pub mod names;
 pub mod net;
 pub mod options;
+pub mod ports;
+pub mod tls;
 
 /// A request field that failed validation, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

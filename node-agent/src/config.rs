@@ -1,4 +1,6 @@
-//! berth-agent's configuration: flags, each with a `BERTH_*` environment variable.
+//! berth-agent's configuration: flags, each with a `BERTH_*` environment
+//! variable and a key in the optional TOML file (`--config`); see
+//! docs/configuration.md. Precedence: flag > env > file > default.
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
@@ -6,9 +8,14 @@ use std::path::PathBuf;
 #[command(
     name = "berth-agent",
     version,
-    about = "berth's node agent: realises this node's share of the cluster network"
+    about = "berth's node agent: realises this node's share of the cluster network",
+    args_override_self = true
 )]
 pub struct Config {
+    /// TOML file with defaults for any flag below (keys are the flag names, e.g. `state-dir`).
+    #[arg(long, env = "BERTH_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
     /// This node's name in the cluster.
     #[arg(long, env = "BERTH_NODE_NAME")]
     pub name: String,
@@ -25,7 +32,8 @@ pub struct Config {
     #[arg(long, env = "BERTH_AGENT_LISTEN", default_value = "0.0.0.0:7421")]
     pub listen: SocketAddr,
 
-    /// URL the API server uses to reach this agent; default http://ADDRESS:PORT of --listen.
+    /// URL the API server uses to reach this agent; default http://ADDRESS:PORT
+    /// of --listen (https:// with TLS).
     #[arg(long, env = "BERTH_AGENT_URL")]
     pub advertise_url: Option<String>,
 
@@ -40,6 +48,12 @@ pub struct Config {
     #[arg(long, env = "BERTH_NETNS_PREFIX", default_value = "")]
     pub netns_prefix: String,
 
+    /// Where sandboxes' DNS queries for names berth does not know go (IP or
+    /// IP:PORT, comma separated). Default: the nameservers of this node's
+    /// /etc/resolv.conf. `none`: such queries are refused at once.
+    #[arg(long, env = "BERTH_DNS_UPSTREAM", value_delimiter = ',')]
+    pub dns_upstream: Vec<String>,
+
     /// Underlay MTU reported to the API server.
     #[arg(long, env = "BERTH_NODE_MTU", default_value_t = 1500)]
     pub mtu: u32,
@@ -51,12 +65,54 @@ pub struct Config {
     /// Log filter (tracing-subscriber EnvFilter syntax).
     #[arg(long, env = "BERTH_LOG", default_value = "info")]
     pub log: String,
+
+    /// Cluster CA certificate (PEM). With --tls-cert and --tls-key, turns on
+    /// mutual TLS for the agent's server and its calls to the API server.
+    #[arg(long, env = "BERTH_TLS_CA", value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// This agent's certificate (PEM, role spiffe://berth/agent/NAME, the
+    /// node's address among its IP SANs).
+    #[arg(long, env = "BERTH_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "BERTH_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Config {
+    /// The DNS upstreams from --dns-upstream (see there).
+    pub fn dns_upstreams(&self) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+        if self.dns_upstream.iter().any(|u| u == "none") {
+            return Ok(Vec::new());
+        }
+        if self.dns_upstream.is_empty() {
+            let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            return Ok(crate::dns::DnsServer::upstreams_from_resolv_conf(&conf));
+        }
+        self.dns_upstream
+            .iter()
+            .map(|u| {
+                u.parse::<std::net::SocketAddr>()
+                    .or_else(|_| {
+                        u.parse::<std::net::IpAddr>()
+                            .map(|ip| std::net::SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| anyhow::anyhow!("--dns-upstream {u:?} is not an IP or IP:PORT"))
+            })
+            .collect()
+    }
+
+    /// Whether the --tls-* flags are given (checked fully at start).
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_key.is_some()
+    }
+
     pub fn agent_url(&self) -> String {
+        let scheme = if self.tls_enabled() { "https" } else { "http" };
         self.advertise_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}:{}", self.address, self.listen.port()))
+            .unwrap_or_else(|| format!("{scheme}://{}:{}", self.address, self.listen.port()))
     }
 }

@@ -2,15 +2,18 @@
 //! its lease alive, and serves the commands that realise the node's share of
 //! the cluster network.
 pub mod config;
+pub mod dns;
 pub mod etcfiles;
 pub mod exec;
 pub mod grpc;
 pub mod kernel;
 pub mod model;
+pub mod names;
 pub mod nft;
 pub mod reconcile;
 pub mod registration;
 pub mod state;
+pub mod tls;
 
 use anyhow::Context;
 use berth_proto::v1::agent_service_server::AgentServiceServer;
@@ -32,8 +35,10 @@ pub fn enter_netns(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves the agent API and keeps the node registered until SIGINT/SIGTERM.
+/// Serves the agent API (mutual TLS when `--tls-*` are given; then only
+/// API servers may call it) and keeps the node registered until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let tls = tls::load(&config)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<AgentServiceServer<AgentApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -43,20 +48,39 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    tracing::info!(node = %config.name, addr = %listener.local_addr()?, "agent listening");
+    tracing::info!(node = %config.name, addr = %listener.local_addr()?, tls = tls.is_some(), "agent listening");
     let reconciler = Arc::new(
-        Reconciler::new(config.state_dir.clone(), config.netns_prefix.clone())
-            .await
-            .context("preparing the node")?,
+        Reconciler::new(
+            config.state_dir.clone(),
+            config.netns_prefix.clone(),
+            config.address,
+            config.mtu,
+            config.dns_upstreams()?,
+        )
+        .await
+        .context("preparing the node")?,
     );
-    let registration = tokio::spawn(registration::keep_registered(config.clone(), reconciler.clone()));
-    let server = Server::builder()
+    let registration = tokio::spawn(registration::keep_registered(
+        config.clone(),
+        reconciler.clone(),
+        tls.as_ref().map(|t| t.client()),
+    ));
+    let mut builder = Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder
+            .tls_config(tls.server(None))
+            .context("TLS configuration")?;
+    }
+    let server = builder
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(AgentServiceServer::new(AgentApi {
-            node: config.name.clone(),
-            reconciler,
-        }))
+        .add_service(AgentServiceServer::with_interceptor(
+            AgentApi {
+                node: config.name.clone(),
+                reconciler,
+            },
+            tls::agent_check(tls.is_some()),
+        ))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown_signal(),

@@ -1,9 +1,8 @@
-//! berth-agent: parse the configuration, enter the node's namespace if asked,
-//! set up logging, run the agent.
-use clap::Parser;
+//! berth-agent: parse the configuration (flags, env, TOML file), enter the
+//! node's namespace if asked, set up logging, run the agent.
 
 fn main() -> anyhow::Result<()> {
-    let config = berth_agent::config::Config::parse();
+    let config: berth_agent::config::Config = berth_core::config_file::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log)?)
         .with_writer(std::io::stderr)

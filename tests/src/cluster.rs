@@ -4,13 +4,13 @@
 //! its `--netns` flag). All names start with a per-cluster tag so tests run
 //! in parallel; everything is removed on drop, on failure too.
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
-use crate::{Proc, bin, unique, wait_until};
+use crate::{Proc, bin, expect_ok, json_args, parse_json, run_cli, unique, wait_until};
 
 /// The control namespace's underlay address (berth-api listens here).
 pub const CTL_ADDR: &str = "192.168.205.2";
@@ -51,8 +51,19 @@ pub fn in_ns_ok(ns: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Extra command-line arguments for a cluster's processes (e.g. TLS
+/// flags); the binaries let a repeated flag override an earlier one.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Appended to berth-api's arguments.
+    pub api_args: Vec<String>,
+    /// Appended to node i's agent arguments (`agent_args[i - 1]`).
+    pub agent_args: Vec<Vec<String>>,
+}
+
 pub struct Cluster {
     pub tag: String,
+    opts: ClusterOptions,
     pub socket: PathBuf,
     pub nodes: usize,
     agents: Vec<Option<Proc>>,
@@ -66,9 +77,15 @@ impl Cluster {
     /// Brings up etcd, berth-api and `nodes` agents, and waits until every
     /// node is ready.
     pub fn start(nodes: usize) -> Result<Self> {
+        Self::start_with(nodes, ClusterOptions::default())
+    }
+
+    /// Like [`Cluster::start`], with extra arguments for the processes.
+    pub fn start_with(nodes: usize, opts: ClusterOptions) -> Result<Self> {
         let tag = unique("b");
         let dir = tempfile::Builder::new().prefix("berth-cluster").tempdir()?;
         let mut c = Self {
+            opts,
             socket: dir.path().join("api.sock"),
             tag: tag.clone(),
             nodes,
@@ -144,7 +161,8 @@ impl Cluster {
             ])
             .arg("--socket")
             .arg(&c.socket)
-            .args(["--node-ttl", "4", "--log", "info,berth_api=debug"]);
+            .args(["--node-ttl", "4", "--log", "info,berth_api=debug"])
+            .args(&c.opts.api_args);
         c.api = Some(Proc::spawn("berth-api", &mut cmd, c.dir.path().join("api.log"))?);
         if !wait_until(Duration::from_secs(20), || {
             c.cli(&["network", "ls"]).status.success()
@@ -211,9 +229,12 @@ impl Cluster {
                 &format!("{addr}:7421"),
             ])
             .args(["--netns-prefix", &format!("{}-", self.tag)])
+            // Never forward sandbox DNS to the machine's real resolver.
+            .args(["--dns-upstream", "none"])
             .arg("--state-dir")
             .arg(self.dir.path().join(&name))
-            .args(["--log", "info,berth_agent=debug"]);
+            .args(["--log", "info,berth_agent=debug"])
+            .args(self.opts.agent_args.get(i - 1).into_iter().flatten());
         let log = self.dir.path().join(format!("{name}.log"));
         // Keep earlier runs' output: append a marker and reopen for append.
         let proc = Proc::spawn_append(&name, &mut cmd, log)?;
@@ -273,31 +294,15 @@ impl Cluster {
 
     /// Runs `berth --api unix://SOCKET ARGS…`.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin("berth"))
-            .arg("--api")
-            .arg(format!("unix://{}", self.socket.display()))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running berth")
+        run_cli(&format!("unix://{}", self.socket.display()), args)
     }
 
     pub fn cli_ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "berth {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.logs()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        expect_ok(self.cli(args), args, || self.logs())
     }
 
     pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = vec!["--output", "json"];
-        all.extend_from_slice(args);
-        let out = self.cli_ok(&all);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("berth {args:?}: not JSON ({e}): {out}"))
+        parse_json(&self.cli_ok(&json_args(args)), args)
     }
 
     /// Keys under berth's prefix in the cluster's etcd.

@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 use tempfile::TempDir;
 
 pub mod cluster;
+pub mod tls;
 
 /// Where the workspace's binaries are: `$BERTH_BIN_DIR`, else the cargo
 /// target directory this test binary was built into.
@@ -65,25 +66,20 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts `cmd` with stdout and stderr going to a new file `log`.
     pub fn spawn(name: &str, cmd: &mut Command, log: PathBuf) -> Result<Self> {
         let out = std::fs::File::create(&log)?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        Ok(Self {
-            name: name.to_string(),
-            child: Some(child),
-            log,
-        })
+        Self::spawn_into(name, cmd, log, out)
     }
 
     /// Like [`Proc::spawn`], appending to `log` (a restarted process keeps
     /// its earlier output).
     pub fn spawn_append(name: &str, cmd: &mut Command, log: PathBuf) -> Result<Self> {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        Self::spawn_into(name, cmd, log, out)
+    }
+
+    fn spawn_into(name: &str, cmd: &mut Command, log: PathBuf, out: std::fs::File) -> Result<Self> {
         let child = cmd
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
@@ -297,32 +293,17 @@ impl ApiServer {
 
     /// Runs `berth --api <this server> ARGS…`.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin("berth"))
-            .arg("--api")
-            .arg(self.api_arg())
-            .args(args)
-            .output()
-            .expect("running berth")
+        run_cli(&self.api_arg(), args)
     }
 
     /// Runs the CLI and returns stdout, failing the test with stderr otherwise.
     pub fn cli_ok(&self, args: &[&str]) -> String {
-        let out = self.cli(args);
-        assert!(
-            out.status.success(),
-            "berth {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.proc.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        expect_ok(self.cli(args), args, || self.proc.log())
     }
 
     /// Runs the CLI with `--output json` and parses stdout.
     pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = vec!["--output", "json"];
-        all.extend_from_slice(args);
-        let out = self.cli_ok(&all);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("berth {args:?}: not JSON ({e}): {out}"))
+        parse_json(&self.cli_ok(&json_args(args)), args)
     }
 
     /// A gRPC channel to the server's TCP port.
@@ -369,6 +350,41 @@ impl Agent {
             _dir: dir,
         })
     }
+}
+
+/// Runs `berth --api API ARGS…`.
+pub fn run_cli(api: &str, args: &[&str]) -> Output {
+    Command::new(bin("berth"))
+        .arg("--api")
+        .arg(api)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running berth")
+}
+
+/// stdout of a successful CLI call; otherwise fails the test with its
+/// stderr and `logs()`.
+pub fn expect_ok(out: Output, args: &[&str], logs: impl FnOnce() -> String) -> String {
+    assert!(
+        out.status.success(),
+        "berth {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        logs()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `--output json` followed by `args`.
+pub fn json_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["--output", "json"];
+    all.extend_from_slice(args);
+    all
+}
+
+/// Parses a CLI call's JSON output.
+pub fn parse_json(out: &str, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("berth {args:?}: not JSON ({e}): {out}"))
 }
 
 /// stderr of a finished command, trimmed.

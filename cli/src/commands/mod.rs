@@ -1,5 +1,6 @@
 //! One module per command group: build the request, call, print.
 
+pub mod cert;
 pub mod network;
 pub mod node;
 pub mod sandbox;
