@@ -142,13 +142,24 @@ impl Nodes {
 
     pub async fn get(&self, name: &str) -> Result<NodeStatus> {
         let keys = &self.store.keys;
-        let record = self
+        // Record and liveness in one consistent read.
+        let resp = self
             .store
-            .get_json::<NodeRecord>(&keys.node(name))
-            .await?
-            .ok_or_else(|| ApiError::not_found("node", name))?
-            .value;
-        let ready = self.store.get_string(&keys.alive(name)).await?.is_some();
+            .txn(Txn::new().and_then([
+                TxnOp::get(keys.node(name), None),
+                TxnOp::get(keys.alive(name), None),
+            ]))
+            .await?;
+        let mut gets = resp.op_responses().into_iter().map(|r| match r {
+            etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+            _ => None,
+        });
+        let record = gets
+            .next()
+            .flatten()
+            .ok_or_else(|| ApiError::not_found("node", name))?;
+        let record: NodeRecord = serde_json::from_slice(&record)?;
+        let ready = gets.next().flatten().is_some();
         Ok(NodeStatus { record, ready })
     }
 

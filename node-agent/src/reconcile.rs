@@ -119,6 +119,8 @@ struct Inner {
     /// Ids of removed sandboxes (ids are never reused): a full sync whose
     /// snapshot predates the removal must not bring them back.
     tombstones: HashMap<String, Instant>,
+    /// The record as last written to the state file.
+    saved: Option<Owned>,
 }
 
 /// How long a removed sandbox id is remembered.
@@ -172,6 +174,7 @@ impl Reconciler {
                 epoch: 0,
                 touched: HashMap::new(),
                 tombstones: HashMap::new(),
+                saved: None,
             }),
         })
     }
@@ -211,7 +214,7 @@ impl Reconciler {
         self.refresh_links(&inner);
         // Endpoints dropped by this command may leave a bridge unused.
         let swept = self.sweep_networks(&mut inner).await;
-        self.save(&inner);
+        self.save(&mut inner);
         res.and(swept)
     }
 
@@ -238,15 +241,23 @@ impl Reconciler {
         self.names.rebuild(&inner.desired);
         self.refresh_links(&inner);
         if let Some(s) = &spec {
-            for ep in &s.endpoints {
-                // Usually gone with the namespace already; this catches leftovers.
-                if link::delete(&self.node, &ep.host_ifname()).await? {
-                    tracing::info!(ifname = %ep.host_ifname(), "removed leftover host veth");
+            // The kernel removes the namespace's veth pairs asynchronously;
+            // deleting the host ends here would wait for that (~30 ms) under
+            // the lock. Check later, off the request path, and delete what is
+            // left (names are unique per endpoint, so nothing else is hit).
+            let node = self.node.clone();
+            let leftovers: Vec<String> = s.endpoints.iter().map(|e| e.host_ifname()).collect();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                for name in leftovers {
+                    if let Ok(true) = link::delete(&node, &name).await {
+                        tracing::info!(ifname = %name, "removed leftover host veth");
+                    }
                 }
-            }
+            });
         }
         let res = self.sweep_networks(&mut inner).await;
-        self.save(&inner);
+        self.save(&mut inner);
         tracing::info!(sandbox = %id, "sandbox removed");
         res
     }
@@ -301,7 +312,7 @@ impl Reconciler {
             sandboxes: inner.desired.sandboxes.len() as u32,
             networks: active,
         };
-        self.save(&inner);
+        self.save(&mut inner);
         tracing::info!(
             sandboxes = sandboxes.len(),
             networks = active,
@@ -315,9 +326,14 @@ impl Reconciler {
         }
     }
 
-    fn save(&self, inner: &Inner) {
-        if let Err(e) = self.state.save(&inner.owned) {
-            tracing::error!(error = %e, "could not save the agent's state file");
+    /// Writes the state file when the record changed since the last write.
+    fn save(&self, inner: &mut Inner) {
+        if inner.saved.as_ref() == Some(&inner.owned) {
+            return;
+        }
+        match self.state.save(&inner.owned) {
+            Ok(()) => inner.saved = Some(inner.owned.clone()),
+            Err(e) => tracing::error!(error = %e, "could not save the agent's state file"),
         }
     }
 
@@ -743,6 +759,7 @@ mod tests {
             epoch: 0,
             touched: HashMap::new(),
             tombstones: HashMap::new(),
+            saved: None,
         }
     }
 

@@ -59,10 +59,7 @@ impl StateDir {
 
     pub fn save(&self, owned: &Owned) -> std::io::Result<()> {
         let tmp = self.dir.join("owned.json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(owned).map_err(std::io::Error::other)?,
-        )?;
+        std::fs::write(&tmp, serde_json::to_vec(owned).map_err(std::io::Error::other)?)?;
         std::fs::rename(tmp, self.file())
     }
 }

@@ -382,11 +382,13 @@ fn teardown_leaves_nothing_behind() {
     assert!(c.sandbox_namespaces().is_empty(), "{:?}", c.sandbox_namespaces());
     for i in 1..=2 {
         let node = c.node(i);
-        let l = links(&node);
-        assert_eq!(
-            l.lines().count(),
-            2,
-            "node{i} keeps only lo and its underlay eth0: {l}"
+        // The kernel destroys a deleted namespace's veth pairs asynchronously
+        // (and the agent deletes any host end still there after 2 s).
+        let clean = berth_tests::wait_until(Duration::from_secs(5), || links(&node).lines().count() == 2);
+        assert!(
+            clean,
+            "node{i} keeps only lo and its underlay eth0: {}",
+            links(&node)
         );
         let nft = in_ns_ok(&node, &["nft", "list", "ruleset"]);
         assert!(!nft.contains("berth"), "node{i} rules left: {nft}");

@@ -201,7 +201,12 @@ impl Sandboxes {
 
     /// Creates a sandbox and has its node realise it.
     pub async fn create(&self, spec: SandboxSpec) -> Result<SandboxView> {
-        let network = self.networks.find(&spec.network).await?;
+        // Independent reads, in parallel; network errors are reported first.
+        let (network, node) = tokio::join!(
+            self.networks.find(&spec.network),
+            self.place(spec.node.as_deref())
+        );
+        let network = network?;
         let mode = mode_of(network.driver);
         if spec.ip.is_some() && !network.driver.has_ipam() {
             return Err(
@@ -232,7 +237,7 @@ impl Sandboxes {
             )
             .into());
         }
-        let node = self.place(spec.node.as_deref()).await?;
+        let node = node?;
         self.check_links(&spec.links, &node.name).await?;
         self.check_ports(&spec.ports, &node.name).await?;
         // Overlay sandboxes also get eth1 on the node's gateway bridge for
@@ -509,16 +514,15 @@ impl Sandboxes {
                 ));
             }
         }
-        // The name goes only if it still points at this sandbox.
+        // The name goes only if it still points at this sandbox: a nested
+        // transaction keeps it all one round trip.
         let name_key = keys.sandbox_name(&r.name);
+        ops.push(TxnOp::txn(
+            Txn::new()
+                .when([Compare::value(name_key.clone(), CompareOp::Equal, r.id.clone())])
+                .and_then([TxnOp::delete(name_key, None)]),
+        ));
         self.store.txn(Txn::new().and_then(ops)).await?;
-        self.store
-            .txn(
-                Txn::new()
-                    .when([Compare::value(name_key.clone(), CompareOp::Equal, r.id.clone())])
-                    .and_then([TxnOp::delete(name_key, None)]),
-            )
-            .await?;
         Ok(())
     }
 

@@ -73,7 +73,13 @@ pub async fn create(name: &str) -> Result<bool> {
     let target = file.clone();
     let (connection, handle) = on_fresh_thread(move || {
         bind_new_netns(&target)?;
-        // From here on this thread is inside the new namespace.
+        // From here on this thread is inside the new namespace. berth's
+        // networks are IPv4: without IPv6 on its interfaces a new endpoint
+        // sends no DAD/MLD announcements, which every port of a busy bridge
+        // would otherwise receive (visible in profiles of bulk creates).
+        for conf in ["all", "default"] {
+            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1");
+        }
         let _enter = runtime.enter(); // the socket registers with the caller's reactor
         match rtnetlink::new_connection() {
             Ok((connection, handle, _)) => Ok((connection, handle)),
