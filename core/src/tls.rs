@@ -290,12 +290,16 @@ impl Tls {
         })
     }
 
-    /// A server that requires a client certificate signed by `client_ca`
-    /// (the cluster CA unless given).
+    /// A server that verifies client certificates against `client_ca` (the
+    /// cluster CA unless given). A certificate from another CA fails the
+    /// handshake; a client with no certificate completes it and every berth
+    /// service then answers UNAUTHENTICATED (the role check needs a
+    /// certificate), so the caller learns why instead of seeing a reset.
     pub fn server(&self, client_ca: Option<Certificate>) -> ServerTlsConfig {
         ServerTlsConfig::new()
             .identity(self.identity.clone())
             .client_ca_root(client_ca.unwrap_or_else(|| self.ca.clone()))
+            .client_auth_optional(true)
             .timeout(std::time::Duration::from_secs(10))
     }
 

@@ -3,7 +3,10 @@
 //! mTLS, the CLI works with a client certificate; and what is refused.
 //!
 //! What a refusal looks like, as observed here (tonic 0.14, rustls, TLS 1.3):
-//! - A client without a certificate, or with one from another CA: the
+//! - A client without a certificate: the handshake completes (client
+//!   authentication is optional at the TLS layer) and every berth service
+//!   answers `UNAUTHENTICATED`.
+//! - A client with a certificate from another CA: the
 //!   server aborts the handshake. With TLS 1.3 the client learns it only
 //!   when it next reads or writes, so the call fails at the transport with
 //!   `UNAVAILABLE` ("received fatal alert: CertificateRequired"),
@@ -193,56 +196,57 @@ fn mutual_tls_cluster() {
     // The Unix socket stays plain.
     assert!(c.cli_ok(&["sandbox", "ls"]).contains("t1"));
 
-    // Refused at the handshake: no certificate, another CA's certificate.
-    for (what, flags) in [
-        ("no certificate", client_flags(&pki, None)),
-        ("another CA", {
-            let mut f = client_flags(&pki, None);
-            let (crt, key) = other.pair("client-mallory");
-            f.extend([
-                "--tls-cert".into(),
-                crt.display().to_string(),
-                "--tls-key".into(),
-                key.display().to_string(),
-            ]);
-            f
-        }),
-    ] {
-        let out = cli_in(&c.node(1), &flags, &["network", "ls"]);
-        assert_eq!(out.status.code(), Some(1), "{what}: {}", stderr(&out));
-        assert!(out.stdout.is_empty(), "{what}");
-        let err = stderr(&out);
-        assert!(
-            err.contains("refuses clients without a certificate"),
-            "{what}: {err}"
-        );
-    }
+    // No certificate: UNAUTHENTICATED from the service.
+    let out = cli_in(&c.node(1), &client_flags(&pki, None), &["network", "ls"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    assert!(stderr(&out).contains("client certificate"), "{}", stderr(&out));
+    // Refused at the handshake: another CA's certificate.
+    let mut flags = client_flags(&pki, None);
+    let (crt, key) = other.pair("client-mallory");
+    flags.extend([
+        "--tls-cert".into(),
+        crt.display().to_string(),
+        "--tls-key".into(),
+        key.display().to_string(),
+    ]);
+    let out = cli_in(&c.node(1), &flags, &["network", "ls"]);
+    assert_eq!(out.status.code(), Some(1), "another CA: {}", stderr(&out));
+    assert!(out.stdout.is_empty(), "another CA");
+    let err = stderr(&out);
+    assert!(
+        err.contains("refuses clients without a certificate"),
+        "another CA: {err}"
+    );
 
     let node1 = c.node(1);
     in_netns(&node1, || async {
-        // The same through raw gRPC: the status code a refused handshake gives.
-        for (what, tls) in [
-            ("no certificate", pki.client_tls(None)),
-            ("another CA", {
-                let ca = tonic::transport::Certificate::from_pem(std::fs::read(pki.ca()).unwrap());
-                let (crt, key) = other.pair("client-mallory");
-                tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(ca)
-                    .identity(tonic::transport::Identity::from_pem(
-                        std::fs::read(crt).unwrap(),
-                        std::fs::read(key).unwrap(),
-                    ))
-            }),
-        ] {
-            let mut api = NetworkServiceClient::new(channel(&api_url(), Some(tls.clone())));
-            let s = api.list_networks(pb::ListNetworksRequest {}).await.unwrap_err();
-            assert!(handshake_refused(s.code()), "API, {what}: {s:?}");
-            let codes = agent_codes(&agent_url(2), Some(tls)).await;
-            assert!(
-                codes.iter().all(|(_, c)| handshake_refused(*c)),
-                "agent, {what}: {codes:?}"
-            );
-        }
+        // The same through raw gRPC. No certificate: UNAUTHENTICATED everywhere.
+        let mut api = NetworkServiceClient::new(channel(&api_url(), Some(pki.client_tls(None))));
+        let s = api.list_networks(pb::ListNetworksRequest {}).await.unwrap_err();
+        assert_eq!(s.code(), Code::Unauthenticated, "API, no certificate: {s:?}");
+        let codes = agent_codes(&agent_url(2), Some(pki.client_tls(None))).await;
+        assert!(
+            codes.iter().all(|(_, c)| *c == Code::Unauthenticated),
+            "agent, no certificate: {codes:?}"
+        );
+        // Another CA: the status code a refused handshake gives.
+        let ca = tonic::transport::Certificate::from_pem(std::fs::read(pki.ca()).unwrap());
+        let (crt, key) = other.pair("client-mallory");
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(ca)
+            .identity(tonic::transport::Identity::from_pem(
+                std::fs::read(crt).unwrap(),
+                std::fs::read(key).unwrap(),
+            ));
+        let mut api = NetworkServiceClient::new(channel(&api_url(), Some(tls.clone())));
+        let s = api.list_networks(pb::ListNetworksRequest {}).await.unwrap_err();
+        assert!(handshake_refused(s.code()), "API, another CA: {s:?}");
+        let codes = agent_codes(&agent_url(2), Some(tls)).await;
+        assert!(
+            codes.iter().all(|(_, c)| handshake_refused(*c)),
+            "agent, another CA: {codes:?}"
+        );
         // Another CA's agent certificate for node1 is no better.
         let ca = tonic::transport::Certificate::from_pem(std::fs::read(pki.ca()).unwrap());
         let (crt, key) = other.pair("agent-node1");
