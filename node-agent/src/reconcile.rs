@@ -123,6 +123,24 @@ struct Inner {
     saved: Option<Owned>,
 }
 
+impl Inner {
+    /// Nothing desired yet; `owned` is what earlier runs recorded.
+    fn new(owned: Owned) -> Self {
+        Self {
+            desired: Desired::default(),
+            owned,
+            bridges: HashMap::new(),
+            vxlans: HashMap::new(),
+            applied_nft: None,
+            status: SyncStatus::default(),
+            epoch: 0,
+            touched: HashMap::new(),
+            tombstones: HashMap::new(),
+            saved: None,
+        }
+    }
+}
+
 /// How long a removed sandbox id is remembered.
 const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
 
@@ -164,18 +182,7 @@ impl Reconciler {
             names,
             dns,
             state,
-            inner: Mutex::new(Inner {
-                desired: Desired::default(),
-                owned,
-                bridges: HashMap::new(),
-                vxlans: HashMap::new(),
-                applied_nft: None,
-                status: SyncStatus::default(),
-                epoch: 0,
-                touched: HashMap::new(),
-                tombstones: HashMap::new(),
-                saved: None,
-            }),
+            inner: Mutex::new(Inner::new(owned)),
         })
     }
 
@@ -749,18 +756,7 @@ mod tests {
     }
 
     fn inner() -> Inner {
-        Inner {
-            desired: Desired::default(),
-            owned: Owned::default(),
-            bridges: HashMap::new(),
-            vxlans: HashMap::new(),
-            applied_nft: None,
-            status: SyncStatus::default(),
-            epoch: 0,
-            touched: HashMap::new(),
-            tombstones: HashMap::new(),
-            saved: None,
-        }
+        Inner::new(Owned::default())
     }
 
     #[test]
