@@ -377,3 +377,32 @@ fn names_resolve_across_nodes_on_an_overlay() {
     let out = c.cli(&["exec", "test1", "--", "getent", "hosts", "test2"]);
     assert_ne!(out.status.code(), Some(0), "test2's name went with it");
 }
+
+/// A sandbox on a bridge network joins an overlay later (connect) and
+/// leaves it (disconnect); the other node learns both.
+#[test]
+fn connect_and_disconnect_an_overlay() {
+    let c = cluster(2);
+    c.cli_ok(&["network", "create", "-d", "overlay", "demo"]);
+    c.cli_ok(&["sandbox", "create", "far", "--node", "node2", "--network", "demo"]);
+    c.cli_ok(&["sandbox", "create", "near", "--node", "node1"]);
+    c.cli_ok(&["network", "connect", "demo", "near"]);
+    let near = c.sandbox_ns("near");
+    let eth1 = in_ns_ok(&near, &["ip", "-o", "-4", "addr", "show", "dev", "eth1"]);
+    assert!(eth1.contains("10.0.0.3/24"), "{eth1}");
+    assert!(
+        in_ns_ok(&near, &["ip", "route"]).contains("default via 172.17.0.1 dev eth0"),
+        "the bridge keeps the default route"
+    );
+    assert!(
+        ping(&c, "near", "far") && ping(&c, "far", "near"),
+        "across nodes after connect, by name"
+    );
+    c.cli_ok(&["network", "disconnect", "demo", "near"]);
+    let f = fdb(&c, 2, "vx-4096");
+    assert!(
+        !f.contains("02:42:0a:00:00:03"),
+        "node2 forgot near's overlay address: {f}"
+    );
+    assert!(!ping(&c, "far", "10.0.0.3"));
+}
