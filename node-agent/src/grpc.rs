@@ -99,7 +99,7 @@ impl AgentService for AgentApi {
         Ok(Response::new(pb::StatusResponse {
             node: self.node.clone(),
             converged: s.converged,
-            synced_revision: 0,
+            commands: self.reconciler.epoch().await,
             sandboxes: s.sandboxes,
             networks: s.networks,
             last_error: s.last_error,
