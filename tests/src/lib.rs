@@ -160,25 +160,31 @@ pub struct Etcd {
     _dir: TempDir,
 }
 
+/// A single-member etcd serving clients on `url`, peers on `peer_url`.
+pub fn etcd_command(data_dir: &Path, url: &str, peer_url: &str) -> Command {
+    let mut cmd = Command::new("etcd");
+    cmd.args(["--name", "test"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen-client-urls", url, "--advertise-client-urls", url])
+        .args([
+            "--listen-peer-urls",
+            peer_url,
+            "--initial-advertise-peer-urls",
+            peer_url,
+        ])
+        .args(["--initial-cluster", &format!("test={peer_url}")])
+        .args(["--logger", "zap", "--log-level", "warn"]);
+    cmd
+}
+
 impl Etcd {
     pub fn start() -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("berth-etcd").tempdir()?;
         let (client, peer) = (free_port(), free_port());
         let url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let mut cmd = Command::new("etcd");
-        cmd.args(["--name", "test"])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-            .args([
-                "--listen-peer-urls",
-                &peer_url,
-                "--initial-advertise-peer-urls",
-                &peer_url,
-            ])
-            .args(["--initial-cluster", &format!("test={peer_url}")])
-            .args(["--logger", "zap", "--log-level", "warn"]);
+        let mut cmd = etcd_command(&dir.path().join("data"), &url, &peer_url);
         let mut proc = Proc::spawn("etcd", &mut cmd, dir.path().join("etcd.log"))?;
         let ready = wait_until(Duration::from_secs(20), || {
             Command::new("etcdctl")

@@ -614,26 +614,14 @@ fn etcd_over_tls() {
     let url = format!("https://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
     let (crt, key) = etcd_pki.pair("etcd-etcd1");
-    let mut cmd = Command::new("etcd");
-    cmd.args(["--name", "t"])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
-        .args([
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-        ])
-        .args(["--initial-cluster", &format!("t={peer_url}")])
-        .arg("--cert-file")
+    let mut cmd = berth_tests::etcd_command(&dir.path().join("data"), &url, &peer_url);
+    cmd.arg("--cert-file")
         .arg(&crt)
         .arg("--key-file")
         .arg(&key)
         .arg("--trusted-ca-file")
         .arg(etcd_pki.ca())
-        .arg("--client-cert-auth")
-        .args(["--logger", "zap", "--log-level", "warn"]);
+        .arg("--client-cert-auth");
     let _etcd = must(
         berth_tests::Proc::spawn("etcd", &mut cmd, dir.path().join("etcd.log")),
         "etcd",
