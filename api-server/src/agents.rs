@@ -59,14 +59,29 @@ impl Agents {
     }
 }
 
-/// The error a failed agent call becomes: the node is unavailable, with the
-/// agent's own words.
-pub fn unavailable(node: &str, status: tonic::Status) -> ApiError {
+/// The error a failed agent call becomes, by what the agent said: it could
+/// not be reached (UNAVAILABLE, "node X is unavailable"), or it refused
+/// (the agent's code and words, naming the node: a conflict or a kernel
+/// refusal is FAILED_PRECONDITION, a kernel failure INTERNAL, a stale
+/// command ABORTED).
+pub fn agent_error(node: &str, status: tonic::Status) -> ApiError {
+    use tonic::Code;
     let msg = status.message();
     let detail = if msg.is_empty() {
         status.code().description()
     } else {
         msg
     };
-    ApiError::Unavailable(format!("node {node} is unavailable: {detail}"))
+    match status.code() {
+        Code::FailedPrecondition => ApiError::FailedPrecondition(format!("node {node}: {detail}")),
+        Code::Aborted => ApiError::Aborted(format!("node {node}: {detail}")),
+        Code::Internal | Code::InvalidArgument => ApiError::Node {
+            code: Code::Internal,
+            message: format!("node {node}: {detail}"),
+        },
+        Code::PermissionDenied | Code::Unauthenticated => ApiError::Unavailable(format!(
+            "node {node} is unavailable: its agent refused this API server: {detail}"
+        )),
+        _ => ApiError::Unavailable(format!("node {node} is unavailable: {detail}")),
+    }
 }

@@ -35,6 +35,10 @@ pub enum ApiError {
     /// A bug or corrupt state (INTERNAL).
     #[error("internal error: {0}")]
     Internal(String),
+    /// A node's agent failed the command with this code (e.g. a kernel
+    /// failure: INTERNAL, with the node, the object and the kernel's words).
+    #[error("{message}")]
+    Node { code: Code, message: String },
 }
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
@@ -58,6 +62,7 @@ impl ApiError {
             ApiError::Aborted(_) => Code::Aborted,
             ApiError::Unimplemented(_) => Code::Unimplemented,
             ApiError::Internal(_) => Code::Internal,
+            ApiError::Node { code, .. } => *code,
         }
     }
 }
@@ -99,6 +104,13 @@ mod tests {
             (ApiError::Aborted("x".into()), Code::Aborted),
             (ApiError::Unimplemented("x".into()), Code::Unimplemented),
             (ApiError::Internal("x".into()), Code::Internal),
+            (
+                ApiError::Node {
+                    code: Code::Internal,
+                    message: "x".into(),
+                },
+                Code::Internal,
+            ),
         ];
         for (err, code) in cases {
             assert_eq!(Status::from(err).code(), code);

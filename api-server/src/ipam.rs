@@ -140,8 +140,9 @@ pub fn pool_for<'a>(network: &NetworkRecord, node: &'a str) -> &'a str {
 /// The outcome of [`allocate_ip`].
 #[derive(Debug)]
 pub enum Allocated {
-    /// The address was taken and the caller's operations committed with it.
-    Committed(Ipv4Addr),
+    /// The address was taken and the caller's operations committed with it,
+    /// at this etcd revision.
+    Committed(Ipv4Addr, i64),
     /// One of the caller's own compares failed; nothing was written.
     CallerConflict,
 }
@@ -213,7 +214,10 @@ where
             )
             .await?;
         if resp.succeeded() {
-            return Ok(Allocated::Committed(ip));
+            return Ok(Allocated::Committed(
+                ip,
+                resp.header().map_or(0, |h| h.revision()),
+            ));
         }
         let gets: Vec<bool> = resp
             .op_responses()

@@ -78,6 +78,7 @@ impl Nodes {
             agent_url: reg.agent_url.clone(),
             mtu: reg.mtu,
             registered: now_rfc3339(),
+            lease,
         };
         // Not ready yet: the liveness key comes with the first heartbeat, which
         // the agent sends once it has converged to its desired state, so no
@@ -89,23 +90,47 @@ impl Nodes {
         Ok(lease)
     }
 
-    /// Renews the node's lease once. NOT_FOUND when the lease lapsed or the
-    /// node was removed: the agent registers again.
+    /// Renews the node's lease once, and only the lease of the node's
+    /// current registration. NOT_FOUND when the lease lapsed (etcd's "lease
+    /// not found"), is not that node's, or the node was removed: the agent
+    /// registers again.
     pub async fn heartbeat(&self, name: &str, lease: i64) -> Result<u32> {
         let keys = &self.store.keys;
+        let record = self
+            .store
+            .get_json::<NodeRecord>(&keys.node(name))
+            .await?
+            .ok_or_else(|| ApiError::not_found("node", name))?;
+        if record.value.lease != lease {
+            return Err(ApiError::NotFound {
+                kind: "lease of node",
+                name: format!("{name} (lease {lease} is not its current registration)"),
+            });
+        }
+        let lapsed = |e: etcd_client::Error| {
+            if e.to_string().contains("lease not found") {
+                ApiError::not_found("lease of node", name)
+            } else {
+                ApiError::from(e)
+            }
+        };
         let mut client = self.store.client();
-        let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
-        keeper.keep_alive().await?;
-        let ttl = match stream.message().await? {
+        let (mut keeper, mut stream) = client.lease_keep_alive(lease).await.map_err(lapsed)?;
+        keeper.keep_alive().await.map_err(lapsed)?;
+        let ttl = match stream.message().await.map_err(lapsed)? {
             Some(resp) if resp.ttl() > 0 => resp.ttl() as u32,
             _ => return Err(ApiError::not_found("lease of node", name)),
         };
-        // Ready while the lease lives; a removed node (no record) registers again.
+        // Ready while the lease lives and the registration is the same one.
         let resp = self
             .store
             .txn(
                 Txn::new()
-                    .when([Compare::create_revision(keys.node(name), CompareOp::NotEqual, 0)])
+                    .when([Compare::mod_revision(
+                        keys.node(name),
+                        CompareOp::Equal,
+                        record.mod_revision,
+                    )])
                     .and_then([TxnOp::put(
                         keys.alive(name),
                         lease.to_string(),

@@ -395,6 +395,7 @@ pub(crate) mod fixtures {
             created: "c".into(),
             endpoints: vec![test1_endpoint(), ep2],
             netns: "test1".into(),
+            generation: 7,
         }
     }
 }

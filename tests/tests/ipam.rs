@@ -89,7 +89,7 @@ async fn explicit_addresses_pools_per_node_and_exhaustion() {
     // A /30 has exactly one address besides the gateway, per node.
     let got = alloc(tiny.clone(), "node1", None).await.expect("first");
     assert!(
-        matches!(got, Allocated::Committed(ip) if ip == Ipv4Addr::new(10, 9, 0, 2)),
+        matches!(got, Allocated::Committed(ip, _) if ip == Ipv4Addr::new(10, 9, 0, 2)),
         "{got:?}"
     );
     let err = alloc(tiny.clone(), "node1", None).await.expect_err("exhausted");
@@ -97,13 +97,13 @@ async fn explicit_addresses_pools_per_node_and_exhaustion() {
     // Local scope: another node has its own pool.
     assert!(matches!(
         alloc(tiny.clone(), "node2", None).await.expect("node2"),
-        Allocated::Committed(_)
+        Allocated::Committed(..)
     ));
 
     let wide = nets.create(spec("wide", "10.8.0.0/24")).await.expect("wide");
     let want = Ipv4Addr::new(10, 8, 0, 50);
     assert!(
-        matches!(alloc(wide.clone(), "node1", Some(want)).await.expect("explicit"), Allocated::Committed(ip) if ip == want)
+        matches!(alloc(wide.clone(), "node1", Some(want)).await.expect("explicit"), Allocated::Committed(ip, _) if ip == want)
     );
     let err = alloc(wide.clone(), "node1", Some(want)).await.expect_err("taken");
     assert!(matches!(err, ApiError::AlreadyExists(_)), "{err}");

@@ -138,6 +138,7 @@ async fn agent_codes(url: &str, tls: Option<tonic::transport::ClientTlsConfig>) 
                 c.remove_sandbox(pb::RemoveAgentSandboxRequest {
                     sandbox_id: "0".repeat(64),
                     netns: "no-such-sandbox".into(),
+                    generation: 0,
                 })
                 .await
                 .map(drop),

@@ -98,5 +98,6 @@ pub fn sandbox(r: &SandboxRecord, endpoints: &[(EndpointRecord, NetworkRecord)])
                 .collect()
         },
         netns: r.netns.clone().unwrap_or_default(),
+        generation: 0,
     }
 }

@@ -7,7 +7,7 @@ use berth_proto::v1::sandbox_service_server::SandboxService;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::agents::unavailable;
+use crate::agents::agent_error;
 use crate::sandboxes::{SandboxSpec, Sandboxes};
 
 pub struct SandboxApi {
@@ -73,7 +73,7 @@ impl SandboxService for SandboxApi {
         let mut client = self.sandboxes.agents().client(&node)?;
         let stream = client.exec(target).await.map_err(|s| match s.code() {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
-                Status::from(unavailable(&node.name, s))
+                Status::from(agent_error(&node.name, s))
             }
             _ => s,
         })?;

@@ -5,7 +5,7 @@ use berth_core::names::validate_name;
 use berth_core::net::{format_mac, mac_from_ip};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
-use super::{Sandboxes, ifname_free, unavailable};
+use super::{Sandboxes, agent_error, ifname_free};
 use crate::error::{ApiError, Result};
 use crate::ipam::{self, Allocated};
 use crate::store::records::{EndpointRecord, SandboxMode};
@@ -45,7 +45,8 @@ impl Sandboxes {
                 record.name, network.name
             )));
         }
-        let before = self.view(record.clone()).await?;
+        let mut before = self.view(record.clone()).await?;
+        before.generation = current.mod_revision as u64;
         let used: Vec<&str> = before.endpoints.iter().map(|(e, _)| e.ifname.as_str()).collect();
         let node = self.nodes.get(&record.node).await?;
         if !node.ready {
@@ -92,7 +93,7 @@ impl Sandboxes {
             )
         })
         .await?;
-        let Allocated::Committed(got) = res else {
+        let Allocated::Committed(got, generation) = res else {
             return Err(ApiError::Aborted(format!(
                 "sandbox {} changed while connecting it; try again",
                 record.name
@@ -102,6 +103,7 @@ impl Sandboxes {
         endpoint.mac = format_mac(mac_from_ip(got));
         let mut view = before.clone();
         view.record = updated;
+        view.generation = generation as u64;
         view.endpoints.push((endpoint.clone(), network.clone()));
         if let Err(status) = self.ensure_on_agent(&node.record, &view).await {
             let rollback = Txn::new().and_then([
@@ -109,12 +111,14 @@ impl Sandboxes {
                 TxnOp::delete(keys.endpoint(&network.id, &record.id), None),
                 ipam::release_op(&self.store, &network.id, &pool, got),
             ]);
-            if let Err(e) = self.store.txn(rollback).await {
-                tracing::error!(sandbox = %record.name, error = %e, "rollback of connect failed");
+            let mut before = before;
+            match self.store.txn(rollback).await {
+                Ok(resp) => before.generation = resp.header().map_or(0, |h| h.revision()) as u64,
+                Err(e) => tracing::error!(sandbox = %record.name, error = %e, "rollback of connect failed"),
             }
             // Put the node back the way it was, as far as it listens.
             let _ = self.ensure_on_agent(&node.record, &before).await;
-            return Err(unavailable(&node.record.name, status));
+            return Err(agent_error(&node.record.name, status));
         }
         self.overlay.notify(&[&network], &record.node).await;
         tracing::info!(sandbox = %record.name, network = %network.name, ip = %got, "sandbox connected");
@@ -140,6 +144,9 @@ impl Sandboxes {
         }
         let before = self.view(record.clone()).await?;
         let mut after = before.clone();
+        // Newer than the record the agent holds; the record written below
+        // (later, so with a higher revision) says the same.
+        after.generation = current.mod_revision as u64 + 1;
         after.record.networks.retain(|n| n != &network.id);
         after.endpoints.retain(|(_, n)| n.id != network.id);
         let removed = before
@@ -150,7 +157,7 @@ impl Sandboxes {
         let node = self.nodes.get(&record.node).await?;
         self.ensure_on_agent(&node.record, &after)
             .await
-            .map_err(|s| unavailable(&record.node, s))?;
+            .map_err(|s| agent_error(&record.node, s))?;
         let keys = &self.store.keys;
         let mut ops = vec![
             TxnOp::put(keys.sandbox(&record.id), to_json(&after.record)?, None),

@@ -14,7 +14,7 @@ use berth_core::ports::PortMapping;
 use berth_proto::v1 as pb;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
-use crate::agents::{Agents, unavailable};
+use crate::agents::{Agents, agent_error};
 use crate::error::{ApiError, Result};
 use crate::grpc::convert;
 use crate::ipam::{self, Allocated};
@@ -93,11 +93,16 @@ impl SandboxSpec {
 pub struct SandboxView {
     pub record: SandboxRecord,
     pub endpoints: Vec<(EndpointRecord, NetworkRecord)>,
+    /// The etcd revision of the sandbox record (what agents compare).
+    pub generation: u64,
 }
 
 impl SandboxView {
     pub fn to_proto(&self) -> pb::Sandbox {
-        convert::sandbox(&self.record, &self.endpoints)
+        pb::Sandbox {
+            generation: self.generation,
+            ..convert::sandbox(&self.record, &self.endpoints)
+        }
     }
 
     fn networks(&self) -> Vec<pb::Network> {
@@ -266,7 +271,7 @@ impl Sandboxes {
         let gw = self.networks.ensure_gwbridge().await?;
         let id = new_id();
         let pool = ipam::pool_for(&gw, node).to_string();
-        let Allocated::Committed(ip) =
+        let Allocated::Committed(ip, _) =
             ipam::allocate_ip(&self.store, &gw, &pool, None, &id, |_| (vec![], vec![])).await?
         else {
             return Err(ApiError::Internal(
@@ -372,21 +377,20 @@ impl Sandboxes {
                 return Err(e);
             }
             match res {
-                Allocated::Committed(ip) => {
+                Allocated::Committed(ip, revision) => {
                     endpoint.ip = Some(ip);
                     endpoint.mac = format_mac(mac_from_ip(ip));
-                    true
+                    Some(revision)
                 }
-                Allocated::CallerConflict => false,
+                Allocated::CallerConflict => None,
             }
         } else {
             let (compares, ops) = build(&endpoint)?;
-            self.store
-                .txn(Txn::new().when(compares).and_then(ops))
-                .await?
-                .succeeded()
+            let resp = self.store.txn(Txn::new().when(compares).and_then(ops)).await?;
+            resp.succeeded()
+                .then(|| resp.header().map_or(0, |h| h.revision()))
         };
-        if !committed {
+        let Some(generation) = committed else {
             // A name or a port was taken between the checks and the commit.
             if self.store.get_string(&name_key).await?.is_some() {
                 return Err(ApiError::AlreadyExists(format!(
@@ -399,16 +403,17 @@ impl Sandboxes {
                 "sandbox {} lost a race; try again",
                 spec.name
             )));
-        }
+        };
         let view = SandboxView {
             record,
             endpoints: std::iter::once((endpoint, network)).chain(gw).collect(),
+            generation: generation as u64,
         };
         tracing::info!(sandbox = %view.record.name, node = %node.name, "sandbox recorded");
         if let Err(status) = self.ensure_on_agent(&node, &view).await {
             self.forget(&view).await;
-            let _ = self.remove_on_agent(&node, &view.record).await;
-            return Err(unavailable(&node.name, status));
+            let _ = self.remove_on_agent(&node, &view).await;
+            return Err(agent_error(&node.name, status));
         }
         self.overlay.notify(&view.network_refs(), &node.name).await;
         Ok(view)
@@ -478,12 +483,14 @@ impl Sandboxes {
         Ok(())
     }
 
-    async fn remove_on_agent(&self, node: &NodeRecord, record: &SandboxRecord) -> Result<(), tonic::Status> {
+    async fn remove_on_agent(&self, node: &NodeRecord, view: &SandboxView) -> Result<(), tonic::Status> {
         let mut client = self.agents.client(node).map_err(tonic::Status::from)?;
+        let record = &view.record;
         client
             .remove_sandbox(pb::RemoveAgentSandboxRequest {
                 sandbox_id: record.id.clone(),
                 netns: record.netns.clone().unwrap_or_default(),
+                generation: view.generation,
             })
             .await?;
         Ok(())
@@ -528,8 +535,10 @@ impl Sandboxes {
 
     /// Looks a sandbox up by name, full id or unique id prefix.
     pub async fn find(&self, name_or_id: &str) -> Result<SandboxView> {
-        let record = self.find_record(name_or_id).await?.value;
-        self.view(record).await
+        let found = self.find_record(name_or_id).await?;
+        let mut view = self.view(found.value).await?;
+        view.generation = found.mod_revision as u64;
+        Ok(view)
     }
 
     async fn find_record(&self, name_or_id: &str) -> Result<crate::store::Versioned<SandboxRecord>> {
@@ -571,32 +580,50 @@ impl Sandboxes {
                 endpoints.push((ep.value, net.value));
             }
         }
-        Ok(SandboxView { record, endpoints })
+        Ok(SandboxView {
+            record,
+            endpoints,
+            generation: 0,
+        })
     }
 
     /// Every sandbox (optionally only those on `node`), with endpoints.
     pub async fn list(&self, node: Option<&str>) -> Result<Vec<SandboxView>> {
+        Ok(self.list_at(node).await?.0)
+    }
+
+    /// Like [`Sandboxes::list`], every record read at one etcd revision, which is returned.
+    pub async fn list_at(&self, node: Option<&str>) -> Result<(Vec<SandboxView>, i64)> {
         let keys = &self.store.keys;
-        let mut records: Vec<SandboxRecord> = self.store.list_json(&keys.sandboxes()).await?;
-        records.retain(|r| node.is_none_or(|n| r.node == n));
+        let (mut records, revision) = self
+            .store
+            .list_json_versioned::<SandboxRecord>(&keys.sandboxes(), None)
+            .await?;
+        records.retain(|r| node.is_none_or(|n| r.value.node == n));
         let networks: HashMap<String, NetworkRecord> = self
-            .networks
-            .list()
+            .store
+            .list_json_versioned::<NetworkRecord>(&keys.networks(), Some(revision))
             .await?
+            .0
             .into_iter()
-            .map(|n| (n.id.clone(), n))
+            .map(|n| (n.value.id.clone(), n.value))
             .collect();
         let mut endpoints: HashMap<(String, String), EndpointRecord> = HashMap::new();
         for ep in self
             .store
-            .list_json::<EndpointRecord>(&keys.endpoints_all())
+            .list_json_versioned::<EndpointRecord>(&keys.endpoints_all(), Some(revision))
             .await?
+            .0
+            .into_iter()
+            .map(|v| v.value)
         {
             endpoints.insert((ep.network_id.clone(), ep.sandbox_id.clone()), ep);
         }
         let mut out: Vec<SandboxView> = records
             .into_iter()
-            .map(|record| {
+            .map(|versioned| {
+                let generation = versioned.mod_revision as u64;
+                let record = versioned.value;
                 let eps = record
                     .networks
                     .iter()
@@ -608,11 +635,12 @@ impl Sandboxes {
                 SandboxView {
                     record,
                     endpoints: eps,
+                    generation,
                 }
             })
             .collect();
         out.sort_by(|a, b| a.record.name.cmp(&b.record.name));
-        Ok(out)
+        Ok((out, revision))
     }
 
     /// Removes a sandbox: the agent tears it down, then its records go. When
@@ -622,9 +650,9 @@ impl Sandboxes {
         let view = self.find(name_or_id).await?;
         match self.nodes.get(&view.record.node).await {
             Ok(node) => {
-                if let Err(status) = self.remove_on_agent(&node.record, &view.record).await {
+                if let Err(status) = self.remove_on_agent(&node.record, &view).await {
                     if !force {
-                        return Err(unavailable(&node.record.name, status));
+                        return Err(agent_error(&node.record.name, status));
                     }
                     tracing::warn!(sandbox = %view.record.name, node = %node.record.name, "agent unreachable; removing records anyway (--force)");
                 }

@@ -12,7 +12,7 @@ use crate::store::records::NetworkRecord;
 impl Sandboxes {
     /// Everything `node` should have, for a full sync.
     pub async fn desired_state(&self, node: &str) -> Result<pb::NodeState> {
-        let views = self.list(Some(node)).await?;
+        let (views, revision) = self.list_at(Some(node)).await?;
         let mut networks: BTreeMap<String, &NetworkRecord> = BTreeMap::new();
         for v in &views {
             for (_, n) in &v.endpoints {
@@ -26,7 +26,7 @@ impl Sandboxes {
             networks: refs.iter().map(|n| convert::network(n)).collect(),
             sandboxes: views.iter().map(SandboxView::to_proto).collect(),
             peers,
-            revision: 0,
+            revision: revision.max(0) as u64,
         })
     }
 

@@ -132,6 +132,32 @@ impl Store {
         Ok((items, rev))
     }
 
+    /// Every record under `prefix` with its mod revision, read at
+    /// `revision` (`None`: now), and the revision read at.
+    pub async fn list_json_versioned<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        revision: Option<i64>,
+    ) -> Result<(Vec<Versioned<T>>, i64)> {
+        let mut opts = GetOptions::new().with_prefix();
+        if let Some(rev) = revision {
+            opts = opts.with_revision(rev);
+        }
+        let resp = self.client.clone().get(prefix, Some(opts)).await?;
+        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let items = resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                Ok(Versioned {
+                    value: serde_json::from_slice(kv.value())?,
+                    mod_revision: kv.mod_revision(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((items, rev))
+    }
+
     /// Keys under `prefix`.
     pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
         let resp = self

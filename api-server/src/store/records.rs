@@ -44,6 +44,10 @@ pub struct NodeRecord {
     #[serde(default)]
     pub mtu: u32,
     pub registered: String,
+    /// The etcd lease of the node's current registration: only heartbeats
+    /// naming it renew anything.
+    #[serde(default)]
+    pub lease: i64,
 }
 
 /// `<prefix>/v1/endpoints/<network-id>/<sandbox-id>`

@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
     let mut failures = 0;
     while let Some(res) = tasks.join_next().await {
         match res? {
-            Ok(Allocated::Committed(ip)) => println!("{ip}"),
+            Ok(Allocated::Committed(ip, _)) => println!("{ip}"),
             Ok(Allocated::CallerConflict) => {
                 eprintln!("caller conflict without caller compares");
                 failures += 1;
