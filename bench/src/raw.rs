@@ -41,7 +41,7 @@ impl RawFloor {
         let o = addr.octets();
         let host = format!("rv{i}");
         let start = Instant::now();
-        netns::create(name).await?;
+        netns::create(name, "berth:bench").await?;
         let sandbox = netns::netlink(Some(name)).await?;
         let spec = link::VethSpec {
             host_name: &host,

@@ -168,7 +168,7 @@ async fn phase_create(ctx: &mut Ctx) -> Result<()> {
     for i in 0..w + n {
         let name = ctx.lab.ns(&format!("k{i}"));
         let t = Instant::now();
-        netns::create(&name).await?;
+        netns::create(&name, "berth:bench").await?;
         if i >= w {
             ns_create.push(ms(t.elapsed()));
         }
@@ -351,7 +351,7 @@ async fn phase_ports(ctx: &mut Ctx) -> Result<()> {
     let berth_ok = status == RowStatus::Ok;
     let names: Vec<String> = (0..w + n).map(|i| ctx.lab.ns(&format!("q{i}"))).collect();
     for name in &names {
-        netns::create(name).await?;
+        netns::create(name, "berth:bench").await?;
     }
     let (mut berth_c, mut cni_c, mut prev) = (Vec::new(), Vec::new(), Vec::new());
     for (i, ns) in names.iter().enumerate() {

@@ -62,6 +62,11 @@ pub struct Config {
     #[arg(long, env = "BERTH_STATE_DIR", default_value = "/var/lib/berth")]
     pub state_dir: PathBuf,
 
+    /// Seconds between full convergence passes (each pulls the node's
+    /// desired state from the API server and repairs drift).
+    #[arg(long, env = "BERTH_RESYNC_PERIOD", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub resync_period: u64,
+
     /// Log filter (tracing-subscriber EnvFilter syntax).
     #[arg(long, env = "BERTH_LOG", default_value = "info")]
     pub log: String,

@@ -14,7 +14,8 @@ use tonic::{Request, Response, Status};
 
 use crate::exec;
 use crate::model::{self, NetworkSpec, PeerSet, SandboxSpec};
-use crate::reconcile::{ReconcileError, Reconciler};
+use crate::reconcile::Reconciler;
+use crate::reconcile::report::{AgentError, ErrorKind};
 
 pub struct AgentApi {
     pub node: String,
@@ -23,10 +24,22 @@ pub struct AgentApi {
 
 type Reply = Result<Response<pb::AgentReply>, Status>;
 
-fn status(e: ReconcileError) -> Status {
-    match e {
-        ReconcileError::Spec(m) => Status::invalid_argument(m),
-        other => Status::internal(other.to_string()),
+fn status(e: AgentError) -> Status {
+    e.into()
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn error_kind(k: ErrorKind) -> pb::ObjectErrorKind {
+    match k {
+        ErrorKind::Conflict => pb::ObjectErrorKind::Conflict,
+        ErrorKind::Kernel => pb::ObjectErrorKind::Kernel,
+        ErrorKind::Io => pb::ObjectErrorKind::Io,
+        ErrorKind::Blocked => pb::ObjectErrorKind::Blocked,
     }
 }
 
@@ -88,21 +101,49 @@ impl AgentService for AgentApi {
     async fn sync(&self, req: Request<pb::NodeState>) -> Reply {
         let desired =
             model::desired_from_proto(req.get_ref(), self.reconciler.netns_prefix()).map_err(bad)?;
-        // The caller's snapshot is as fresh as this call.
-        let since = self.reconciler.epoch().await;
-        self.reconciler.sync(desired, since).await.map_err(status)?;
+        self.reconciler
+            .sync(desired, req.get_ref().revision)
+            .await
+            .map_err(Status::internal)?;
         ok()
     }
 
     async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         let s = self.reconciler.status().await;
+        let objects = s
+            .objects
+            .iter()
+            .map(|(k, o)| pb::ObjectStatus {
+                kind: k.kind.as_str().to_string(),
+                name: k.name.clone(),
+                ok: o.result.is_ok(),
+                error_kind: o
+                    .result
+                    .as_ref()
+                    .err()
+                    .map_or(pb::ObjectErrorKind::Unspecified, |e| error_kind(e.kind))
+                    as i32,
+                message: o
+                    .result
+                    .as_ref()
+                    .err()
+                    .map(|e| e.message.clone())
+                    .unwrap_or_default(),
+                sandbox: o.sandbox.clone().unwrap_or_default(),
+                at: rfc3339(o.at),
+            })
+            .collect();
         Ok(Response::new(pb::StatusResponse {
             node: self.node.clone(),
             converged: s.converged,
-            commands: self.reconciler.epoch().await,
+            commands: s.commands,
             sandboxes: s.sandboxes,
             networks: s.networks,
-            last_error: s.last_error,
+            last_error: s.last_error(),
+            objects,
+            passes: s.passes,
+            last_full_pass: s.last_full_pass.map(rfc3339).unwrap_or_default(),
+            revision: s.revision,
         }))
     }
 

@@ -2,6 +2,7 @@
 //! its lease alive, and serves the commands that realise the node's share of
 //! the cluster network.
 pub mod config;
+pub mod converge;
 pub mod dns;
 pub mod etcfiles;
 pub mod exec;
@@ -14,6 +15,7 @@ pub mod reconcile;
 pub mod registration;
 pub mod state;
 pub mod tls;
+pub mod watch;
 
 use anyhow::Context;
 use berth_proto::v1::agent_service_server::AgentServiceServer;
@@ -60,11 +62,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("preparing the node")?,
     );
+    let channel = registration::api_channel(&config, tls.as_ref().map(|t| t.client()))?;
     let registration = tokio::spawn(registration::keep_registered(
         config.clone(),
         reconciler.clone(),
-        tls.as_ref().map(|t| t.client()),
+        channel.clone(),
     ));
+    let convergence = tokio::spawn(converge::run(config.clone(), reconciler.clone(), channel));
+    let watcher = {
+        let (wanted, wake) = (reconciler.wanted_links(), reconciler.wake());
+        tokio::spawn(async move {
+            if let Err(e) = watch::run(wanted, wake).await {
+                tracing::error!(error = %e, "netlink watch ended; drift is repaired on the period only");
+            }
+        })
+    };
     let mut builder = Server::builder();
     if let Some(tls) = &tls {
         builder = builder
@@ -87,6 +99,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     let result = server.await;
     registration.abort();
+    convergence.abort();
+    watcher.abort();
     result.context("agent server")
 }
 

@@ -85,6 +85,9 @@ pub struct SandboxSpec {
     pub ports: Vec<PortMapping>,
     /// Legacy links: (sandbox name, alias).
     pub links: Vec<(String, String)>,
+    /// The etcd revision of the record this spec realises: an older spec
+    /// never replaces a newer one.
+    pub generation: u64,
 }
 
 impl SandboxSpec {
@@ -282,6 +285,7 @@ impl SandboxSpec {
                 .iter()
                 .map(|l| (l.name.clone(), l.alias.clone()))
                 .collect(),
+            generation: s.generation,
         })
     }
 }

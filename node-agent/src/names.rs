@@ -128,6 +128,7 @@ mod tests {
             name: name.into(),
             mode: Mode::Namespace,
             netns: Some(name.into()),
+            generation: 1,
             endpoints: eps
                 .iter()
                 .enumerate()

@@ -40,9 +40,73 @@ pub enum NftError {
     Refused(String),
 }
 
+/// A whole ruleset for berth's table, ready to apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruleset(String);
+
+impl Ruleset {
+    /// Rules per chain that applying this installs (empty: no table).
+    pub fn rule_counts(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        let mut chain: Option<String> = None;
+        for line in self.0.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("chain ") {
+                let name = rest.trim_end_matches('{').trim().to_string();
+                counts.insert(name.clone(), 0);
+                chain = Some(name);
+            } else if line == "}" {
+                chain = None;
+            } else if let Some(c) = &chain
+                && !line.starts_with("type ")
+                && !line.is_empty()
+            {
+                *counts.entry(c.clone()).or_default() += 1;
+            }
+        }
+        counts
+    }
+}
+
+/// Rules per chain of berth's table as the kernel holds it; `None` when
+/// there is no table.
+pub async fn observe() -> Result<Option<std::collections::BTreeMap<String, usize>>, NftError> {
+    let out = tokio::process::Command::new("nft")
+        .args(["-j", "list", "table", "ip", TABLE])
+        .stdin(Stdio::null())
+        .output()
+        .await?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("No such file or directory") {
+            return Ok(None);
+        }
+        return Err(NftError::Refused(err.trim().to_string()));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| NftError::Refused(format!("nft -j output: {e}")))?;
+    let mut counts = std::collections::BTreeMap::new();
+    for item in v["nftables"].as_array().into_iter().flatten() {
+        if let Some(c) = item.get("chain") {
+            counts
+                .entry(c["name"].as_str().unwrap_or_default().to_string())
+                .or_insert(0);
+        }
+        if let Some(r) = item.get("rule") {
+            *counts
+                .entry(r["chain"].as_str().unwrap_or_default().to_string())
+                .or_insert(0) += 1;
+        }
+    }
+    Ok(Some(counts))
+}
+
 /// The batch that replaces berth's tables with rules for `bridges`; with no
 /// bridges it only deletes them.
-pub fn render(bridges: &[BridgeRules], ports: &[PortRule]) -> String {
+pub fn render(bridges: &[BridgeRules], ports: &[PortRule]) -> Ruleset {
+    Ruleset(render_text(bridges, ports))
+}
+
+fn render_text(bridges: &[BridgeRules], ports: &[PortRule]) -> String {
     let mut bridges = bridges.to_vec();
     bridges.sort();
     let mut ports = ports.to_vec();
@@ -128,7 +192,8 @@ pub fn render(bridges: &[BridgeRules], ports: &[PortRule]) -> String {
 }
 
 /// Applies a batch from [`render`] in the calling process's network namespace.
-pub async fn apply(batch: &str) -> Result<(), NftError> {
+pub async fn apply(rules: &Ruleset) -> Result<(), NftError> {
+    let batch = rules.0.as_str();
     let mut child = tokio::process::Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -161,7 +226,7 @@ mod tests {
 
     #[test]
     fn renders_masquerade_and_isolation() {
-        let text = render(
+        let text = render_text(
             &[
                 b("berth0", "172.17.0.0/16", true),
                 b("br-1", "172.18.0.0/16", false),
@@ -190,7 +255,7 @@ mod tests {
                 bridge: "berth0".into(),
             },
         ];
-        let text = render(&[b("berth0", "172.17.0.0/16", true)], &ports);
+        let text = render_text(&[b("berth0", "172.17.0.0/16", true)], &ports);
         assert!(text.contains("fib daddr type local jump ports"));
         assert!(
             text.contains("    tcp dport 8080 dnat to 172.17.0.2:80\n"),
@@ -207,7 +272,7 @@ mod tests {
 
     #[test]
     fn empty_only_deletes() {
-        let text = render(&[], &[]);
+        let text = render_text(&[], &[]);
         assert!(text.contains("delete table ip berth"));
         assert!(!text.contains("chain"));
     }

@@ -1,6 +1,9 @@
-//! Registration with the API server and the heartbeat that keeps this node's
-//! lease (and so its "ready" status) alive.
-use std::time::Duration;
+//! Registration with the API server and the heartbeat that keeps this
+//! node's lease (and so its "ready" status) alive. Heals by itself: an agent
+//! whose lease lapsed (the API server said NOT_FOUND, or heartbeats failed
+//! for longer than the lease's TTL, e.g. while the API server or etcd was
+//! down) registers again as soon as it can, converges, and is ready again.
+use std::time::{Duration, Instant};
 
 use berth_proto::v1 as pb;
 use berth_proto::v1::registry_service_client::RegistryServiceClient;
@@ -10,108 +13,110 @@ use tonic::transport::{Channel, ClientTlsConfig};
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::model;
+use crate::model::{self, Desired};
 use crate::reconcile::Reconciler;
 
-/// Registers, converges the node to the desired state the API server holds,
-/// then heartbeats every third of the lease TTL; registers (and syncs) again
-/// whenever the API server says the lease is gone. Never returns. `tls`:
-/// the CA and this agent's certificate, for an `https://` API URL.
-pub async fn keep_registered(config: Config, reconciler: Arc<Reconciler>, tls: Option<ClientTlsConfig>) {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match register_once(&config, tls.as_ref()).await {
-            Ok((mut client, lease, ttl)) => {
-                backoff = Duration::from_millis(200);
-                full_sync(&config, &mut client, &reconciler).await;
-                let period = Duration::from_millis(u64::from(ttl.max(1)) * 1000 / 3);
-                // The first heartbeat (right after the sync) makes the node ready.
-                let mut first = true;
-                loop {
-                    if !first {
-                        tokio::time::sleep(period).await;
-                    }
-                    first = false;
-                    let hb = pb::HeartbeatRequest {
-                        name: config.name.clone(),
-                        lease_id: lease,
-                    };
-                    match client.heartbeat(hb).await {
-                        Ok(_) => tracing::debug!(node = %config.name, "heartbeat"),
-                        Err(s) if s.code() == Code::NotFound => {
-                            tracing::warn!(node = %config.name, "lease lapsed; registering again");
-                            break;
-                        }
-                        Err(s) => {
-                            tracing::warn!(node = %config.name, error = %s.message(), "heartbeat failed")
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(node = %config.name, error = %format!("{e:#}"), "registration failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-/// Fetches the node's desired state and converges to it, retrying until the
-/// API server answers (a partial failure is reported by `Status`).
-async fn full_sync(config: &Config, client: &mut RegistryServiceClient<Channel>, reconciler: &Reconciler) {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        // Commands applied after this point are newer than the state fetched below.
-        let since = reconciler.epoch().await;
-        let req = pb::DesiredStateRequest {
-            node: config.name.clone(),
-        };
-        match client.desired_state(req).await {
-            Ok(state) => match model::desired_from_proto(state.get_ref(), reconciler.netns_prefix()) {
-                Ok(desired) => {
-                    if let Err(e) = reconciler.sync(desired, since).await {
-                        tracing::error!(node = %config.name, error = %e, "full sync left errors");
-                    }
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(node = %config.name, error = %e, "desired state unusable");
-                    return;
-                }
-            },
-            Err(s) => {
-                tracing::warn!(node = %config.name, error = %s.message(), "fetching desired state failed")
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
-}
-
-async fn register_once(
-    config: &Config,
-    tls: Option<&ClientTlsConfig>,
-) -> anyhow::Result<(RegistryServiceClient<Channel>, i64, u32)> {
+/// The channel to the API server, connected lazily and reconnecting by
+/// itself (`tls`: the CA and this agent's certificate, for `https://`).
+pub fn api_channel(config: &Config, tls: Option<ClientTlsConfig>) -> anyhow::Result<Channel> {
     let mut endpoint = Channel::from_shared(config.api.clone())?;
     if let Some(tls) = tls {
-        endpoint = endpoint.tls_config(tls.clone())?;
+        endpoint = endpoint.tls_config(tls)?;
     }
-    let channel = endpoint
+    Ok(endpoint
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(10))
-        .connect()
-        .await?;
-    let mut client = RegistryServiceClient::new(channel);
-    let resp = client
-        .register(pb::RegisterRequest {
+        .connect_lazy())
+}
+
+/// The node's desired state and the etcd revision it was read at.
+pub async fn pull(channel: &Channel, config: &Config, netns_prefix: &str) -> Result<(Desired, u64), String> {
+    let mut client = RegistryServiceClient::new(channel.clone());
+    let state = client
+        .desired_state(pb::DesiredStateRequest {
+            node: config.name.clone(),
+        })
+        .await
+        .map_err(|s| format!("fetching the desired state: {}", s.message()))?
+        .into_inner();
+    let desired = model::desired_from_proto(&state, netns_prefix).map_err(|e| e.to_string())?;
+    Ok((desired, state.revision))
+}
+
+/// Pulls the desired state and converges to it, retrying until the API
+/// server answers (a partial failure is reported by `Status`).
+async fn first_sync(channel: &Channel, config: &Config, reconciler: &Reconciler) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match pull(channel, config, reconciler.netns_prefix()).await {
+            Ok((desired, revision)) => {
+                if let Err(e) = reconciler.sync(desired, revision).await {
+                    tracing::error!(node = %config.name, error = %e, "full pass left errors");
+                }
+                return;
+            }
+            Err(e) => tracing::warn!(node = %config.name, error = %e, "first sync failed; retrying"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Registers, converges, then heartbeats every third of the lease TTL.
+/// Never returns.
+pub async fn keep_registered(config: Config, reconciler: Arc<Reconciler>, channel: Channel) {
+    let mut client = RegistryServiceClient::new(channel.clone());
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let req = pb::RegisterRequest {
             name: config.name.clone(),
             address: config.address.to_string(),
             agent_url: config.agent_url(),
             mtu: config.mtu,
-        })
-        .await?
-        .into_inner();
-    tracing::info!(node = %config.name, lease = resp.lease_id, ttl = resp.ttl_seconds, "registered with the API server");
-    Ok((client, resp.lease_id, resp.ttl_seconds))
+        };
+        let (lease, ttl) = match client.register(req).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                tracing::info!(node = %config.name, lease = r.lease_id, ttl = r.ttl_seconds, "registered with the API server");
+                (r.lease_id, Duration::from_secs(u64::from(r.ttl_seconds.max(1))))
+            }
+            Err(s) => {
+                tracing::warn!(node = %config.name, error = %s.message(), "registration failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        first_sync(&channel, &config, &reconciler).await;
+        let period = ttl / 3;
+        let mut last_ok = Instant::now();
+        // The first heartbeat (right after the sync) makes the node ready.
+        let mut first = true;
+        loop {
+            if !first {
+                tokio::time::sleep(period).await;
+            }
+            first = false;
+            let hb = pb::HeartbeatRequest {
+                name: config.name.clone(),
+                lease_id: lease,
+            };
+            match client.heartbeat(hb).await {
+                Ok(_) => {
+                    last_ok = Instant::now();
+                    tracing::debug!(node = %config.name, "heartbeat");
+                }
+                Err(s) if s.code() == Code::NotFound => {
+                    tracing::warn!(node = %config.name, error = %s.message(), "lease lapsed; registering again");
+                    break;
+                }
+                Err(s) if last_ok.elapsed() >= ttl => {
+                    tracing::warn!(node = %config.name, error = %s.message(), "no heartbeat for longer than the lease; registering again");
+                    break;
+                }
+                Err(s) => tracing::warn!(node = %config.name, error = %s.message(), "heartbeat failed"),
+            }
+        }
+    }
 }

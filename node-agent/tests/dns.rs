@@ -43,7 +43,7 @@ impl Namespaces {
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
         self.names.lock().unwrap().push(name.clone());
-        assert!(netns::create(&name).await.expect("creating netns"));
+        assert!(netns::create(&name, "berth:test").await.expect("creating netns"));
         name
     }
 

@@ -40,7 +40,7 @@ impl Namespaces {
 
     async fn create(&self) -> String {
         let name = self.name();
-        assert!(netns::create(&name).await.expect("creating netns"));
+        assert!(netns::create(&name, "berth:test").await.expect("creating netns"));
         name
     }
 
@@ -126,8 +126,14 @@ async fn netns_create_delete_exists_list() {
     let ns = Namespaces::new();
     let name = ns.name();
     assert!(!netns::exists(&name));
-    assert!(netns::create(&name).await.unwrap(), "first create creates");
-    assert!(!netns::create(&name).await.unwrap(), "second create is a no-op");
+    assert!(
+        netns::create(&name, "berth:test").await.unwrap(),
+        "first create creates"
+    );
+    assert!(
+        !netns::create(&name, "berth:test").await.unwrap(),
+        "second create is a no-op"
+    );
     assert!(netns::exists(&name));
     assert!(netns::list().unwrap().contains(&name));
     assert_eq!(netns::path(&name), std::path::Path::new("/run/netns").join(&name));
@@ -169,12 +175,15 @@ async fn netns_stale_file_and_bad_names() {
     std::fs::write(netns::path(&name), b"").unwrap();
     assert!(!netns::exists(&name));
     // ...and create replaces it.
-    assert!(netns::create(&name).await.unwrap());
+    assert!(netns::create(&name, "berth:test").await.unwrap());
     assert!(netns::exists(&name));
 
     for bad in ["", ".", "..", "a/b", "../etc"] {
         assert!(
-            matches!(netns::create(bad).await, Err(KernelError::Invalid(_))),
+            matches!(
+                netns::create(bad, "berth:test").await,
+                Err(KernelError::Invalid(_))
+            ),
             "{bad:?}"
         );
         assert!(!netns::exists(bad));
@@ -641,7 +650,7 @@ async fn timing_of_sandbox_creation() {
     for i in 0..N {
         let name = ns.name();
         let t = Instant::now();
-        assert!(netns::create(&name).await.unwrap());
+        assert!(netns::create(&name, "berth:test").await.unwrap());
         create.push(t.elapsed());
 
         let ip = Ipv4Addr::new(172, 17, 1, 10 + i);

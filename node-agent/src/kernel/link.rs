@@ -45,6 +45,21 @@ pub struct LinkInfo {
     /// `IFLA_LINK`: for a veth, the ifindex of its peer *in the peer's namespace*. The kernel
     /// omits the attribute when that index equals the link's own, so this is then `Some(index)`.
     pub link: Option<u32>,
+    /// `IFLA_IFALIAS`: berth's ownership marker on links it creates (`berth:…`).
+    pub alias: Option<String>,
+    /// VXLAN parameters, for VXLAN devices.
+    pub vxlan: Option<VxlanParams>,
+    /// `IFLA_BRPORT_ISOLATED` of a bridge port; `None` when the link is not a bridge port.
+    pub isolated: Option<bool>,
+}
+
+/// The VXLAN parameters berth sets (and compares) on its devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VxlanParams {
+    pub vni: Option<u32>,
+    pub local: Option<Ipv4Addr>,
+    pub port: Option<u16>,
+    pub learning: Option<bool>,
 }
 
 impl LinkInfo {
@@ -59,23 +74,44 @@ impl LinkInfo {
             up: msg.header.flags.contains(LinkFlags::Up),
             addrs: Vec::new(),
             link: None,
+            alias: None,
+            vxlan: None,
+            isolated: None,
         };
         for attr in &msg.attributes {
             match attr {
                 LinkAttribute::IfName(name) => info.name.clone_from(name),
+                LinkAttribute::IfAlias(alias) if !alias.is_empty() => info.alias = Some(alias.clone()),
                 LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
                 LinkAttribute::Controller(master) if *master != 0 => info.master = Some(*master),
                 LinkAttribute::Address(mac) => info.mac = <[u8; 6]>::try_from(mac.as_slice()).ok(),
                 LinkAttribute::Link(peer) => info.link = Some(*peer),
                 LinkAttribute::LinkInfo(infos) => {
                     for item in infos {
-                        if let NlLinkInfo::Kind(kind) = item {
-                            info.kind = Some(kind.to_string());
+                        match item {
+                            NlLinkInfo::Kind(kind) => info.kind = Some(kind.to_string()),
+                            NlLinkInfo::PortData(InfoPortData::BridgePort(data)) => {
+                                let isolated = data.iter().find_map(|d| match d {
+                                    InfoBridgePort::Isolated(on) => Some(*on),
+                                    _ => None,
+                                });
+                                info.isolated = Some(isolated.unwrap_or(false));
+                            }
+                            _ => {}
                         }
                     }
                 }
                 _ => {}
             }
+        }
+        if info.kind.as_deref() == Some("vxlan") {
+            let (vni, local, port, learning) = vxlan_params(msg);
+            info.vxlan = Some(VxlanParams {
+                vni,
+                local,
+                port,
+                learning,
+            });
         }
         if info.link.is_none() && info.kind.as_deref() == Some("veth") {
             // rtnl_fill_ifinfo only sends IFLA_LINK when it differs from the link's own index.
@@ -159,6 +195,58 @@ pub async fn ipv4_addrs(h: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
         }
     }
     Ok(addrs)
+}
+
+/// Every IPv4 address in the handle's namespace, by link index (one dump instead of one per link).
+pub async fn ipv4_addrs_all(h: &Handle) -> Result<std::collections::HashMap<u32, Vec<(Ipv4Addr, u8)>>> {
+    let mut request = h.address().get();
+    request.message_mut().header.family = AddressFamily::Inet;
+    let messages: Vec<_> = request
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl_err("listing addresses"))?;
+    let mut out: std::collections::HashMap<u32, Vec<(Ipv4Addr, u8)>> = std::collections::HashMap::new();
+    for msg in &messages {
+        let local = msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+            _ => None,
+        });
+        let address = msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+            _ => None,
+        });
+        if let Some(ip) = local.or(address) {
+            out.entry(msg.header.index)
+                .or_default()
+                .push((ip, msg.header.prefix_len));
+        }
+    }
+    Ok(out)
+}
+
+/// Sets `IFLA_IFALIAS` of link `index` (berth's ownership marker). The kernel ignores the alias
+/// in the `RTM_NEWLINK` that creates a link, so it is always set by a second request.
+pub async fn set_alias(h: &Handle, index: u32, alias: &str) -> Result<()> {
+    let msg = LinkUnspec::new_with_index(index).alias(alias).build();
+    h.link()
+        .change(msg)
+        .execute()
+        .await
+        .map_err(nl_err(format!("marking link {index} as {alias}")))
+}
+
+/// Makes link `name`'s alias `alias`; returns whether it changed.
+pub async fn ensure_alias(h: &Handle, name: &str, alias: &str) -> Result<bool> {
+    let link = get(h, name)
+        .await?
+        .ok_or_else(|| KernelError::Mismatch(format!("link {name} vanished")))?;
+    if link.alias.as_deref() == Some(alias) {
+        return Ok(false);
+    }
+    set_alias(h, link.index, alias).await?;
+    debug!(ifname = name, alias, "marked link");
+    Ok(true)
 }
 
 /// Adds `ip/prefix` to link `index`; `Ok(false)` if exactly that address was already there.

@@ -48,14 +48,16 @@ fn is_nsfs(p: &Path) -> bool {
     nix::sys::statfs::statfs(p).is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
-/// Creates the named namespace with `lo` up. `Ok(false)` when it already exists.
+/// Creates the named namespace with `lo` up and `lo`'s alias set to `mark` (berth's ownership
+/// marker). `Ok(false)` when it already exists.
 ///
 /// Done as `ip netns add` does it, but without forking: a fresh thread makes the mode-0 file,
-/// unshares its network namespace and bind-mounts `/proc/thread-self/ns/net` onto the file; the
-/// mount keeps the namespace alive after the thread exits. The same thread opens the netlink socket
-/// used to bring `lo` up, so creating a namespace costs one thread. Concurrent calls for the *same*
+/// unshares its network namespace, brings `lo` up and marks it through a netlink socket opened
+/// there, and only then bind-mounts `/proc/thread-self/ns/net` onto the file. So a named namespace
+/// is never visible without its marker: a crash before the mount leaves only a plain file (removed
+/// by the next attempt), and the namespace dies with the thread. Concurrent calls for the *same*
 /// name are the caller's to serialise.
-pub async fn create(name: &str) -> Result<bool> {
+pub async fn create(name: &str, mark: &str) -> Result<bool> {
     check_name(name)?;
     let file = path(name);
     if is_nsfs(&file) {
@@ -68,42 +70,76 @@ pub async fn create(name: &str) -> Result<bool> {
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(io_err(format!("removing stale {}", file.display()))(e)),
     }
-
     let runtime = tokio::runtime::Handle::current();
     let target = file.clone();
-    let (connection, handle) = on_fresh_thread(move || {
-        bind_new_netns(&target)?;
-        // From here on this thread is inside the new namespace. berth's
-        // networks are IPv4: without IPv6 on its interfaces a new endpoint
-        // sends no DAD/MLD announcements, which every port of a busy bridge
-        // would otherwise receive (visible in profiles of bulk creates).
-        for conf in ["all", "default"] {
-            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1");
-        }
-        let _enter = runtime.enter(); // the socket registers with the caller's reactor
-        match rtnetlink::new_connection() {
-            Ok((connection, handle, _)) => Ok((connection, handle)),
-            Err(e) => {
-                let _ = remove(&target);
-                Err(io_err("opening a netlink socket in the new netns")(e))
+    let mark = mark.to_owned();
+    let ns_name = name.to_owned();
+    on_fresh_thread(move || {
+        prepare_dir()?;
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o000)
+            .open(&target)
+            .map_err(io_err(format!("creating {}", target.display())))?;
+        let made = (|| {
+            nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+                .map_err(nix_err("unsharing the network namespace"))?;
+            // From here on this thread is inside the new namespace. berth's
+            // networks are IPv4: without IPv6 on its interfaces a new endpoint
+            // sends no DAD/MLD announcements, which every port of a busy bridge
+            // would otherwise receive (visible in profiles of bulk creates).
+            for conf in ["all", "default"] {
+                let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1");
             }
+            let (connection, handle) = {
+                let _enter = runtime.enter(); // the socket registers with the caller's reactor
+                let (connection, handle, _) = rtnetlink::new_connection()
+                    .map_err(io_err("opening a netlink socket in the new netns"))?;
+                (connection, handle)
+            };
+            let task = runtime.spawn(connection);
+            // QUIRK: `lo` is always ifindex 1 in a new namespace (LOOPBACK_IFINDEX).
+            let res = runtime.block_on(async {
+                handle
+                    .link()
+                    .change(LinkUnspec::new_with_index(1).up().alias(mark.as_str()).build())
+                    .execute()
+                    .await
+            });
+            drop(handle);
+            task.abort();
+            res.map_err(nl_err(format!("bringing lo up in netns {ns_name}")))?;
+            // `/proc/self` would name the thread-group leader's namespace, not this thread's.
+            nix::mount::mount(
+                Some("/proc/thread-self/ns/net"),
+                &target,
+                Some("none"),
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(nix_err(format!(
+                "bind-mounting the new netns onto {}",
+                target.display()
+            )))
+        })();
+        if made.is_err() {
+            let _ = std::fs::remove_file(&target);
         }
+        made
     })
     .await?;
-    tokio::spawn(connection);
-
-    // QUIRK: `lo` is always ifindex 1 in a new namespace (LOOPBACK_IFINDEX), so no lookup is needed.
-    let up = handle
-        .link()
-        .change(LinkUnspec::new_with_index(1).up().build())
-        .execute()
-        .await;
-    if let Err(e) = up {
-        let _ = remove(&file);
-        return Err(nl_err(format!("bringing lo up in netns {name}"))(e));
-    }
     info!(netns = name, "created netns");
     Ok(true)
+}
+
+/// The inode of the named namespace (what identifies it while it lives), if it exists.
+pub fn inode(name: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    if !exists(name) {
+        return None;
+    }
+    std::fs::metadata(path(name)).ok().map(|m| m.ino())
 }
 
 /// The directory has been made a shared mount point by this process (see [`prepare_dir`]).
@@ -152,39 +188,6 @@ fn prepare_dir() -> Result<()> {
     }
     *prepared = true;
     Ok(())
-}
-
-/// On the calling thread (which must be a throwaway one): creates the mode-0 file at `target`,
-/// moves the thread into a new network namespace and bind-mounts that namespace onto the file.
-/// On failure the file is removed.
-fn bind_new_netns(target: &Path) -> Result<()> {
-    prepare_dir()?;
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o000)
-        .open(target)
-        .map_err(io_err(format!("creating {}", target.display())))?;
-    let made = nix::sched::unshare(CloneFlags::CLONE_NEWNET)
-        .map_err(nix_err("unsharing the network namespace"))
-        .and_then(|()| {
-            // `/proc/self` would name the thread-group leader's namespace, not this thread's.
-            nix::mount::mount(
-                Some("/proc/thread-self/ns/net"),
-                target,
-                Some("none"),
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(nix_err(format!(
-                "bind-mounting the new netns onto {}",
-                target.display()
-            )))
-        });
-    if made.is_err() {
-        let _ = std::fs::remove_file(target);
-    }
-    made
 }
 
 /// Deletes the named namespace: detaches its mount and removes the file. `Ok(false)` when there

@@ -1,0 +1,448 @@
+//! The [`Executor`] of a real node: netlink for links, addresses, routes
+//! and FDB entries; mount/unshare for namespaces; nftables; files; processes.
+//! One is made per pass; netlink connections into sandboxes opened while
+//! observing are reused by the pass's actions and closed with it.
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use berth_core::model::Driver;
+use rtnetlink::Handle;
+
+use super::action::{Action, EndpointAction};
+use super::executor::{Effect, Executor, ObserveRequest};
+use super::observed::{EtcFiles, Link, Namespace, Observed, endpoint_mark, network_mark, sandbox_mark};
+use super::plan::vxlan::VXLAN_PORT;
+use super::report::{ErrorKind, ObjectError};
+use crate::dns::DnsServer;
+use crate::kernel::{fdb, link, netns, sysctl};
+use crate::model::SandboxSpec;
+use crate::nft::{self, Ruleset};
+use crate::state::{Detached, Owned, StateDir};
+use crate::{etcfiles, exec};
+
+pub struct KernelExecutor<'a> {
+    pub node: &'a Handle,
+    pub state: &'a StateDir,
+    pub dns: &'a DnsServer,
+    /// Namespace inode each DNS responder socket was bound in.
+    pub dns_inodes: &'a mut HashMap<String, u64>,
+    /// The ruleset the last successful apply installed.
+    pub applied_rules: &'a mut Option<Ruleset>,
+    pub underlay: Ipv4Addr,
+    handles: HashMap<String, Handle>,
+}
+
+impl<'a> KernelExecutor<'a> {
+    pub fn new(
+        node: &'a Handle,
+        state: &'a StateDir,
+        dns: &'a DnsServer,
+        dns_inodes: &'a mut HashMap<String, u64>,
+        applied_rules: &'a mut Option<Ruleset>,
+        underlay: Ipv4Addr,
+    ) -> Self {
+        Self {
+            node,
+            state,
+            dns,
+            dns_inodes,
+            applied_rules,
+            underlay,
+            handles: HashMap::new(),
+        }
+    }
+
+    async fn handle(&mut self, ns: &str) -> Result<Handle, ObjectError> {
+        if let Some(h) = self.handles.get(ns) {
+            return Ok(h.clone());
+        }
+        let h = netns::netlink(Some(ns)).await?;
+        self.handles.insert(ns.to_string(), h.clone());
+        Ok(h)
+    }
+
+    async fn index_of(&self, name: &str, what: &str) -> Result<u32, ObjectError> {
+        match link::get(self.node, name).await? {
+            Some(l) => Ok(l.index),
+            None => Err(ObjectError::new(
+                ErrorKind::Blocked,
+                format!("{what} {name} does not exist"),
+            )),
+        }
+    }
+
+    /// Links of a namespace with their addresses, as the planner sees them.
+    async fn links_of(h: &Handle) -> Result<BTreeMap<String, Link>, ObjectError> {
+        let mut addrs = link::ipv4_addrs_all(h).await?;
+        Ok(link::list(h)
+            .await?
+            .into_iter()
+            .map(|l| {
+                let seen = Link {
+                    index: l.index,
+                    kind: l.kind,
+                    alias: l.alias,
+                    master: l.master,
+                    mtu: l.mtu,
+                    up: l.up,
+                    mac: l.mac,
+                    addrs: addrs.remove(&l.index).unwrap_or_default(),
+                    peer: l.link,
+                    vxlan: l.vxlan,
+                    isolated: l.isolated,
+                };
+                (l.name, seen)
+            })
+            .collect())
+    }
+
+    /// A namespace's inode, and optionally what is inside (keeping the connection when `keep`).
+    async fn namespace(&mut self, name: &str, inspect: bool, keep: bool) -> Option<Namespace> {
+        let inode = netns::inode(name)?;
+        let mut ns = Namespace {
+            inode,
+            ..Default::default()
+        };
+        if inspect {
+            // It may vanish meanwhile: then it is simply not there.
+            let h = if keep {
+                self.handle(name).await.ok()?
+            } else {
+                netns::netlink(Some(name)).await.ok()?
+            };
+            ns.links = Self::links_of(&h).await.ok()?;
+            ns.marker = ns.links.get("lo").and_then(|l| l.alias.clone());
+            ns.default_route = link::default_route(&h).await.ok()?;
+            ns.inspected = true;
+        }
+        Some(ns)
+    }
+
+    async fn sync_peers(
+        &self,
+        vxlan: &str,
+        fdb_want: &std::collections::BTreeSet<fdb::FdbEntry>,
+        neigh_want: &std::collections::BTreeSet<fdb::NeighEntry>,
+    ) -> Result<(), ObjectError> {
+        let vx = self.index_of(vxlan, "vxlan").await?;
+        let have_fdb: std::collections::BTreeSet<_> =
+            fdb::fdb_list(self.node, vx).await?.into_iter().collect();
+        let have_neigh: std::collections::BTreeSet<_> =
+            fdb::neigh_list(self.node, vx).await?.into_iter().collect();
+        for e in have_fdb.difference(fdb_want) {
+            fdb::fdb_del(self.node, vx, *e).await?;
+        }
+        for e in have_neigh.difference(neigh_want) {
+            fdb::neigh_del(self.node, vx, *e).await?;
+        }
+        for e in fdb_want.difference(&have_fdb) {
+            fdb::fdb_add(self.node, vx, *e).await?;
+        }
+        for e in neigh_want.difference(&have_neigh) {
+            fdb::neigh_replace(self.node, vx, *e).await?;
+        }
+        tracing::info!(
+            ifname = vxlan,
+            fdb = fdb_want.len(),
+            neigh = neigh_want.len(),
+            "overlay peers programmed"
+        );
+        Ok(())
+    }
+
+    async fn ensure_endpoint(&mut self, e: &EndpointAction) -> Result<(), ObjectError> {
+        let master = self.index_of(&e.bridge, "bridge").await?;
+        let sb = self.handle(&e.netns).await?;
+        let ep = &e.endpoint;
+        let host = ep.host_ifname();
+        let spec = link::VethSpec {
+            host_name: &host,
+            master,
+            mtu: e.mtu,
+            netns: &e.netns,
+            peer_name: &ep.ifname,
+            peer_mac: ep.mac,
+            addr: ep.ip,
+            prefix: ep.prefix,
+            gateway: e.gateway,
+        };
+        if link::ensure_veth_with(self.node, &sb, &spec).await? {
+            tracing::info!(netns = %e.netns, ifname = %ep.ifname, ip = %ep.ip, "endpoint realised");
+        }
+        link::set_port_isolated(self.node, &host, e.isolated).await?;
+        link::ensure_alias(self.node, &host, &endpoint_mark(&ep.id)).await?;
+        Ok(())
+    }
+
+    fn start_command(&self, s: &SandboxSpec) -> Result<Detached, ObjectError> {
+        let target = match &s.netns {
+            None => exec::Target {
+                netns: None,
+                etc_dir: None,
+            },
+            Some(ns) => exec::Target {
+                netns: Some(netns::path(ns)),
+                etc_dir: Some(etcfiles::dir(ns)),
+            },
+        };
+        let log_path = self.state.log_file(&s.name);
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| ObjectError::io(&format!("creating {}", log_path.display()), &e))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| ObjectError::io("duplicating the log file", &e))?;
+        let mut cmd = exec::command(&target, &s.command, true)
+            .map_err(|e| ObjectError::io("preparing the command", &e))?;
+        cmd.env(COMMAND_MARK, &s.id)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| ObjectError::io(&format!("starting {:?}", s.command[0]), &e))?;
+        let pid = child.id().unwrap_or(0);
+        let start_time = exec::start_time(pid).unwrap_or(0);
+        tracing::info!(sandbox = %s.name, pid, command = ?s.command, "started the sandbox's command");
+        // Reap it whenever it exits; stopping signals by PID and start time.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        Ok(Detached { pid, start_time })
+    }
+}
+
+/// The environment variable that marks a detached command as berth's (its value: the sandbox id).
+pub const COMMAND_MARK: &str = "BERTH_SANDBOX_ID";
+
+/// Running processes carrying [`COMMAND_MARK`], by sandbox id (the group
+/// leader berth started: its process group id is its PID).
+fn marked_commands() -> BTreeMap<String, Detached> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let prefix = format!("{COMMAND_MARK}=");
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let Some(id) = env.split(|b| *b == 0).find_map(|v| {
+            std::str::from_utf8(v)
+                .ok()?
+                .strip_prefix(prefix.as_str())
+                .map(str::to_string)
+        }) else {
+            continue;
+        };
+        let leader = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)))
+            .is_ok_and(|g| g.as_raw() as u32 == pid);
+        if let (true, Some(start_time)) = (leader, exec::start_time(pid)) {
+            out.insert(id, Detached { pid, start_time });
+        }
+    }
+    out
+}
+
+fn read(path: std::path::PathBuf) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+impl Executor for KernelExecutor<'_> {
+    async fn observe(&mut self, req: &ObserveRequest) -> Result<Observed, ObjectError> {
+        let mut seen = Observed {
+            links: Self::links_of(self.node).await?,
+            ..Default::default()
+        };
+        for (name, l) in &seen.links {
+            if l.kind.as_deref() == Some("bridge")
+                && read(format!("/proc/sys/net/ipv4/conf/{name}/route_localnet").into())
+                    .is_some_and(|v| v.trim() == "1")
+            {
+                seen.localnet.insert(name.clone());
+            }
+        }
+        for name in &req.inspect {
+            if let Some(ns) = self.namespace(name, true, true).await {
+                seen.namespaces.insert(name.clone(), ns);
+            }
+        }
+        for name in req.stat.iter().filter(|n| !req.inspect.contains(*n)) {
+            if let Some(ns) = self.namespace(name, false, false).await {
+                seen.namespaces.insert(name.clone(), ns);
+            }
+        }
+        if req.scan_prefix.is_some() {
+            seen.adopted_commands = marked_commands();
+        }
+        if let Some(prefix) = &req.scan_prefix {
+            for name in netns::list()?
+                .into_iter()
+                .filter(|n| n.starts_with(prefix.as_str()))
+            {
+                if seen.namespaces.get(&name).is_some_and(|n| n.inspected) {
+                    continue;
+                }
+                if let Some(ns) = self.namespace(&name, true, false).await {
+                    seen.namespaces.insert(name, ns);
+                }
+            }
+        }
+        for vx in &req.vxlans {
+            if let Some(l) = seen.links.get(vx) {
+                let f = fdb::fdb_list(self.node, l.index).await?.into_iter().collect();
+                let n = fdb::neigh_list(self.node, l.index).await?.into_iter().collect();
+                seen.peers.insert(vx.clone(), (f, n));
+            }
+        }
+        if req.firewall {
+            seen.firewall = Some(nft::observe().await?);
+        }
+        for ns in &req.etc {
+            let dir = etcfiles::dir(ns);
+            seen.etc.insert(
+                ns.clone(),
+                EtcFiles {
+                    hosts: read(dir.join("hosts")),
+                    resolv: read(dir.join("resolv.conf")),
+                },
+            );
+        }
+        for (id, d) in &req.commands {
+            seen.commands
+                .insert(id.clone(), exec::start_time(d.pid) == Some(d.start_time));
+        }
+        for (id, inode) in self.dns_inodes.iter() {
+            if self.dns.is_serving(id) {
+                seen.dns.insert(id.clone(), *inode);
+            }
+        }
+        Ok(seen)
+    }
+
+    async fn execute(&mut self, action: &Action, owned: &Owned) -> Result<Effect, ObjectError> {
+        match action {
+            Action::StopCommand { sandbox_id } => {
+                if let Some(d) = owned.commands.get(sandbox_id) {
+                    exec::stop_group(d.pid, d.start_time, Duration::from_secs(3)).await;
+                    tracing::info!(sandbox = %sandbox_id, pid = d.pid, "stopped the sandbox's command");
+                }
+            }
+            Action::StopDns { sandbox_id } => {
+                self.dns.stop(sandbox_id);
+                self.dns_inodes.remove(sandbox_id);
+            }
+            Action::RemoveNamespace {
+                netns: name,
+                sandbox_id,
+            } => {
+                // An open socket (DNS, a cached connection) would keep the namespace alive.
+                self.dns.stop(sandbox_id);
+                self.dns_inodes.remove(sandbox_id);
+                self.handles.remove(name);
+                if netns::delete(name).await? {
+                    tracing::info!(netns = %name, "namespace deleted");
+                }
+                etcfiles::remove(name)
+                    .map_err(|e| ObjectError::io(&format!("removing /etc/netns/{name}"), &e))?;
+            }
+            Action::ForgetNamespace { netns } => {
+                tracing::warn!(netns = %netns, "namespace is no longer berth's; forgetting it");
+            }
+            Action::RemoveSandboxLink { netns, ifname } => {
+                let h = self.handle(netns).await?;
+                if link::delete(&h, ifname).await? {
+                    tracing::info!(netns = %netns, ifname = %ifname, "removed interface of a departed endpoint");
+                }
+            }
+            Action::RemoveLink { ifname, kind } => {
+                if link::delete(self.node, ifname).await? {
+                    tracing::info!(ifname = %ifname, kind = kind.as_str(), "removed link");
+                }
+            }
+            Action::CreateBridge(b) => {
+                let net = &b.network;
+                let addr = (net.driver == Driver::Bridge).then(|| (net.gateway, net.subnet.prefix_len()));
+                link::ensure_bridge(self.node, &net.bridge, b.mtu, addr).await?;
+                link::ensure_alias(self.node, &net.bridge, &network_mark(&net.id)).await?;
+            }
+            Action::EnsureVxlan {
+                network,
+                mtu,
+                vxlan,
+                vni,
+            } => {
+                let master = self.index_of(&network.bridge, "bridge").await?;
+                link::ensure_vxlan(self.node, vxlan, *vni, self.underlay, VXLAN_PORT, *mtu, master).await?;
+                link::ensure_alias(self.node, vxlan, &network_mark(&network.id)).await?;
+            }
+            Action::SyncPeers {
+                vxlan, fdb, neigh, ..
+            } => self.sync_peers(vxlan, fdb, neigh).await?,
+            Action::ApplyFirewall { rules, localnet } => {
+                for b in localnet {
+                    if sysctl::set(&format!("net/ipv4/conf/{b}/route_localnet"), "1")? {
+                        tracing::info!(ifname = %b, "route_localnet on for published ports");
+                    }
+                }
+                *self.applied_rules = None;
+                nft::apply(rules).await?;
+                *self.applied_rules = Some(rules.clone());
+                tracing::info!("nftables rules applied");
+            }
+            Action::CreateNamespace {
+                sandbox_id,
+                netns: name,
+            } => {
+                let mark = sandbox_mark(sandbox_id);
+                self.handles.remove(name);
+                if netns::create(name, &mark).await? {
+                    tracing::info!(netns = %name, sandbox = %sandbox_id, "created namespace");
+                } else {
+                    // Berth's by its record but unmarked: mark it.
+                    let h = self.handle(name).await?;
+                    link::ensure_alias(&h, "lo", &mark).await?;
+                }
+                let inode = netns::inode(name).ok_or_else(|| {
+                    ObjectError::new(ErrorKind::Kernel, format!("namespace {name} vanished"))
+                })?;
+                return Ok(Effect::Namespace { inode });
+            }
+            Action::EnsureEndpoint(e) => self.ensure_endpoint(e).await?,
+            Action::WriteEtcFiles { netns, hosts, resolv } => {
+                etcfiles::ensure(netns, hosts, resolv)
+                    .map_err(|e| ObjectError::io(&format!("writing /etc/netns/{netns}"), &e))?;
+            }
+            Action::ServeDns {
+                sandbox_id,
+                netns: name,
+            } => {
+                // A socket from before lives in the namespace it was made in.
+                self.dns.stop(sandbox_id);
+                self.dns
+                    .serve(sandbox_id, name)
+                    .await
+                    .map_err(|e| ObjectError::new(ErrorKind::Kernel, format!("dns: {e}")))?;
+                if let Some(inode) = netns::inode(name) {
+                    self.dns_inodes.insert(sandbox_id.clone(), inode);
+                }
+            }
+            Action::StartCommand { sandbox } => return Ok(Effect::Command(self.start_command(sandbox)?)),
+        }
+        Ok(Effect::None)
+    }
+
+    fn applied_rules(&self) -> Option<&Ruleset> {
+        self.applied_rules.as_ref()
+    }
+
+    fn persist(&mut self, owned: &Owned) -> Result<(), ObjectError> {
+        self.state
+            .save(owned)
+            .map_err(|e| ObjectError::io("writing the agent's state file", &e))
+    }
+}

@@ -1,0 +1,699 @@
+//! Converging this node to its desired state, level-triggered. A pass
+//! observes the node, plans per-object actions with a pure function
+//! ([`plan::plan`]), executes them through an [`Executor`] (removals first;
+//! one failure never stops the rest) and keeps every object's result.
+//! Commands run a pass scoped to their sandbox; the convergence loop
+//! ([`crate::converge`]) runs full passes on a period, after failures and
+//! when netlink reports that a berth-owned link went away. One lock
+//! serialises passes; objects that match are never touched, so a pass does
+//! not disturb traffic.
+pub mod action;
+pub mod desired;
+pub mod executor;
+#[cfg(test)]
+pub mod fake;
+pub mod kernel;
+pub mod observed;
+pub mod plan;
+pub mod report;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use rtnetlink::Handle;
+use tokio::sync::{Mutex, Notify};
+
+use self::action::{Action, ObjectKey, ObjectKind};
+use self::desired::DesiredStore;
+use self::executor::{Effect, Executor, ObserveRequest};
+use self::kernel::KernelExecutor;
+use self::plan::{Inputs, Plan, Scope};
+use self::report::{AgentError, ErrorKind, ObjectError, Outcome, Results};
+use crate::dns::DnsServer;
+use crate::etcfiles;
+use crate::kernel::{netns, sysctl};
+use crate::model::{Desired, NetworkSpec, PeerSet, SandboxSpec};
+use crate::names::NameIndex;
+use crate::nft::Ruleset;
+use crate::state::{Loaded, NsRecord, Owned, StateDir};
+
+/// What the agent publishes about its convergence (`AgentService.Status`).
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// The last full pass left no error and nothing is failing since.
+    pub converged: bool,
+    pub passes: u64,
+    pub last_full_pass: Option<SystemTime>,
+    /// Revision of the last desired-state snapshot taken.
+    pub revision: u64,
+    /// EnsureSandbox/RemoveSandbox/SetOverlayPeers commands applied since start.
+    pub commands: u64,
+    pub sandboxes: u32,
+    pub networks: u32,
+    pub objects: Results,
+}
+
+impl Status {
+    pub fn last_error(&self) -> String {
+        self.objects
+            .iter()
+            .filter_map(|(k, o)| o.result.as_ref().err().map(|e| format!("{k}: {}", e.message)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// What one pass found and did.
+#[derive(Debug, Default)]
+pub struct PassReport {
+    pub actions: usize,
+    /// Failed objects, with the sandboxes they fail.
+    pub errors: Vec<(ObjectKey, Vec<String>, ObjectError)>,
+}
+
+impl PassReport {
+    /// The first failure that concerns `sandbox`, as a command's error.
+    pub fn error_for(&self, sandbox: &str) -> Option<AgentError> {
+        self.errors
+            .iter()
+            .find(|(_, s, _)| s.iter().any(|s| s == sandbox))
+            .map(|(k, _, e)| AgentError::from_object(k, e))
+    }
+}
+
+struct Inner {
+    desired: DesiredStore,
+    owned: Owned,
+    /// The record as last written to the state file.
+    saved: Option<Owned>,
+    applied_rules: Option<Ruleset>,
+    dns_inodes: HashMap<String, u64>,
+    results: Results,
+    /// The state file was lost or corrupt: the next full pass rebuilds
+    /// berth's record from the markers.
+    rebuild: bool,
+    passes: u64,
+    commands: u64,
+    last_full_pass: Option<SystemTime>,
+    last_full_ok: bool,
+}
+
+pub struct Reconciler {
+    node: Handle,
+    netns_prefix: String,
+    /// This node's underlay address (the local VTEP) and MTU.
+    underlay: Ipv4Addr,
+    underlay_mtu: u32,
+    /// Names each sandbox may resolve, and the responder that answers them.
+    names: Arc<NameIndex>,
+    dns: DnsServer,
+    state: StateDir,
+    inner: Mutex<Inner>,
+    /// Links the node should have (bridges, VXLAN devices, host veths), for
+    /// the netlink watcher.
+    wanted_links: Arc<RwLock<BTreeSet<String>>>,
+    /// Asks the convergence loop for a full pass soon.
+    wake: Arc<Notify>,
+}
+
+/// The sandboxes an action's failure fails.
+fn failed_sandboxes(a: &Action, d: &Desired) -> Vec<String> {
+    if let Some(s) = a.sandbox() {
+        return vec![s.to_string()];
+    }
+    let network = match a {
+        Action::CreateBridge(b) => Some(b.network.id.as_str()),
+        Action::EnsureVxlan { network, .. } => Some(network.id.as_str()),
+        Action::SyncPeers { network_id, .. } => Some(network_id.as_str()),
+        _ => None,
+    };
+    match network {
+        Some(n) => d
+            .sandboxes
+            .values()
+            .filter(|s| s.endpoints.iter().any(|e| e.network_id == n))
+            .map(|s| s.id.clone())
+            .collect(),
+        None => vec![],
+    }
+}
+
+/// Every object the desired state has in `scope`, by key and sandbox.
+fn desired_keys(d: &Desired, scope: &Scope) -> Vec<(ObjectKey, Option<String>)> {
+    let mut out = Vec::new();
+    for n in d.active_networks() {
+        if !scope.has_network(&n.id) {
+            continue;
+        }
+        out.push((ObjectKey::new(ObjectKind::Bridge, &n.bridge), None));
+        if let Some(vx) = n.vxlan_name() {
+            out.push((ObjectKey::new(ObjectKind::Vxlan, &vx), None));
+            out.push((ObjectKey::new(ObjectKind::Peers, &vx), None));
+        }
+    }
+    for s in d.sandboxes.values().filter(|s| scope.has_sandbox(&s.id)) {
+        let id = Some(s.id.clone());
+        if let Some(ns) = &s.netns {
+            out.push((ObjectKey::new(ObjectKind::Namespace, ns), id.clone()));
+            out.push((ObjectKey::new(ObjectKind::EtcFiles, ns), id.clone()));
+        }
+        for ep in &s.endpoints {
+            out.push((ObjectKey::new(ObjectKind::Endpoint, ep.host_ifname()), id.clone()));
+        }
+        if !s.command.is_empty() {
+            out.push((ObjectKey::new(ObjectKind::Command, &s.id), id.clone()));
+        }
+    }
+    out
+}
+
+impl Reconciler {
+    /// Prepares the node (forwarding on) and loads berth's record of it.
+    pub async fn new(
+        state_dir: PathBuf,
+        netns_prefix: String,
+        underlay: Ipv4Addr,
+        underlay_mtu: u32,
+        dns_upstreams: Vec<SocketAddr>,
+    ) -> anyhow::Result<Self> {
+        let state = StateDir::new(&state_dir)?;
+        if sysctl::set("net.ipv4.ip_forward", "1")? {
+            tracing::info!("enabled ip forwarding");
+        }
+        let node = netns::netlink(None).await?;
+        let (owned, rebuild) = match state.load() {
+            Loaded::Found(o) => (o, false),
+            Loaded::Missing => {
+                tracing::info!("no state file; berth's objects are found by their markers");
+                (Owned::default(), true)
+            }
+            Loaded::Corrupt(e) => {
+                tracing::error!(error = %e, "state file corrupt (kept as owned.json.corrupt); rebuilding from the markers");
+                (Owned::default(), true)
+            }
+        };
+        let names = Arc::new(NameIndex::default());
+        let dns = DnsServer::new(names.clone(), dns_upstreams);
+        Ok(Self {
+            node,
+            netns_prefix,
+            underlay,
+            underlay_mtu,
+            names,
+            dns,
+            state,
+            inner: Mutex::new(Inner {
+                desired: DesiredStore::default(),
+                saved: Some(owned.clone()),
+                owned,
+                applied_rules: None,
+                dns_inodes: HashMap::new(),
+                results: Results::new(),
+                rebuild,
+                passes: 0,
+                commands: 0,
+                last_full_pass: None,
+                last_full_ok: false,
+            }),
+            wanted_links: Arc::default(),
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    pub fn netns_prefix(&self) -> &str {
+        &self.netns_prefix
+    }
+
+    /// Links the node should have, kept current for the netlink watcher.
+    pub fn wanted_links(&self) -> Arc<RwLock<BTreeSet<String>>> {
+        self.wanted_links.clone()
+    }
+
+    /// Notified when something asks for a full pass soon.
+    pub fn wake(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    pub async fn status(&self) -> Status {
+        let inner = self.inner.lock().await;
+        let d = inner.desired.get();
+        Status {
+            converged: inner.last_full_ok && inner.results.values().all(|o| o.result.is_ok()),
+            passes: inner.passes,
+            last_full_pass: inner.last_full_pass,
+            revision: inner.desired.snapshot_revision(),
+            commands: inner.commands,
+            sandboxes: d.sandboxes.len() as u32,
+            networks: d.active_networks().len() as u32,
+            objects: inner.results.clone(),
+        }
+    }
+
+    /// Realises one sandbox exactly as given (unless a newer generation is held).
+    pub async fn ensure_sandbox(
+        &self,
+        sandbox: SandboxSpec,
+        networks: Vec<NetworkSpec>,
+        peers: Vec<(String, PeerSet)>,
+    ) -> Result<(), AgentError> {
+        let mut inner = self.inner.lock().await;
+        inner.commands += 1;
+        let id = sandbox.id.clone();
+        let mut nets: BTreeSet<String> = sandbox.endpoints.iter().map(|e| e.network_id.clone()).collect();
+        if let Some(old) = inner.desired.get().sandboxes.get(&id) {
+            nets.extend(old.endpoints.iter().map(|e| e.network_id.clone()));
+        }
+        inner
+            .desired
+            .ensure(sandbox, networks, peers)
+            .map_err(|r| AgentError::Stale(r.to_string()))?;
+        let report = self.pass(&mut inner, &Scope::sandbox(&id, nets)).await;
+        self.answer(report, &id)
+    }
+
+    /// Tears one sandbox down. `netns` (without prefix) is used when this
+    /// agent does not hold the sandbox (e.g. it restarted before a sync).
+    pub async fn remove_sandbox(&self, id: &str, netns_name: &str) -> Result<(), AgentError> {
+        let mut inner = self.inner.lock().await;
+        inner.commands += 1;
+        let spec = inner.desired.remove(id);
+        let nets: BTreeSet<String> = spec
+            .iter()
+            .flat_map(|s| s.endpoints.iter().map(|e| e.network_id.clone()))
+            .collect();
+        // Unknown here but named by the API server: berth's if its marker says so.
+        if spec.is_none() && !netns_name.is_empty() {
+            let ns = format!("{}{netns_name}", self.netns_prefix);
+            if !inner.owned.netns.contains_key(&ns) && marked_for(&ns, id).await {
+                inner.owned.netns.insert(
+                    ns.clone(),
+                    NsRecord {
+                        sandbox: id.to_string(),
+                        inode: netns::inode(&ns),
+                    },
+                );
+            }
+        }
+        let report = self.pass(&mut inner, &Scope::sandbox(id, nets)).await;
+        tracing::info!(sandbox = %id, "sandbox removed");
+        self.answer(report, id)
+    }
+
+    /// Takes a new peer set of an overlay network (unless an equal or newer
+    /// one was seen) and programs it when the network is realised here.
+    pub async fn set_peers(&self, network_id: &str, set: PeerSet) -> Result<(), AgentError> {
+        let mut inner = self.inner.lock().await;
+        inner.commands += 1;
+        if !inner.desired.accept_peers(network_id, set) {
+            tracing::debug!(network = %network_id, "older overlay peer set ignored");
+            return Ok(());
+        }
+        let report = self.pass(&mut inner, &Scope::network(network_id)).await;
+        match report.errors.first() {
+            Some((k, _, e)) => {
+                self.wake.notify_one();
+                Err(AgentError::from_object(k, e))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Converges the node to a snapshot of its desired state read at
+    /// `revision` (what commands brought after that is kept). Returns the
+    /// pass's errors joined, if any.
+    pub async fn sync(&self, desired: Desired, revision: u64) -> Result<(), String> {
+        let mut inner = self.inner.lock().await;
+        inner.desired.snapshot(desired, revision);
+        self.full_pass_locked(&mut inner).await
+    }
+
+    /// A full pass over the desired state the agent holds.
+    pub async fn full_pass(&self) -> Result<(), String> {
+        let mut inner = self.inner.lock().await;
+        self.full_pass_locked(&mut inner).await
+    }
+
+    async fn full_pass_locked(&self, inner: &mut Inner) -> Result<(), String> {
+        let report = self.pass(inner, &Scope::full()).await;
+        inner.last_full_pass = Some(SystemTime::now());
+        inner.last_full_ok = report.errors.is_empty();
+        inner.rebuild = inner.rebuild && !report.errors.is_empty();
+        let d = inner.desired.get();
+        tracing::info!(
+            sandboxes = d.sandboxes.len(),
+            actions = report.actions,
+            errors = report.errors.len(),
+            "full pass done"
+        );
+        if report.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(report
+                .errors
+                .iter()
+                .map(|(k, _, e)| format!("{k}: {}", e.message))
+                .collect::<Vec<_>>()
+                .join("; "))
+        }
+    }
+
+    fn answer(&self, report: PassReport, sandbox: &str) -> Result<(), AgentError> {
+        if !report.errors.is_empty() {
+            // Whatever failed is retried by a full pass soon.
+            self.wake.notify_one();
+        }
+        match report.error_for(sandbox) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// One pass: observe, plan, execute, record.
+    async fn pass(&self, inner: &mut Inner, scope: &Scope) -> PassReport {
+        inner.passes += 1;
+        self.names.rebuild(inner.desired.get());
+        let config = PassConfig {
+            underlay_mtu: self.underlay_mtu,
+            local_vtep: self.underlay,
+            scan_prefix: (inner.rebuild && scope.is_full()).then(|| self.netns_prefix.clone()),
+            node_resolv: etcfiles::node_resolv_conf(),
+        };
+        let Inner {
+            desired,
+            owned,
+            saved,
+            applied_rules,
+            dns_inodes,
+            results,
+            ..
+        } = inner;
+        let d = desired.get();
+        let mut exec = KernelExecutor::new(
+            &self.node,
+            &self.state,
+            &self.dns,
+            dns_inodes,
+            applied_rules,
+            self.underlay,
+        );
+        let report = run_pass(&mut exec, d, owned, saved, scope, &config, results).await;
+        drop(exec);
+        self.publish_wanted(d);
+        report
+    }
+
+    fn publish_wanted(&self, d: &Desired) {
+        let mut wanted = BTreeSet::new();
+        for n in d.active_networks() {
+            wanted.insert(n.bridge.clone());
+            wanted.extend(n.vxlan_name());
+        }
+        for s in d.sandboxes.values() {
+            wanted.extend(s.endpoints.iter().map(|e| e.host_ifname()));
+        }
+        *self.wanted_links.write().unwrap_or_else(|e| e.into_inner()) = wanted;
+    }
+
+    /// Where `berth exec` runs for a namespace name as the API server knows
+    /// it (empty = host mode).
+    pub fn exec_target(&self, netns_name: &str) -> crate::exec::Target {
+        if netns_name.is_empty() {
+            return crate::exec::Target {
+                netns: None,
+                etc_dir: None,
+            };
+        }
+        let ns = format!("{}{netns_name}", self.netns_prefix);
+        crate::exec::Target {
+            netns: Some(netns::path(&ns)),
+            etc_dir: Some(etcfiles::dir(&ns)),
+        }
+    }
+}
+
+/// Whether namespace `ns` carries the marker of sandbox `id`.
+async fn marked_for(ns: &str, id: &str) -> bool {
+    let Ok(h) = netns::netlink(Some(ns)).await else {
+        return false;
+    };
+    matches!(crate::kernel::link::get(&h, "lo").await, Ok(Some(lo)) if lo.alias.as_deref() == Some(observed::sandbox_mark(id).as_str()))
+}
+
+/// The node's facts a pass needs besides the desired state.
+#[derive(Debug, Clone)]
+pub struct PassConfig {
+    pub underlay_mtu: u32,
+    pub local_vtep: Ipv4Addr,
+    /// Rebuild berth's record from the markers of namespaces with this prefix.
+    pub scan_prefix: Option<String>,
+    /// The node's resolv.conf, for sandboxes without name resolution.
+    pub node_resolv: String,
+}
+
+/// What a pass must look at.
+pub fn observe_request(
+    d: &Desired,
+    owned: &Owned,
+    scope: &Scope,
+    scan_prefix: Option<String>,
+) -> ObserveRequest {
+    let mut req = ObserveRequest {
+        firewall: scope.is_full(),
+        scan_prefix,
+        ..Default::default()
+    };
+    for s in d.sandboxes.values() {
+        let Some(ns) = &s.netns else { continue };
+        if scope.has_sandbox(&s.id) {
+            req.inspect.insert(ns.clone());
+            req.etc.insert(ns.clone());
+        } else if !s.links.is_empty() {
+            req.etc.insert(ns.clone());
+        }
+    }
+    for (ns, rec) in &owned.netns {
+        if scope.has_sandbox(&rec.sandbox) {
+            req.stat.insert(ns.clone());
+        }
+    }
+    for (id, cmd) in &owned.commands {
+        if scope.has_sandbox(id) {
+            req.commands.insert(id.clone(), cmd.clone());
+        }
+    }
+    for n in d.active_networks() {
+        if let Some(vx) = n.vxlan_name()
+            && scope.has_network(&n.id)
+        {
+            req.vxlans.insert(vx);
+        }
+    }
+    req
+}
+
+/// Observes, plans and executes one pass through `exec`, updating berth's
+/// record (`owned`, persisted when it changed) and the per-object results.
+pub async fn run_pass<E: Executor>(
+    exec: &mut E,
+    d: &Desired,
+    owned: &mut Owned,
+    saved: &mut Option<Owned>,
+    scope: &Scope,
+    config: &PassConfig,
+    results: &mut Results,
+) -> PassReport {
+    let mut report = PassReport::default();
+    let now = SystemTime::now();
+    let req = observe_request(d, owned, scope, config.scan_prefix.clone());
+    let mut observed = match exec.observe(&req).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %e.message, "could not observe the node");
+            let key = ObjectKey::new(ObjectKind::Firewall, "observe");
+            report
+                .errors
+                .push((key, d.sandboxes.keys().cloned().collect(), e));
+            return report;
+        }
+    };
+    // Namespaces proven berth's by their marker are recorded (again, after
+    // a lost state file) with their current inode.
+    for s in d.sandboxes.values().filter(|s| scope.has_sandbox(&s.id)) {
+        let Some(name) = &s.netns else { continue };
+        if let Some(ns) = observed.namespaces.get(name)
+            && ns.marker.as_deref() == Some(observed::sandbox_mark(&s.id).as_str())
+            && owned
+                .netns
+                .get(name)
+                .is_none_or(|r| r.sandbox != s.id || r.inode != Some(ns.inode))
+        {
+            owned.netns.insert(
+                name.clone(),
+                NsRecord {
+                    sandbox: s.id.clone(),
+                    inode: Some(ns.inode),
+                },
+            );
+        }
+    }
+    // Commands found by their marker are berth's again.
+    for (id, d) in std::mem::take(&mut observed.adopted_commands) {
+        if !owned.commands.contains_key(&id) {
+            tracing::info!(sandbox = %id, pid = d.pid, "found the sandbox's command by its marker");
+            owned.commands.insert(id.clone(), d);
+            observed.commands.insert(id, true);
+        }
+    }
+    let plan: Plan = plan::plan(&Inputs {
+        desired: d,
+        observed: &observed,
+        owned,
+        scope,
+        underlay_mtu: config.underlay_mtu,
+        local_vtep: config.local_vtep,
+        node_resolv: &config.node_resolv,
+        applied_rules: exec.applied_rules(),
+    });
+    report.actions = plan.actions.len();
+    let mut failed: Vec<(ObjectKey, Vec<String>, ObjectError)> = Vec::new();
+    for c in &plan.conflicts {
+        tracing::warn!(object = %c.key, "{}", c.message);
+        failed.push((
+            c.key.clone(),
+            c.sandboxes.clone(),
+            ObjectError::new(ErrorKind::Conflict, &c.message),
+        ));
+    }
+    let mut broken: BTreeSet<String> = BTreeSet::new(); // namespaces and bridges that failed
+    let mut done_ok: Vec<ObjectKey> = Vec::new();
+    for a in &plan.actions {
+        if let Action::EnsureEndpoint(e) = a
+            && let Some(dep) = [&e.netns, &e.bridge].into_iter().find(|n| broken.contains(*n))
+        {
+            failed.push((
+                a.key(),
+                failed_sandboxes(a, d),
+                ObjectError::new(ErrorKind::Blocked, format!("{dep} is not realised")),
+            ));
+            continue;
+        }
+        // Intent first: a link berth is about to create is recorded as berth's.
+        let intent = match a {
+            Action::CreateBridge(b) => Some(b.network.bridge.clone()),
+            Action::EnsureVxlan { vxlan, .. } => Some(vxlan.clone()),
+            _ => None,
+        };
+        if let Some(name) = intent
+            && owned.bridges.insert(name)
+            && let Err(e) = exec.persist(owned)
+        {
+            failed.push((a.key(), failed_sandboxes(a, d), e));
+            continue;
+        }
+        match exec.execute(a, owned).await {
+            Ok(effect) => {
+                record_success(a, effect, owned);
+                done_ok.push(a.key());
+            }
+            Err(e) => {
+                tracing::warn!(object = %a.key(), error = %e.message, "action failed");
+                match a {
+                    Action::CreateNamespace { netns, .. } => {
+                        broken.insert(netns.clone());
+                    }
+                    Action::CreateBridge(b) => {
+                        broken.insert(b.network.bridge.clone());
+                    }
+                    Action::StopCommand { sandbox_id } => {
+                        owned.commands.remove(sandbox_id);
+                    }
+                    _ => {}
+                }
+                failed.push((a.key(), failed_sandboxes(a, d), e));
+            }
+        }
+    }
+    if saved.as_ref() != Some(owned) {
+        match exec.persist(owned) {
+            Ok(()) => *saved = Some(owned.clone()),
+            Err(e) => tracing::error!(error = %e.message, "could not save the agent's state file"),
+        }
+    }
+    // Results: every desired object in scope is ok unless it failed; removed ones are forgotten.
+    if scope.is_full() {
+        results.clear();
+    }
+    for a in &plan.actions {
+        if a.is_removal() {
+            results.remove(&a.key());
+        }
+    }
+    for (key, sandbox) in desired_keys(d, scope) {
+        results.insert(
+            key,
+            Outcome {
+                result: Ok(()),
+                sandbox,
+                at: now,
+            },
+        );
+    }
+    if scope.is_full()
+        || plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::ApplyFirewall { .. }))
+    {
+        results.insert(
+            ObjectKey::new(ObjectKind::Firewall, crate::nft::TABLE),
+            Outcome {
+                result: Ok(()),
+                sandbox: None,
+                at: now,
+            },
+        );
+    }
+    for (key, sandboxes, e) in &failed {
+        results.insert(
+            key.clone(),
+            Outcome {
+                result: Err(e.clone()),
+                sandbox: sandboxes.first().cloned(),
+                at: now,
+            },
+        );
+    }
+    report.errors = failed;
+    report
+}
+
+/// Updates berth's record after an action succeeded.
+fn record_success(a: &Action, effect: Effect, owned: &mut Owned) {
+    match (a, effect) {
+        (Action::CreateNamespace { sandbox_id, netns }, Effect::Namespace { inode }) => {
+            owned.netns.insert(
+                netns.clone(),
+                NsRecord {
+                    sandbox: sandbox_id.clone(),
+                    inode: Some(inode),
+                },
+            );
+        }
+        (Action::StartCommand { sandbox }, Effect::Command(d)) => {
+            owned.commands.insert(sandbox.id.clone(), d);
+        }
+        (Action::RemoveNamespace { netns, .. } | Action::ForgetNamespace { netns }, _) => {
+            owned.netns.remove(netns);
+        }
+        (Action::StopCommand { sandbox_id }, _) => {
+            owned.commands.remove(sandbox_id);
+        }
+        (Action::RemoveLink { ifname, .. }, _) => {
+            owned.bridges.remove(ifname);
+        }
+        _ => {}
+    }
+}

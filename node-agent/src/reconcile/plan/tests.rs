@@ -1,0 +1,658 @@
+//! The planner and the pass driver on an in-memory node: every object kind
+//! is planned, removals come first, drift of each kind is repaired, foreign
+//! objects are refused and left alone, one failure does not stop the rest.
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use berth_core::model::Driver;
+use berth_core::ports::PortMapping;
+
+use super::*;
+use crate::kernel::fdb::{FdbEntry, NeighEntry};
+use crate::model::{EndpointSpec, Mode, Peer, PeerSet};
+use crate::reconcile::executor::Executor;
+use crate::reconcile::fake::FakeNode;
+use crate::reconcile::observed::{Link, sandbox_mark};
+use crate::reconcile::report::{ErrorKind, Results};
+use crate::reconcile::{PassConfig, PassReport, run_pass};
+
+const NS: &str = "t-";
+
+fn net(id: &str, name: &str, driver: Driver, bridge: &str, subnet: &str, vni: Option<u32>) -> NetworkSpec {
+    let subnet: ipnet::Ipv4Net = subnet.parse().unwrap();
+    NetworkSpec {
+        id: id.into(),
+        name: name.into(),
+        driver,
+        bridge: bridge.into(),
+        gateway: subnet.hosts().next().unwrap(),
+        subnet,
+        mtu: 0,
+        icc: true,
+        masquerade: driver == Driver::Bridge,
+        vni,
+    }
+}
+
+fn ep(id: &str, network: &NetworkSpec, ifname: &str, ip: [u8; 4], default_route: bool) -> EndpointSpec {
+    EndpointSpec {
+        id: format!("{id:0<16}"),
+        network_id: network.id.clone(),
+        ifname: ifname.into(),
+        ip: Ipv4Addr::from(ip),
+        prefix: network.subnet.prefix_len(),
+        mac: berth_core::net::mac_from_ip(Ipv4Addr::from(ip)),
+        default_route,
+        aliases: vec![],
+    }
+}
+
+fn sandbox(id: &str, endpoints: Vec<EndpointSpec>) -> SandboxSpec {
+    SandboxSpec {
+        id: id.into(),
+        name: id.into(),
+        mode: Mode::Namespace,
+        netns: Some(format!("{NS}{id}")),
+        endpoints,
+        command: vec![],
+        ports: vec![],
+        links: vec![],
+        generation: 1,
+    }
+}
+
+/// A node with every kind of object: the default bridge with a published
+/// port and a command, a user network (DNS), an overlay with a remote peer
+/// (VXLAN, FDB, neighbours) and its gateway bridge, a legacy link.
+fn everything() -> Desired {
+    let bridge = net("nb", "bridge", Driver::Bridge, "berth0", "172.17.0.0/16", None);
+    let user = net(
+        "nu",
+        "my-bridge",
+        Driver::Bridge,
+        "br-user",
+        "172.18.0.0/16",
+        None,
+    );
+    let gw = net(
+        "ng",
+        "berth_gwbridge",
+        Driver::Bridge,
+        "berth_gwbridge",
+        "172.19.0.0/16",
+        None,
+    );
+    let overlay = net(
+        "no",
+        "demo",
+        Driver::Overlay,
+        "br-demo",
+        "10.0.0.0/24",
+        Some(4096),
+    );
+    let mut web = sandbox("web", vec![ep("e1", &bridge, "eth0", [172, 17, 0, 2], true)]);
+    web.ports = vec![PortMapping::validate("", 8080, 80, "tcp").unwrap()];
+    web.command = vec!["sleep".into(), "1000".into()];
+    let mut linked = sandbox("linked", vec![ep("e2", &bridge, "eth0", [172, 17, 0, 3], true)]);
+    linked.links = vec![("web".into(), "w".into())];
+    let named = sandbox("named", vec![ep("e3", &user, "eth0", [172, 18, 0, 2], true)]);
+    let ov = sandbox(
+        "ov",
+        vec![
+            ep("e4", &overlay, "eth0", [10, 0, 0, 2], false),
+            ep("e5", &gw, "eth1", [172, 19, 0, 2], true),
+        ],
+    );
+    let mut d = Desired::default();
+    for n in [bridge, user, gw, overlay] {
+        d.networks.insert(n.id.clone(), n);
+    }
+    for s in [web, linked, named, ov] {
+        d.sandboxes.insert(s.id.clone(), s);
+    }
+    d.peers.insert(
+        "no".into(),
+        PeerSet {
+            revision: 3,
+            peers: vec![Peer {
+                ip: Ipv4Addr::new(10, 0, 0, 3),
+                mac: berth_core::net::mac_from_ip(Ipv4Addr::new(10, 0, 0, 3)),
+                vtep: Ipv4Addr::new(192, 168, 205, 11),
+                sandbox_name: "remote".into(),
+                aliases: vec![],
+            }],
+            vteps: BTreeSet::from([Ipv4Addr::new(192, 168, 205, 11)]),
+        },
+    );
+    d
+}
+
+/// A node and berth's record of it, driven pass by pass.
+struct Harness {
+    node: FakeNode,
+    owned: Owned,
+    saved: Option<Owned>,
+    results: Results,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self {
+            node: FakeNode::default(),
+            owned: Owned::default(),
+            saved: None,
+            results: Results::new(),
+        }
+    }
+
+    fn config(&self, scan: bool) -> PassConfig {
+        PassConfig {
+            underlay_mtu: 1500,
+            local_vtep: self.node.local_vtep,
+            scan_prefix: scan.then(|| NS.to_string()),
+            node_resolv: "nameserver 192.0.2.53\n".into(),
+        }
+    }
+
+    fn pass(&mut self, d: &Desired, scope: &Scope) -> PassReport {
+        self.pass_with(d, scope, false)
+    }
+
+    fn pass_with(&mut self, d: &Desired, scope: &Scope, scan: bool) -> PassReport {
+        let config = self.config(scan);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(run_pass(
+            &mut self.node,
+            d,
+            &mut self.owned,
+            &mut self.saved,
+            scope,
+            &config,
+            &mut self.results,
+        ))
+    }
+
+    /// The plan a pass would make now (without executing it).
+    fn plan(&mut self, d: &Desired, scope: &Scope) -> Plan {
+        let config = self.config(false);
+        let req = crate::reconcile::observe_request(d, &self.owned, scope, None);
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let observed = rt.block_on(self.node.observe(&req)).unwrap();
+        plan(&Inputs {
+            desired: d,
+            observed: &observed,
+            owned: &self.owned,
+            scope,
+            underlay_mtu: config.underlay_mtu,
+            local_vtep: config.local_vtep,
+            node_resolv: &config.node_resolv,
+            applied_rules: self.node.applied.as_ref(),
+        })
+    }
+
+    fn converged(&mut self, d: &Desired) -> Harness {
+        let r = self.pass(d, &Scope::full());
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let again = self.plan(d, &Scope::full());
+        assert!(again.is_empty(), "a second pass has work left: {again:#?}");
+        std::mem::replace(self, Harness::new())
+    }
+}
+
+fn kinds(p: &Plan) -> Vec<ObjectKind> {
+    p.actions.iter().map(|a| a.key().kind).collect()
+}
+
+#[test]
+fn one_pass_builds_every_kind_of_object_and_the_next_has_nothing_to_do() {
+    let d = everything();
+    let mut h = Harness::new();
+    let p = h.plan(&d, &Scope::full());
+    let have: BTreeSet<ObjectKind> = kinds(&p).into_iter().collect();
+    use ObjectKind as K;
+    assert_eq!(
+        have,
+        BTreeSet::from([
+            K::Bridge,
+            K::Vxlan,
+            K::Peers,
+            K::Firewall,
+            K::Namespace,
+            K::Endpoint,
+            K::EtcFiles,
+            K::Dns,
+            K::Command
+        ])
+    );
+    let mut h = h.converged(&d);
+    let node = &mut h.node;
+    assert_eq!(node.links["berth0"].addrs, [(Ipv4Addr::new(172, 17, 0, 1), 16)]);
+    assert_eq!(
+        node.links["br-demo"].addrs,
+        [],
+        "an overlay's bridge has no address"
+    );
+    assert_eq!(node.links["vx-4096"].mtu, 1450);
+    assert_eq!(node.links["vx-4096"].master, Some(node.links["br-demo"].index));
+    let (fdb, neigh) = &node.peers["vx-4096"];
+    assert!(fdb.contains(&FdbEntry {
+        mac: [0; 6],
+        dst: Ipv4Addr::new(192, 168, 205, 11)
+    }));
+    assert_eq!(neigh.len(), 1);
+    assert!(
+        node.localnet.contains("berth0"),
+        "route_localnet for published ports"
+    );
+    assert_eq!(
+        node.dns.len(),
+        2,
+        "named and ov resolve names; web and linked do not"
+    );
+    assert!(
+        node.etc["t-linked"]
+            .hosts
+            .as_ref()
+            .unwrap()
+            .contains("172.17.0.2\tw web")
+    );
+    assert_eq!(
+        node.etc["t-web"].resolv.as_deref(),
+        Some("nameserver 192.0.2.53\n"),
+        "the default bridge gets the node's resolver"
+    );
+    assert_eq!(
+        node.namespaces["t-ov"].default_route.unwrap().0,
+        Ipv4Addr::new(172, 19, 0, 1)
+    );
+}
+
+#[test]
+fn removals_come_before_additions_in_dependency_order() {
+    let d = everything();
+    let mut h = Harness::new();
+    h.pass(&d, &Scope::full());
+    // Everything goes but one new sandbox on a new network.
+    let fresh = net("nf", "fresh", Driver::Bridge, "br-fresh", "172.20.0.0/16", None);
+    let mut next = Desired::default();
+    next.networks.insert(fresh.id.clone(), fresh.clone());
+    let s = sandbox("new", vec![ep("e9", &fresh, "eth0", [172, 20, 0, 2], true)]);
+    next.sandboxes.insert(s.id.clone(), s);
+    let p = h.plan(&next, &Scope::full());
+    let first_add = p.actions.iter().position(|a| !a.is_removal()).unwrap();
+    assert!(p.actions[first_add..].iter().all(|a| !a.is_removal()), "{p:#?}");
+    assert!(
+        p.actions[..first_add]
+            .iter()
+            .any(|a| matches!(a, Action::RemoveLink { ifname, .. } if ifname == "vx-4096"))
+    );
+    let pos = |f: &dyn Fn(&Action) -> bool| p.actions.iter().position(f).unwrap();
+    assert!(
+        pos(&|a| matches!(a, Action::StopCommand { .. }))
+            < pos(&|a| matches!(a, Action::RemoveNamespace { .. })),
+        "a command stops before its namespace goes"
+    );
+    assert!(
+        pos(&|a| matches!(
+            a,
+            Action::RemoveLink {
+                kind: ObjectKind::Vxlan,
+                ..
+            }
+        )) < pos(&|a| matches!(a, Action::RemoveLink { ifname, .. } if ifname == "br-demo")),
+        "the VXLAN port goes before its bridge"
+    );
+    assert!(
+        pos(&|a| matches!(a, Action::CreateBridge(_)))
+            < pos(&|a| matches!(a, Action::CreateNamespace { .. }))
+            && pos(&|a| matches!(a, Action::CreateNamespace { .. }))
+                < pos(&|a| matches!(a, Action::EnsureEndpoint(_))),
+        "bridge, then namespace, then endpoint"
+    );
+    let r = h.pass(&next, &Scope::full());
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(h.node.namespaces.keys().collect::<Vec<_>>(), ["t-new"]);
+    assert_eq!(
+        h.node.links.keys().collect::<Vec<_>>(),
+        ["br-fresh", "bve90000000000"]
+    );
+    assert!(h.owned.commands.is_empty(), "web's command was stopped");
+    assert_eq!(
+        h.node.dns.keys().collect::<Vec<_>>(),
+        ["new"],
+        "only the new sandbox resolves names"
+    );
+    assert_eq!(h.owned.bridges, BTreeSet::from(["br-fresh".to_string()]));
+}
+
+/// Each kind of drift, made by hand on a converged node, is planned as a
+/// repair of exactly that kind and repaired by one pass.
+#[test]
+fn every_kind_of_drift_is_repaired_by_one_pass() {
+    type Drift = (&'static str, fn(&mut FakeNode), ObjectKind);
+    let drifts: [Drift; 11] = [
+        (
+            "host veth deleted",
+            |n| n.delete_link("bve10000000000"),
+            ObjectKind::Endpoint,
+        ),
+        ("bridge deleted", |n| n.delete_link("br-user"), ObjectKind::Bridge),
+        (
+            "bridge address removed",
+            |n| n.links.get_mut("berth0").unwrap().addrs.clear(),
+            ObjectKind::Bridge,
+        ),
+        ("vxlan deleted", |n| n.delete_link("vx-4096"), ObjectKind::Vxlan),
+        (
+            "fdb entry deleted",
+            |n| n.peers.get_mut("vx-4096").unwrap().0.clear(),
+            ObjectKind::Peers,
+        ),
+        (
+            "neighbour deleted",
+            |n| n.peers.get_mut("vx-4096").unwrap().1 = BTreeSet::<NeighEntry>::new(),
+            ObjectKind::Peers,
+        ),
+        (
+            "nft table flushed",
+            |n| {
+                n.firewall
+                    .iter_mut()
+                    .flat_map(|c| c.values_mut())
+                    .for_each(|v| *v = 0)
+            },
+            ObjectKind::Firewall,
+        ),
+        (
+            "namespace deleted",
+            |n| {
+                n.namespaces.remove("t-named");
+            },
+            ObjectKind::Namespace,
+        ),
+        (
+            "sandbox address removed",
+            |n| {
+                n.namespaces
+                    .get_mut("t-web")
+                    .unwrap()
+                    .links
+                    .get_mut("eth0")
+                    .unwrap()
+                    .addrs
+                    .clear();
+            },
+            ObjectKind::Endpoint,
+        ),
+        (
+            "hosts file deleted",
+            |n| {
+                n.etc.remove("t-linked");
+            },
+            ObjectKind::EtcFiles,
+        ),
+        (
+            "port isolation changed",
+            |n| n.links.get_mut("bve20000000000").unwrap().isolated = Some(true),
+            ObjectKind::Endpoint,
+        ),
+    ];
+    let d = everything();
+    for (what, drift, kind) in drifts {
+        let mut h = Harness::new().converged(&d);
+        drift(&mut h.node);
+        let p = h.plan(&d, &Scope::full());
+        assert!(
+            kinds(&p).contains(&kind),
+            "{what}: expected a {kind:?} action, got {p:#?}"
+        );
+        h.converged(&d);
+    }
+}
+
+#[test]
+fn a_recreated_namespace_gets_its_dns_socket_and_command_again() {
+    let d = everything();
+    let mut h = Harness::new().converged(&d);
+    for ns in ["t-web", "t-named"] {
+        h.node.namespaces.remove(ns);
+    }
+    let p = h.plan(&d, &Scope::full());
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::ServeDns { sandbox_id, .. } if sandbox_id == "named"))
+    );
+    assert!(
+        p.actions
+            .iter()
+            .any(|a| matches!(a, Action::StartCommand { sandbox } if sandbox.id == "web"))
+    );
+    h.converged(&d);
+}
+
+#[test]
+fn an_exited_command_is_not_restarted() {
+    let d = everything();
+    let mut h = Harness::new().converged(&d);
+    let pid = h.owned.commands["web"].pid;
+    h.node.processes.get_mut(&pid).unwrap().1 = false;
+    assert!(h.plan(&d, &Scope::full()).is_empty());
+}
+
+#[test]
+fn foreign_namespaces_and_bridges_are_conflicts_and_untouched() {
+    let mut d = Desired::default();
+    let br = net("nx", "users", Driver::Bridge, "br0", "172.21.0.0/16", None);
+    let bridge = net("nb", "bridge", Driver::Bridge, "berth0", "172.17.0.0/16", None);
+    d.networks.insert(br.id.clone(), br.clone());
+    d.networks.insert(bridge.id.clone(), bridge.clone());
+    let a = sandbox("a", vec![ep("ea", &br, "eth0", [172, 21, 0, 2], true)]);
+    let b = sandbox("foreign", vec![ep("eb", &bridge, "eth0", [172, 17, 0, 2], true)]);
+    let c = sandbox("ok", vec![ep("ec", &bridge, "eth0", [172, 17, 0, 3], true)]);
+    for s in [a, b, c] {
+        d.sandboxes.insert(s.id.clone(), s);
+    }
+    let mut h = Harness::new();
+    h.node.add_foreign_link("br0", "bridge");
+    h.node.add_foreign_namespace("t-foreign");
+    let before_ns = h.node.namespaces["t-foreign"].clone();
+    let before_br = h.node.links["br0"].clone();
+    let r = h.pass(&d, &Scope::full());
+    let conflicts: Vec<_> = r
+        .errors
+        .iter()
+        .filter(|(_, _, e)| e.kind == ErrorKind::Conflict)
+        .collect();
+    assert_eq!(conflicts.len(), 2, "{:?}", r.errors);
+    let e = r.error_for("foreign").unwrap();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        e.to_string()
+            .contains("t-foreign already exists on this node and is not berth's"),
+        "{e}"
+    );
+    assert!(
+        r.error_for("a")
+            .unwrap()
+            .to_string()
+            .contains("bridge br0 already exists")
+    );
+    assert!(r.error_for("ok").is_none(), "the rest is realised");
+    assert_eq!(
+        h.node.namespaces["t-foreign"], before_ns,
+        "the foreign namespace is untouched"
+    );
+    assert_eq!(h.node.links["br0"], before_br, "the foreign bridge is untouched");
+    assert!(!h.node.links.contains_key("bvea0000000000"));
+    // Nothing of theirs is touched when they are removed either.
+    let mut empty = Desired::default();
+    empty.networks.clear();
+    h.pass(&empty, &Scope::full());
+    assert_eq!(h.node.namespaces["t-foreign"], before_ns);
+    assert_eq!(h.node.links["br0"], before_br);
+    assert!(!h.node.namespaces.contains_key("t-ok") && !h.node.links.contains_key("berth0"));
+}
+
+#[test]
+fn a_lost_record_is_rebuilt_from_markers_and_nothing_is_orphaned_or_swept() {
+    let d = everything();
+    let mut h = Harness::new().converged(&d);
+    let node = std::mem::take(&mut h.node);
+    let before_links = node.links.clone();
+    // The state file is gone; the node is as it was, plus a foreign namespace.
+    let mut h = Harness::new();
+    h.node = node;
+    h.node.log.clear();
+    h.node.add_foreign_namespace("t-theirs");
+    // A sandbox removed while the agent was down: marked, no record, not desired.
+    let mut less = d.clone();
+    less.sandboxes.remove("named");
+    let r = h.pass_with(&less, &Scope::full(), true);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(
+        !h.node.namespaces.contains_key("t-named"),
+        "berth's undesired namespace is swept"
+    );
+    assert!(
+        h.node.namespaces.contains_key("t-theirs"),
+        "the foreign one stays"
+    );
+    assert!(
+        !h.node
+            .log
+            .iter()
+            .any(|a| matches!(a, Action::CreateNamespace { .. } | Action::CreateBridge(_))),
+        "nothing berth made is made again: {:?}",
+        h.node.log
+    );
+    assert_eq!(h.node.links["berth0"], before_links["berth0"]);
+    assert_eq!(h.owned.netns.len(), 3, "records rebuilt for web, linked, ov");
+    assert!(
+        h.owned.commands.contains_key("web"),
+        "web's command is found by its marker, not started twice"
+    );
+    assert_eq!(h.node.processes.values().filter(|p| p.1).count(), 1);
+}
+
+#[test]
+fn a_namespace_of_a_removed_sandbox_with_the_same_name_is_replaced() {
+    let d = everything();
+    let mut h = Harness::new().converged(&d);
+    let mut again = d.clone();
+    let mut web = again.sandboxes.remove("web").unwrap();
+    web.id = "web2".into(); // the same name, a new sandbox
+    again.sandboxes.insert(web.id.clone(), web);
+    let p = h.plan(&again, &Scope::full());
+    let ns: Vec<_> = p
+        .actions
+        .iter()
+        .filter(|a| a.key().kind == ObjectKind::Namespace)
+        .collect();
+    assert!(matches!(ns[0], Action::RemoveNamespace { sandbox_id, .. } if sandbox_id == "web"));
+    assert!(matches!(ns[1], Action::CreateNamespace { sandbox_id, .. } if sandbox_id == "web2"));
+    let h = h.converged(&again);
+    assert_eq!(
+        h.node.namespaces["t-web"].marker.as_deref(),
+        Some(sandbox_mark("web2").as_str())
+    );
+}
+
+#[test]
+fn one_failure_does_not_stop_the_rest_and_is_reported_with_its_kind() {
+    let d = everything();
+    let mut h = Harness::new();
+    h.node.fail.insert(ObjectKey::new(ObjectKind::Bridge, "br-user"));
+    let r = h.pass(&d, &Scope::full());
+    let e = r.error_for("named").expect("named's bridge failed");
+    assert_eq!(
+        e.code(),
+        tonic::Code::Internal,
+        "EPERM is a kernel failure, not a precondition"
+    );
+    assert!(e.to_string().contains("bridge br-user"), "{e}");
+    for s in ["web", "linked", "ov"] {
+        assert!(r.error_for(s).is_none(), "{s} is realised");
+    }
+    assert!(h.node.namespaces.contains_key("t-ov"));
+    assert!(
+        !h.node
+            .log
+            .iter()
+            .any(|a| matches!(a, Action::EnsureEndpoint(e) if e.bridge == "br-user")),
+        "the endpoint that needs the failed bridge is not attempted"
+    );
+    assert!(
+        h.results[&ObjectKey::new(ObjectKind::Bridge, "br-user")]
+            .result
+            .is_err()
+    );
+    // The next pass repairs it.
+    h.converged(&d);
+}
+
+#[test]
+fn a_scoped_pass_touches_only_its_sandbox() {
+    let d = everything();
+    let mut h = Harness::new().converged(&d);
+    h.node.delete_link("bve10000000000"); // web's veth: not in scope
+    let mut more = d.clone();
+    let bridge = d.networks["nb"].clone();
+    let s = sandbox("extra", vec![ep("e7", &bridge, "eth0", [172, 17, 0, 9], true)]);
+    more.sandboxes.insert(s.id.clone(), s);
+    let p = h.plan(&more, &Scope::sandbox("extra", ["nb".to_string()]));
+    assert!(
+        p.actions.iter().all(|a| a.sandbox().is_none_or(|s| s == "extra")),
+        "{p:#?}"
+    );
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::EnsureEndpoint(e) if e.sandbox_id == "web"))
+    );
+}
+
+#[test]
+fn stray_host_veths_go_in_full_passes_only() {
+    let d = everything();
+    let mut h = Harness::new().converged(&d);
+    h.node.add_foreign_link("bvdeadbeef0000", "veth");
+    h.node.add_foreign_link("veth-theirs", "veth");
+    let scoped = h.plan(&d, &Scope::sandbox("web", ["nb".to_string()]));
+    assert!(scoped.is_empty(), "{scoped:#?}");
+    let full = h.plan(&d, &Scope::full());
+    assert_eq!(
+        full.actions,
+        [Action::RemoveLink {
+            ifname: "bvdeadbeef0000".into(),
+            kind: ObjectKind::Endpoint
+        }]
+    );
+}
+
+#[test]
+fn a_peer_set_change_reprograms_only_the_entries() {
+    let d = everything();
+    let mut h = Harness::new().converged(&d);
+    let mut moved = d.clone();
+    moved.peers.get_mut("no").unwrap().peers[0].vtep = Ipv4Addr::new(192, 168, 205, 12);
+    let p = h.plan(&moved, &Scope::network("no"));
+    assert_eq!(kinds(&p), [ObjectKind::Peers]);
+}
+
+#[test]
+fn marked_links_that_are_not_bridges_are_never_adopted_as_bridges() {
+    let mut h = Harness::new();
+    let d = everything();
+    h.node.links.insert(
+        "br-user".into(),
+        Link {
+            index: 7,
+            kind: Some("veth".into()),
+            ..Default::default()
+        },
+    );
+    let p = h.plan(&d, &Scope::full());
+    assert!(p.conflicts.iter().any(|c| c.key.name == "br-user"));
+    assert!(!p.actions.iter().any(|a| a.key().name == "br-user"));
+}

@@ -1,0 +1,67 @@
+//! Netlink events of the node namespace: when a link or an IPv4 address
+//! that berth wants goes away (deleted by hand, a device gone), ask the
+//! convergence loop for a pass at once instead of waiting for the period.
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use netlink_packet_core::NetlinkPayload;
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::link::LinkAttribute;
+use rtnetlink::{MulticastGroup, new_multicast_connection};
+use tokio::sync::Notify;
+
+/// Subscribes to link, address and neighbour events and wakes `wake` when a
+/// wanted link, its address, or an FDB entry on it is deleted. Runs until
+/// the socket fails.
+pub async fn run(wanted: Arc<RwLock<BTreeSet<String>>>, wake: Arc<Notify>) -> std::io::Result<()> {
+    let (conn, handle, mut messages) = new_multicast_connection(&[
+        MulticastGroup::Link,
+        MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Neigh,
+    ])?;
+    tokio::spawn(conn);
+    // ifindex → link name (address and neighbour messages carry only the
+    // index): from a dump, then from the events.
+    let mut names: std::collections::HashMap<u32, String> = crate::kernel::link::list(&handle)
+        .await
+        .map_err(std::io::Error::other)?
+        .into_iter()
+        .map(|l| (l.index, l.name))
+        .collect();
+    while let Some((msg, _)) = messages.next().await {
+        let NetlinkPayload::InnerMessage(m) = msg.payload else {
+            continue;
+        };
+        let is_wanted = |n: &str| wanted.read().unwrap_or_else(|e| e.into_inner()).contains(n);
+        let trigger = match m {
+            RouteNetlinkMessage::NewLink(l) => {
+                if let Some(name) = l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                }) {
+                    names.insert(l.header.index, name);
+                }
+                false
+            }
+            RouteNetlinkMessage::DelLink(l) => {
+                let name = l.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                });
+                names.remove(&l.header.index);
+                name.is_some_and(|n| is_wanted(&n))
+            }
+            RouteNetlinkMessage::DelAddress(a) => names.get(&a.header.index).is_some_and(|n| is_wanted(n)),
+            RouteNetlinkMessage::DelNeighbour(n) => {
+                names.get(&n.header.ifindex).is_some_and(|n| is_wanted(n))
+            }
+            _ => false,
+        };
+        if trigger {
+            tracing::info!("a link berth wants changed; converging now");
+            wake.notify_one();
+        }
+    }
+    Ok(())
+}
