@@ -110,7 +110,7 @@ struct Inner {
     bridges: HashMap<String, (NetworkSpec, u32)>,
     /// VXLAN device index of each overlay network realised here.
     vxlans: HashMap<String, u32>,
-    applied_nft: Option<String>,
+    applied_nft: Option<nft::Ruleset>,
     status: SyncStatus,
     /// Counts applied commands; `touched` says when each sandbox was last
     /// ensured, so a full sync fetched before that does not undo it.
@@ -574,7 +574,7 @@ impl Reconciler {
             }
         }
         let batch = nft::render(&rules, &ports);
-        if inner.applied_nft.as_deref() == Some(batch.as_str()) {
+        if inner.applied_nft.as_ref() == Some(&batch) {
             return Ok(());
         }
         nft::apply(&batch).await?;
