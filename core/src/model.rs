@@ -96,6 +96,10 @@ pub const DEFAULT_BRIDGE: (&str, &str, &str) = ("bridge", "172.17.0.0/16", "bert
 /// overlay sandboxes outbound access (Docker's `docker_gwbridge`). Created
 /// when the first overlay sandbox is, with the next free local subnet.
 pub const GW_BRIDGE: &str = "berth_gwbridge";
+/// Prefix of the host-side veth of every endpoint (`bv` + 12 hex of its id).
+pub const HOST_VETH_PREFIX: &str = "bv";
+/// Prefix of the VXLAN device of an overlay network on each node (`vx-` + VNI).
+pub const VXLAN_PREFIX: &str = "vx-";
 /// Name of the built-in host network.
 pub const HOST_NETWORK: &str = "host";
 /// Name of the built-in none network.

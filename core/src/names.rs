@@ -1,5 +1,6 @@
 //! Names of networks, sandboxes, nodes and aliases, validated as Docker does.
 use crate::Invalid;
+use crate::model::{DEFAULT_BRIDGE, GW_BRIDGE, HOST_VETH_PREFIX, VXLAN_PREFIX};
 
 /// Longest network or sandbox name. A sandbox name becomes a network
 /// namespace file and a hostname, so 63 keeps it a valid DNS label length.
@@ -52,19 +53,68 @@ pub fn validate_label(key: &str, value: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// Checks a Linux interface name (at most 15 bytes, no `/`, whitespace or `:`).
+/// Longest Linux interface name (`IFNAMSIZ` − 1 bytes).
+pub const MAX_IFNAME_LEN: usize = 15;
+
+/// Checks an interface name that berth hands to the kernel and writes into its
+/// firewall rules: 1-15 bytes of `[A-Za-z0-9_.-]`, not `.` or `..`.
+///
+/// Stricter than the kernel, which takes any byte but `/`, `:` and spaces:
+/// nftables reads a trailing `*` as a wildcard (`e*` would match every
+/// `eth…`), even in its JSON input, and quotes, braces or `;` have no business
+/// in a device name.
 pub fn validate_ifname(field: &str, value: &str) -> Result<(), Invalid> {
-    if value.is_empty()
-        || value.len() > 15
-        || value == "."
-        || value == ".."
-        || value
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    if value.is_empty() {
+        return Err(Invalid::new(field, "must not be empty"));
+    }
+    if value.len() > MAX_IFNAME_LEN {
+        return Err(Invalid::new(
+            field,
+            format!(
+                "{value:?} is longer than {MAX_IFNAME_LEN} bytes (the kernel's limit for interface names)"
+            ),
+        ));
+    }
+    if value == "." || value == ".." {
+        return Err(Invalid::new(field, format!("{value:?} is not an interface name")));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
     {
         return Err(Invalid::new(
             field,
-            format!("{value:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)"),
+            format!("{value:?} contains {bad:?}; only [A-Za-z0-9_.-] are allowed in interface names"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a bridge name a user chose (`com.docker.network.bridge.name`): a
+/// valid [interface name](validate_ifname) that is none of the devices berth
+/// names itself: the built-in bridges (`berth0`, `berth_gwbridge`, which their
+/// built-in networks get without this option) and the prefixes of the host
+/// veths (`bv`) and VXLAN devices (`vx-`).
+pub fn validate_bridge_name(field: &str, value: &str) -> Result<(), Invalid> {
+    validate_ifname(field, value)?;
+    let reserved = |why: String| Err(Invalid::new(field, format!("{value:?} {why}")));
+    if value == DEFAULT_BRIDGE.2 {
+        return reserved(format!(
+            "is reserved for the bridge of the built-in network {}",
+            DEFAULT_BRIDGE.0
+        ));
+    }
+    if value == GW_BRIDGE {
+        return reserved("is reserved for the gateway bridge of overlay sandboxes".into());
+    }
+    if value.starts_with(HOST_VETH_PREFIX) {
+        return reserved(format!(
+            "uses the prefix {HOST_VETH_PREFIX}, reserved for berth's veths"
+        ));
+    }
+    if value.starts_with(VXLAN_PREFIX) {
+        return reserved(format!(
+            "uses the prefix {VXLAN_PREFIX}, reserved for berth's VXLAN devices"
         ));
     }
     Ok(())
@@ -86,13 +136,85 @@ mod tests {
     }
 
     #[test]
-    fn labels_and_ifnames() {
+    fn labels() {
         assert!(validate_label("com.example.team", "net").is_ok());
         assert!(validate_label("", "x").is_err());
         assert!(validate_label("a b", "x").is_err());
         assert!(validate_label("k", &"v".repeat(4097)).is_err());
-        assert!(validate_ifname("bridge", "br-0123456789ab").is_ok());
-        assert!(validate_ifname("bridge", "br-0123456789abc").is_err());
-        assert!(validate_ifname("bridge", "a/b").is_err());
+    }
+
+    #[test]
+    fn ifnames() {
+        for ok in [
+            "br-0123456789ab",
+            "a",
+            "eth0",
+            "my_br.1",
+            "A-Z",
+            "..a",
+            "-x",
+            &"x".repeat(15),
+        ] {
+            assert!(validate_ifname("bridge", ok).is_ok(), "{ok}");
+        }
+        // Quotes, wildcards and nft syntax never reach the kernel or the firewall.
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a\"b",
+            "e*",
+            "x;y",
+            "{",
+            "}",
+            "a b",
+            "a/b",
+            "a:b",
+            "a\tb",
+            "a\nb",
+            "\\",
+            "ä",
+            "$x",
+            "br-0123456789abc",
+            &"x".repeat(16),
+        ] {
+            let err = validate_ifname("bridge", bad).unwrap_err();
+            assert_eq!(err.field, "bridge", "{bad:?}");
+        }
+        let err = validate_ifname("f", "e*").unwrap_err();
+        assert!(err.reason.contains("'*'"), "{err}");
+        let err = validate_ifname("f", &"x".repeat(16)).unwrap_err();
+        assert!(err.reason.contains("15 bytes"), "{err}");
+        assert!(
+            validate_ifname("f", &"é".repeat(8)).is_err(),
+            "16 bytes, none allowed"
+        );
+    }
+
+    #[test]
+    fn bridge_names_berth_reserves() {
+        for ok in ["br-test", "docker1", "b", "vx", "v-x", "berth1", "berth_gw"] {
+            assert!(validate_bridge_name("f", ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("berth0", "built-in network bridge"),
+            ("berth_gwbridge", "gateway bridge"),
+            ("bv1", "uses the prefix bv, reserved for berth's veths"),
+            ("bv", "prefix bv"),
+            (
+                "vx-4096",
+                "uses the prefix vx-, reserved for berth's VXLAN devices",
+            ),
+            ("a\"b", "only [A-Za-z0-9_.-]"),
+        ] {
+            let err = validate_bridge_name("f", bad).unwrap_err();
+            assert!(err.reason.contains(why), "{bad}: {err}");
+        }
+        assert_eq!(
+            validate_bridge_name("com.docker.network.bridge.name", "bv1")
+                .unwrap_err()
+                .to_string(),
+            "invalid com.docker.network.bridge.name: \"bv1\" uses the prefix bv, reserved for berth's veths"
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 
 use crate::Invalid;
 use crate::model::Driver;
-use crate::names::validate_ifname;
+use crate::names::validate_bridge_name;
 
 pub const BRIDGE_NAME: &str = "com.docker.network.bridge.name";
 pub const ENABLE_ICC: &str = "com.docker.network.bridge.enable_icc";
@@ -75,7 +75,8 @@ impl NetworkOptions {
             }
             match k.as_str() {
                 BRIDGE_NAME => {
-                    validate_ifname(&format!("option {k}"), v)?;
+                    // Named by the key alone: "invalid com.docker.network.bridge.name: …".
+                    validate_bridge_name(BRIDGE_NAME, v)?;
                     out.bridge_name = Some(v.clone());
                 }
                 ENABLE_ICC => out.enable_icc = parse_bool(k, v)?,
@@ -137,5 +138,36 @@ mod tests {
         assert!(NetworkOptions::parse(Driver::Bridge, &opts(&[(BRIDGE_NAME, "way-too-long-name")])).is_err());
         assert!(NetworkOptions::parse(Driver::Overlay, &opts(&[(ENABLE_ICC, "false")])).is_err());
         assert!(NetworkOptions::parse(Driver::Overlay, &opts(&[(MTU, "1400")])).is_ok());
+    }
+
+    #[test]
+    fn refuses_hostile_and_reserved_bridge_names() {
+        let refused = |name: &str| {
+            NetworkOptions::parse(Driver::Bridge, &opts(&[(BRIDGE_NAME, name)])).expect_err(name)
+        };
+        for name in ["a\"b", "e*", "x;y", "{", "", ".", "..", "a b", "0123456789abcdef"] {
+            let e = refused(name);
+            assert_eq!(e.field, BRIDGE_NAME, "{name:?}: {e}");
+        }
+        assert!(refused("e*").reason.contains("only [A-Za-z0-9_.-]"));
+        assert!(
+            refused("0123456789abcdef")
+                .reason
+                .contains("longer than 15 bytes")
+        );
+        for (name, why) in [
+            ("berth0", "reserved for the bridge of the built-in network"),
+            ("berth_gwbridge", "reserved for the gateway bridge"),
+            ("bv1", "reserved for berth's veths"),
+            ("vx-10", "reserved for berth's VXLAN devices"),
+        ] {
+            let e = refused(name);
+            assert_eq!(e.field, BRIDGE_NAME);
+            assert!(e.reason.contains(why), "{name}: {e}");
+        }
+        assert_eq!(
+            refused("bv1").to_string(),
+            "invalid com.docker.network.bridge.name: \"bv1\" uses the prefix bv, reserved for berth's veths"
+        );
     }
 }

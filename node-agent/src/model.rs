@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use berth_core::model::Driver;
+use berth_core::model::{Driver, VXLAN_PREFIX};
+use berth_core::names::validate_ifname;
 use berth_core::options::NetworkOptions;
 use berth_core::ports::PortMapping;
 use berth_proto::v1 as pb;
@@ -29,7 +30,7 @@ pub struct NetworkSpec {
 impl NetworkSpec {
     /// The VXLAN device of an overlay network on each node.
     pub fn vxlan_name(&self) -> Option<String> {
-        self.vni.map(|v| format!("vx-{v}"))
+        self.vni.map(|v| format!("{VXLAN_PREFIX}{v}"))
     }
 }
 
@@ -57,7 +58,7 @@ impl EndpointSpec {
 }
 
 /// Prefix of every host-side veth berth creates.
-pub const HOST_VETH_PREFIX: &str = "bv";
+pub use berth_core::model::HOST_VETH_PREFIX;
 
 pub fn host_ifname(endpoint_id: &str) -> String {
     format!("{HOST_VETH_PREFIX}{}", &endpoint_id[..endpoint_id.len().min(12)])
@@ -214,6 +215,9 @@ impl NetworkSpec {
         if n.bridge.is_empty() {
             return Err(BadSpec(format!("network {} has no bridge name", n.name)));
         }
+        // The name reaches netlink and the nftables rules; the API refuses bad
+        // ones, this refuses them from records written before it did.
+        validate_ifname("bridge", &n.bridge).map_err(|e| BadSpec(format!("network {}: {e}", n.name)))?;
         Ok(Some(Self {
             id: n.id.clone(),
             name: n.name.clone(),
@@ -331,6 +335,14 @@ mod tests {
         };
         let spec = NetworkSpec::from_proto(&n).unwrap().unwrap();
         assert!(!spec.icc && spec.masquerade && spec.mtu == 0 && spec.vni.is_none());
+        for hostile in ["a\"b", "e*", "0123456789abcdef"] {
+            let bad = pb::Network {
+                bridge: hostile.into(),
+                ..n.clone()
+            };
+            let err = NetworkSpec::from_proto(&bad).unwrap_err();
+            assert!(err.0.contains("invalid bridge"), "{hostile}: {err:?}");
+        }
         let host = pb::Network {
             driver: "host".into(),
             ..Default::default()

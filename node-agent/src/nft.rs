@@ -1,15 +1,31 @@
-//! berth's nftables rules on a node, built as data from the networks realised
-//! here and applied as one atomic batch (`nft -f -`): the whole table is
-//! replaced in a single transaction, so traffic never sees a half-written
-//! ruleset, and an identical re-apply (agent restart) changes nothing for
-//! established flows. One table, `ip berth`: masquerade per bridge subnet and
-//! isolation between bridges. (`enable_icc=false` is not a rule: the agent
-//! marks the bridge ports isolated instead, which needs no firewall and no
-//! per-sandbox rule; this kernel also lacks `meta ibrname` in bridge tables.)
-use std::fmt::Write as _;
+//! berth's nftables rules on a node, built as typed data (libnftables' JSON
+//! schema, through the `nftables` crate) from the networks realised here and
+//! applied as one atomic batch (`nft -j -f -`): the whole table is replaced in
+//! a single transaction, so traffic never sees a half-written ruleset, and an
+//! identical re-apply (agent restart) changes nothing for established flows.
+//! One table, `ip berth`: published ports, masquerade per bridge subnet and
+//! isolation between bridges. No rule is ever text: names and addresses are
+//! JSON strings, so no value can change the syntax of the batch, and interface
+//! names are checked with [`berth_core::names::validate_ifname`] on top (nft
+//! reads a trailing `*` as a wildcard even in JSON). [`observe`] reads the
+//! table back so drift (a table flushed or deleted by hand) can be seen.
+//! (`enable_icc=false` is not a rule: the agent marks the bridge ports
+//! isolated instead, which needs no firewall and no per-sandbox rule; this
+//! kernel also lacks `meta ibrname` in bridge tables.)
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::process::Stdio;
 
+use berth_core::names::validate_ifname;
 use ipnet::Ipv4Net;
+use nftables::batch::Batch;
+use nftables::expr::{
+    CT, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix,
+    SetItem,
+};
+use nftables::schema::{Chain, NfCmd, NfListObject, NfObject, Nftables, Rule, Table};
+use nftables::stmt::{JumpTarget, Match, NAT, Operator, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use tokio::io::AsyncWriteExt;
 
 /// The name of berth's tables.
@@ -38,170 +54,316 @@ pub enum NftError {
     Spawn(#[from] std::io::Error),
     #[error("nft refused the ruleset: {0}")]
     Refused(String),
+    /// nft's JSON output could not be read (or, never in practice, the
+    /// ruleset could not be written as JSON).
+    #[error("nft JSON: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
-/// A whole ruleset for berth's table, ready to apply.
+/// The batch that replaces berth's table: `add table`, `delete table` (so the
+/// delete succeeds whether or not the table existed), then the new table, its
+/// chains and rules, all one transaction. With no bridges it only deletes the
+/// table. Built by [`render`], installed by [`apply`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ruleset(String);
+pub struct Ruleset {
+    doc: Nftables<'static>,
+}
 
 impl Ruleset {
-    /// Rules per chain that applying this installs (empty: no table).
-    pub fn rule_counts(&self) -> std::collections::BTreeMap<String, usize> {
-        let mut counts = std::collections::BTreeMap::new();
-        let mut chain: Option<String> = None;
-        for line in self.0.lines().map(str::trim) {
-            if let Some(rest) = line.strip_prefix("chain ") {
-                let name = rest.trim_end_matches('{').trim().to_string();
-                counts.insert(name.clone(), 0);
-                chain = Some(name);
-            } else if line == "}" {
-                chain = None;
-            } else if let Some(c) = &chain
-                && !line.starts_with("type ")
-                && !line.is_empty()
-            {
-                *counts.entry(c.clone()).or_default() += 1;
+    /// Rules per chain that this ruleset installs, chains without rules
+    /// included (as 0); empty when it installs no table. Compare with
+    /// [`observe`] to notice a table changed behind the agent's back.
+    pub fn rule_counts(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for obj in self.doc.objects.iter() {
+            match obj {
+                NfObject::CmdObject(NfCmd::Add(NfListObject::Chain(c))) => {
+                    counts.entry(c.name.to_string()).or_insert(0);
+                }
+                NfObject::CmdObject(NfCmd::Add(NfListObject::Rule(r))) => {
+                    *counts.entry(r.chain.to_string()).or_insert(0) += 1;
+                }
+                _ => {}
             }
         }
         counts
     }
 }
 
-/// Rules per chain of berth's table as the kernel holds it; `None` when
-/// there is no table.
-pub async fn observe() -> Result<Option<std::collections::BTreeMap<String, usize>>, NftError> {
-    let out = tokio::process::Command::new("nft")
-        .args(["-j", "list", "table", "ip", TABLE])
-        .stdin(Stdio::null())
-        .output()
-        .await?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        if err.contains("No such file or directory") {
-            return Ok(None);
-        }
-        return Err(NftError::Refused(err.trim().to_string()));
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| NftError::Refused(format!("nft -j output: {e}")))?;
-    let mut counts = std::collections::BTreeMap::new();
-    for item in v["nftables"].as_array().into_iter().flatten() {
-        if let Some(c) = item.get("chain") {
-            counts
-                .entry(c["name"].as_str().unwrap_or_default().to_string())
-                .or_insert(0);
-        }
-        if let Some(r) = item.get("rule") {
-            *counts
-                .entry(r["chain"].as_str().unwrap_or_default().to_string())
-                .or_insert(0) += 1;
+/// Whether `name` may be written into the rules; a name that fails
+/// [`validate_ifname`] is logged and left out. The API refuses such names and
+/// the agent's model refuses networks that carry one, so this never happens
+/// unless a caller builds rules from unchecked input: better to leave that one
+/// bridge (or port) out than to fail, or widen, the rules of every network on
+/// the node.
+fn usable(what: &str, name: &str) -> bool {
+    match validate_ifname("bridge", name) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(ifname = ?name, "{what} left out of the nftables rules: {e}");
+            false
         }
     }
-    Ok(Some(counts))
 }
 
-/// The batch that replaces berth's tables with rules for `bridges`; with no
-/// bridges it only deletes them.
+/// The ruleset for `bridges` and the published `ports` behind them (see
+/// [`Ruleset`]). Bridges and ports whose bridge name fails
+/// [`validate_ifname`] are left out (logged); the output does not depend on
+/// the order of the inputs.
 pub fn render(bridges: &[BridgeRules], ports: &[PortRule]) -> Ruleset {
-    Ruleset(render_text(bridges, ports))
-}
-
-fn render_text(bridges: &[BridgeRules], ports: &[PortRule]) -> String {
-    let mut bridges = bridges.to_vec();
+    let mut bridges: Vec<&BridgeRules> = bridges.iter().filter(|b| usable("bridge", &b.bridge)).collect();
     bridges.sort();
-    let mut ports = ports.to_vec();
+    let mut ports: Vec<&PortRule> = ports
+        .iter()
+        .filter(|p| usable("published port behind bridge", &p.bridge))
+        .collect();
     ports.sort();
-    let mut out = String::new();
-    // `add` then `delete` makes the delete succeed whether or not the table
-    // existed; the whole file is one transaction.
-    let _ = writeln!(out, "add table ip {TABLE}\ndelete table ip {TABLE}");
+
+    let table = Table {
+        family: NfFamily::IP,
+        name: TABLE.into(),
+        handle: None,
+    };
+    let mut batch = Batch::new();
+    batch.add(NfListObject::Table(table.clone()));
+    batch.delete(NfListObject::Table(table.clone()));
     if bridges.is_empty() {
-        return out;
+        return Ruleset {
+            doc: batch.to_nftables(),
+        };
     }
-    let port_bridges: std::collections::BTreeSet<&str> = ports.iter().map(|p| p.bridge.as_str()).collect();
-    let names: Vec<String> = bridges.iter().map(|b| format!("\"{}\"", b.bridge)).collect();
-    let _ = writeln!(out, "table ip {TABLE} {{");
+    batch.add(NfListObject::Table(table));
+
+    let mut chains = Vec::new();
+    let mut rules = Vec::new();
     if !ports.is_empty() {
         // Published ports: DNAT for traffic to any local address, arriving
         // (prerouting) or sent by the node itself (output, for 127.0.0.1).
-        // (Numeric priority: this nft only knows `dstnat` for prerouting.)
-        for hook in ["prerouting", "output"] {
-            let _ = writeln!(
-                out,
-                "  chain {hook} {{\n    type nat hook {hook} priority -100; policy accept;\n    fib daddr type local jump ports\n  }}"
-            );
+        // Priority -100 is dstnat.
+        for (name, hook) in [("prerouting", NfHook::Prerouting), ("output", NfHook::Output)] {
+            chains.push(base_chain(name, NfChainType::NAT, hook, -100));
+            rules.push(rule(
+                name,
+                vec![
+                    is(fib_daddr_type(), text("local")),
+                    Statement::Jump(JumpTarget {
+                        target: "ports".into(),
+                    }),
+                ],
+            ));
         }
-        let _ = writeln!(out, "  chain ports {{");
+        chains.push(Chain {
+            family: NfFamily::IP,
+            table: TABLE.into(),
+            name: "ports".into(),
+            ..Chain::default()
+        });
         for p in &ports {
             let m = &p.mapping;
-            let daddr = m.host_ip.map(|ip| format!("ip daddr {ip} ")).unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "    {daddr}{} dport {} dnat to {}:{}",
-                m.proto, m.host_port, p.target, m.container_port
-            );
+            let mut expr = Vec::new();
+            if let Some(ip) = m.host_ip {
+                expr.push(is(field("ip", "daddr"), text(ip.to_string())));
+            }
+            expr.push(is(field(m.proto.as_str(), "dport"), port(m.host_port)));
+            expr.push(Statement::DNAT(Some(NAT {
+                addr: Some(text(p.target.to_string())),
+                family: None,
+                port: Some(port(m.container_port)),
+                flags: None,
+            })));
+            rules.push(rule("ports", expr));
         }
-        let _ = writeln!(out, "  }}");
     }
-    let _ = writeln!(
-        out,
-        "  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;"
-    );
+
+    // Priority 100 is srcnat.
+    chains.push(base_chain(
+        "postrouting",
+        NfChainType::NAT,
+        NfHook::Postrouting,
+        100,
+    ));
+    let port_bridges: BTreeSet<&str> = ports.iter().map(|p| p.bridge.as_str()).collect();
     for b in bridges
         .iter()
         .filter(|b| port_bridges.contains(b.bridge.as_str()))
     {
         // 127.0.0.1:PORT from the node (route_localnet is on for this bridge),
         // and hairpin: a sandbox reaching a port published by its own bridge.
-        let _ = writeln!(
-            out,
-            "    ip saddr 127.0.0.0/8 oifname \"{}\" masquerade",
-            b.bridge
-        );
-        let _ = writeln!(
-            out,
-            "    ct status dnat ip saddr {} oifname \"{}\" masquerade",
-            b.subnet, b.bridge
-        );
+        let loopback: Ipv4Net = "127.0.0.0/8".parse().expect("a valid prefix");
+        rules.push(rule(
+            "postrouting",
+            vec![
+                is(field("ip", "saddr"), prefix(loopback)),
+                is(meta(MetaKey::Oifname), text(&b.bridge)),
+                masquerade(),
+            ],
+        ));
+        rules.push(rule(
+            "postrouting",
+            vec![
+                ct_status_dnat(),
+                is(field("ip", "saddr"), prefix(b.subnet)),
+                is(meta(MetaKey::Oifname), text(&b.bridge)),
+                masquerade(),
+            ],
+        ));
     }
     for b in bridges.iter().filter(|b| b.masquerade) {
-        let _ = writeln!(
-            out,
-            "    ip saddr {} oifname != \"{}\" masquerade",
-            b.subnet, b.bridge
-        );
+        rules.push(rule(
+            "postrouting",
+            vec![
+                is(field("ip", "saddr"), prefix(b.subnet)),
+                Statement::Match(Match {
+                    left: meta(MetaKey::Oifname),
+                    right: text(&b.bridge),
+                    op: Operator::NEQ,
+                }),
+                masquerade(),
+            ],
+        ));
     }
-    let _ = writeln!(out, "  }}");
-    let _ = writeln!(
-        out,
-        "  chain forward {{\n    type filter hook forward priority filter; policy accept;"
-    );
+
+    chains.push(base_chain("forward", NfChainType::Filter, NfHook::Forward, 0));
     if !ports.is_empty() {
         // Published ports are reachable from every network.
-        let _ = writeln!(out, "    ct status dnat accept");
+        rules.push(rule("forward", vec![ct_status_dnat(), Statement::Accept(None)]));
     }
-    if bridges.len() > 1 {
-        for b in &bridges {
-            let others: Vec<&String> = names.iter().filter(|n| n.trim_matches('"') != b.bridge).collect();
-            let set = others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
-            let _ = writeln!(out, "    iifname \"{}\" oifname {{ {set} }} drop", b.bridge);
+    for b in &bridges {
+        // Bridges are isolated from each other.
+        let others: Vec<SetItem<'static>> = bridges
+            .iter()
+            .filter(|o| o.bridge != b.bridge)
+            .map(|o| SetItem::Element(text(&o.bridge)))
+            .collect();
+        if others.is_empty() {
+            continue;
         }
+        rules.push(rule(
+            "forward",
+            vec![
+                is(meta(MetaKey::Iifname), text(&b.bridge)),
+                is(
+                    meta(MetaKey::Oifname),
+                    Expression::Named(NamedExpression::Set(others)),
+                ),
+                Statement::Drop(None),
+            ],
+        ));
     }
-    let _ = writeln!(out, "  }}\n}}");
-    out
+
+    for c in chains {
+        batch.add(NfListObject::Chain(c));
+    }
+    for r in rules {
+        batch.add(NfListObject::Rule(r));
+    }
+    Ruleset {
+        doc: batch.to_nftables(),
+    }
 }
 
-/// Applies a batch from [`render`] in the calling process's network namespace.
+fn base_chain(name: &'static str, kind: NfChainType, hook: NfHook, prio: i32) -> Chain<'static> {
+    Chain {
+        family: NfFamily::IP,
+        table: TABLE.into(),
+        name: name.into(),
+        _type: Some(kind),
+        hook: Some(hook),
+        prio: Some(prio),
+        policy: Some(NfChainPolicy::Accept),
+        ..Chain::default()
+    }
+}
+
+fn rule(chain: &'static str, expr: Vec<Statement<'static>>) -> Rule<'static> {
+    Rule {
+        family: NfFamily::IP,
+        table: TABLE.into(),
+        chain: chain.into(),
+        expr: expr.into(),
+        ..Rule::default()
+    }
+}
+
+/// A string value (a name or an address): always one JSON string.
+fn text(s: impl Into<String>) -> Expression<'static> {
+    Expression::String(Cow::Owned(s.into()))
+}
+
+fn port(p: u16) -> Expression<'static> {
+    Expression::Number(u32::from(p))
+}
+
+fn is(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::EQ,
+    })
+}
+
+fn meta(key: MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+fn field(protocol: &'static str, field: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
+        protocol: protocol.into(),
+        field: field.into(),
+    })))
+}
+
+fn prefix(net: Ipv4Net) -> Expression<'static> {
+    Expression::Named(NamedExpression::Prefix(Prefix {
+        addr: Box::new(text(net.network().to_string())),
+        len: u32::from(net.prefix_len()),
+    }))
+}
+
+/// `fib daddr type`: the route type of the destination (`local` for the node's own addresses).
+fn fib_daddr_type() -> Expression<'static> {
+    Expression::Named(NamedExpression::Fib(Fib {
+        result: FibResult::Type,
+        flags: HashSet::from([FibFlag::Daddr]),
+    }))
+}
+
+/// `ct status dnat`: the connection was destination-NATed (a published port).
+fn ct_status_dnat() -> Statement<'static> {
+    Statement::Match(Match {
+        left: Expression::Named(NamedExpression::CT(CT {
+            key: "status".into(),
+            family: None,
+            dir: None,
+        })),
+        right: text("dnat"),
+        op: Operator::IN,
+    })
+}
+
+fn masquerade() -> Statement<'static> {
+    Statement::Masquerade(None)
+}
+
+/// `nft` with the C locale, so its messages are the ones matched here.
+fn nft() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("nft");
+    cmd.env("LC_ALL", "C");
+    cmd
+}
+
+/// Applies a ruleset from [`render`] in the calling thread's network
+/// namespace (for the agent: the process's), as one `nft -j -f -` transaction.
 pub async fn apply(rules: &Ruleset) -> Result<(), NftError> {
-    let batch = rules.0.as_str();
-    let mut child = tokio::process::Command::new("nft")
-        .args(["-f", "-"])
+    let json = serde_json::to_vec(&rules.doc)?;
+    let mut child = nft()
+        .args(["-j", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
     let mut stdin = child.stdin.take().expect("piped stdin");
-    stdin.write_all(batch.as_bytes()).await?;
+    stdin.write_all(&json).await?;
     drop(stdin);
     let out = child.wait_with_output().await?;
     if !out.status.success() {
@@ -212,8 +374,65 @@ pub async fn apply(rules: &Ruleset) -> Result<(), NftError> {
     Ok(())
 }
 
+/// Rules per chain of berth's table as the kernel has it now (`nft -j list
+/// table ip berth` in the calling thread's namespace), chains without rules
+/// included; `None` when the table does not exist. Equal to
+/// [`Ruleset::rule_counts`] of the last applied ruleset unless someone changed
+/// the table since.
+pub async fn observe() -> Result<Option<BTreeMap<String, usize>>, NftError> {
+    let out = nft()
+        .args(["-j", "list", "table", "ip", TABLE])
+        .stdin(Stdio::null())
+        .output()
+        .await?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if err.contains("No such file or directory") {
+            return Ok(None);
+        }
+        return Err(NftError::Refused(err));
+    }
+    Ok(Some(count_listed(&out.stdout)?))
+}
+
+/// Counts chains and rules in a JSON listing. Reads only the chain names, not
+/// the crate's full schema: a rule someone added by hand with an expression
+/// the crate does not model must count as drift, not fail the read.
+fn count_listed(json: &[u8]) -> Result<BTreeMap<String, usize>, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Listing {
+        nftables: Vec<Item>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        chain: Option<Named>,
+        rule: Option<InChain>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct InChain {
+        chain: String,
+    }
+    let listing: Listing = serde_json::from_slice(json)?;
+    let mut counts = BTreeMap::new();
+    for item in listing.nftables {
+        if let Some(c) = item.chain {
+            counts.entry(c.name).or_insert(0);
+        }
+        if let Some(r) = item.rule {
+            *counts.entry(r.chain).or_insert(0) += 1;
+        }
+    }
+    Ok(counts)
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
 
     fn b(name: &str, subnet: &str, masq: bool) -> BridgeRules {
@@ -224,56 +443,266 @@ mod tests {
         }
     }
 
+    fn port_rule(ip: &str, hp: u32, cp: u32, proto: &str, target: &str, bridge: &str) -> PortRule {
+        PortRule {
+            mapping: berth_core::ports::PortMapping::validate(ip, hp, cp, proto).unwrap(),
+            target: target.parse().unwrap(),
+            bridge: bridge.into(),
+        }
+    }
+
+    /// The batch as nft will read it.
+    fn commands(r: &Ruleset) -> Vec<Value> {
+        let v = serde_json::to_value(&r.doc).unwrap();
+        v["nftables"].as_array().unwrap().clone()
+    }
+
+    fn chain(r: &Ruleset, name: &str) -> Value {
+        commands(r)
+            .into_iter()
+            .find(|c| c["add"]["chain"]["name"] == name)
+            .map(|c| c["add"]["chain"].clone())
+            .unwrap_or_else(|| panic!("no chain {name}"))
+    }
+
+    /// The statements of each rule of `name`, in order.
+    fn rules(r: &Ruleset, name: &str) -> Vec<Value> {
+        commands(r)
+            .into_iter()
+            .filter(|c| c["add"]["rule"]["chain"] == name)
+            .map(|c| {
+                let rule = &c["add"]["rule"];
+                assert_eq!((&rule["family"], &rule["table"]), (&json!("ip"), &json!("berth")));
+                rule["expr"].clone()
+            })
+            .collect()
+    }
+
+    fn eq(left: Value, right: Value) -> Value {
+        json!({"match": {"op": "==", "left": left, "right": right}})
+    }
+
+    fn oifname() -> Value {
+        json!({"meta": {"key": "oifname"}})
+    }
+
+    fn saddr() -> Value {
+        json!({"payload": {"protocol": "ip", "field": "saddr"}})
+    }
+
+    fn ct_dnat() -> Value {
+        json!({"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}})
+    }
+
+    fn net(addr: &str, len: u32) -> Value {
+        json!({"prefix": {"addr": addr, "len": len}})
+    }
+
+    #[test]
+    fn replaces_the_table_in_one_batch() {
+        let r = render(&[b("berth0", "172.17.0.0/16", true)], &[]);
+        let cmds = commands(&r);
+        let table = json!({"family": "ip", "name": "berth"});
+        assert_eq!(cmds[0], json!({"add": {"table": table}}));
+        assert_eq!(cmds[1], json!({"delete": {"table": table}}));
+        assert_eq!(cmds[2], json!({"add": {"table": table}}));
+        // Every chain comes before the first rule (the jump to `ports` needs it).
+        let first_rule = cmds.iter().position(|c| c["add"].get("rule").is_some());
+        let last_chain = cmds.iter().rposition(|c| c["add"].get("chain").is_some());
+        assert!(last_chain < first_rule || first_rule.is_none());
+        assert_eq!(
+            chain(&r, "postrouting"),
+            json!({"family": "ip", "table": "berth", "name": "postrouting",
+                   "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"})
+        );
+        assert_eq!(
+            chain(&r, "forward"),
+            json!({"family": "ip", "table": "berth", "name": "forward",
+                   "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"})
+        );
+        assert_eq!(
+            r.rule_counts(),
+            BTreeMap::from([("forward".into(), 0), ("postrouting".into(), 1)])
+        );
+    }
+
     #[test]
     fn renders_masquerade_and_isolation() {
-        let text = render_text(
+        let r = render(
             &[
-                b("berth0", "172.17.0.0/16", true),
                 b("br-1", "172.18.0.0/16", false),
+                b("berth0", "172.17.0.0/16", true),
+                b("br-2", "172.19.0.5/16", true),
             ],
             &[],
         );
-        assert!(text.contains("ip saddr 172.17.0.0/16 oifname != \"berth0\" masquerade"));
-        assert!(!text.contains("172.18.0.0/16 oifname"), "masquerade off for br-1");
-        assert!(text.contains("iifname \"berth0\" oifname { \"br-1\" } drop"));
-        assert!(text.contains("iifname \"br-1\" oifname { \"berth0\" } drop"));
+        assert_eq!(
+            rules(&r, "postrouting"),
+            vec![
+                json!([
+                    eq(saddr(), net("172.17.0.0", 16)),
+                    {"match": {"op": "!=", "left": oifname(), "right": "berth0"}},
+                    {"masquerade": null}
+                ]),
+                // No rule for br-1 (masquerade off); host bits are dropped.
+                json!([
+                    eq(saddr(), net("172.19.0.0", 16)),
+                    {"match": {"op": "!=", "left": oifname(), "right": "br-2"}},
+                    {"masquerade": null}
+                ]),
+            ]
+        );
+        let drop = |from: &str, to: &[&str]| {
+            json!([
+                eq(json!({"meta": {"key": "iifname"}}), json!(from)),
+                eq(oifname(), json!({"set": to})),
+                {"drop": null}
+            ])
+        };
+        assert_eq!(
+            rules(&r, "forward"),
+            vec![
+                drop("berth0", &["br-1", "br-2"]),
+                drop("br-1", &["berth0", "br-2"]),
+                drop("br-2", &["berth0", "br-1"]),
+            ]
+        );
+        assert!(commands(&r).iter().all(|c| c["add"]["chain"]["name"] != "ports"));
+        assert_eq!(
+            r.rule_counts(),
+            BTreeMap::from([("forward".into(), 3), ("postrouting".into(), 2)])
+        );
     }
 
     #[test]
     fn renders_published_ports() {
-        let m =
-            |ip: &str, hp, cp, proto| berth_core::ports::PortMapping::validate(ip, hp, cp, proto).unwrap();
         let ports = [
-            PortRule {
-                mapping: m("", 8080, 80, "tcp"),
-                target: "172.17.0.2".parse().unwrap(),
-                bridge: "berth0".into(),
-            },
-            PortRule {
-                mapping: m("192.168.205.10", 5353, 53, "udp"),
-                target: "172.17.0.3".parse().unwrap(),
-                bridge: "berth0".into(),
-            },
+            port_rule("192.168.205.10", 5353, 53, "udp", "172.17.0.3", "berth0"),
+            port_rule("", 8080, 80, "tcp", "172.17.0.2", "berth0"),
         ];
-        let text = render_text(&[b("berth0", "172.17.0.0/16", true)], &ports);
-        assert!(text.contains("fib daddr type local jump ports"));
-        assert!(
-            text.contains("    tcp dport 8080 dnat to 172.17.0.2:80\n"),
-            "{text}"
+        let r = render(
+            &[
+                b("berth0", "172.17.0.0/16", true),
+                b("br-1", "172.18.0.0/16", true),
+            ],
+            &ports,
         );
-        assert!(
-            text.contains("    ip daddr 192.168.205.10 udp dport 5353 dnat to 172.17.0.3:53\n"),
-            "{text}"
+        let jump = json!([
+            eq(json!({"fib": {"result": "type", "flags": ["daddr"]}}), json!("local")),
+            {"jump": {"target": "ports"}}
+        ]);
+        for hook in ["prerouting", "output"] {
+            assert_eq!(
+                chain(&r, hook),
+                json!({"family": "ip", "table": "berth", "name": hook,
+                       "type": "nat", "hook": hook, "prio": -100, "policy": "accept"})
+            );
+            assert_eq!(rules(&r, hook), vec![jump.clone()]);
+        }
+        assert_eq!(
+            chain(&r, "ports"),
+            json!({"family": "ip", "table": "berth", "name": "ports"})
         );
-        assert!(text.contains("ip saddr 127.0.0.0/8 oifname \"berth0\" masquerade"));
-        assert!(text.contains("ct status dnat ip saddr 172.17.0.0/16 oifname \"berth0\" masquerade"));
-        assert!(text.contains("ct status dnat accept"));
+        let dport = |proto: &str, p: u16| {
+            eq(
+                json!({"payload": {"protocol": proto, "field": "dport"}}),
+                json!(p),
+            )
+        };
+        assert_eq!(
+            rules(&r, "ports"),
+            vec![
+                json!([dport("tcp", 8080), {"dnat": {"addr": "172.17.0.2", "port": 80}}]),
+                json!([
+                    eq(json!({"payload": {"protocol": "ip", "field": "daddr"}}), json!("192.168.205.10")),
+                    dport("udp", 5353),
+                    {"dnat": {"addr": "172.17.0.3", "port": 53}}
+                ]),
+            ]
+        );
+        // Loopback and hairpin masquerade only for the bridge with published ports.
+        let post = rules(&r, "postrouting");
+        assert_eq!(
+            post[..2],
+            [
+                json!([eq(saddr(), net("127.0.0.0", 8)), eq(oifname(), json!("berth0")), {"masquerade": null}]),
+                json!([
+                    ct_dnat(),
+                    eq(saddr(), net("172.17.0.0", 16)),
+                    eq(oifname(), json!("berth0")),
+                    {"masquerade": null}
+                ]),
+            ]
+        );
+        assert_eq!(post.len(), 4, "then one outbound masquerade per bridge: {post:?}");
+        let forward = rules(&r, "forward");
+        assert_eq!(forward[0], json!([ct_dnat(), {"accept": null}]));
+        assert_eq!(forward.len(), 3);
+        assert_eq!(
+            r.rule_counts(),
+            BTreeMap::from([
+                ("forward".into(), 3),
+                ("output".into(), 1),
+                ("ports".into(), 2),
+                ("postrouting".into(), 4),
+                ("prerouting".into(), 1),
+            ])
+        );
+        // The order of the inputs does not matter.
+        let again = render(
+            &[
+                b("br-1", "172.18.0.0/16", true),
+                b("berth0", "172.17.0.0/16", true),
+            ],
+            &[ports[1].clone(), ports[0].clone()],
+        );
+        assert_eq!(again, r);
     }
 
     #[test]
     fn empty_only_deletes() {
-        let text = render_text(&[], &[]);
-        assert!(text.contains("delete table ip berth"));
-        assert!(!text.contains("chain"));
+        let r = render(&[], &[]);
+        let table = json!({"family": "ip", "name": "berth"});
+        assert_eq!(
+            commands(&r),
+            vec![
+                json!({"add": {"table": table}}),
+                json!({"delete": {"table": table}})
+            ]
+        );
+        assert!(r.rule_counts().is_empty());
+    }
+
+    #[test]
+    fn hostile_names_never_reach_the_rules() {
+        let good = render(&[b("berth0", "172.17.0.0/16", true)], &[]);
+        for name in ["a\"b", "e*", "x;y", "{", "0123456789abcdef", "", "..", "a b"] {
+            let r = render(
+                &[b("berth0", "172.17.0.0/16", true), b(name, "172.18.0.0/16", true)],
+                &[port_rule("", 8080, 80, "tcp", "172.18.0.2", name)],
+            );
+            assert_eq!(r, good, "{name:?} is left out with its port");
+            let json = serde_json::to_string(&r.doc).unwrap();
+            assert!(!json.contains("172.18."), "{name:?}: {json}");
+        }
+    }
+
+    #[test]
+    fn counts_a_listing() {
+        let listing = br#"{"nftables": [
+            {"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
+            {"table": {"family": "ip", "name": "berth", "handle": 2}},
+            {"chain": {"family": "ip", "table": "berth", "name": "postrouting", "handle": 1,
+                       "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}},
+            {"chain": {"family": "ip", "table": "berth", "name": "forward", "handle": 2}},
+            {"rule": {"family": "ip", "table": "berth", "chain": "postrouting", "handle": 3,
+                      "expr": [{"something": {"new": true}}, {"masquerade": null}]}},
+            {"rule": {"family": "ip", "table": "berth", "chain": "postrouting", "handle": 4, "expr": []}}
+        ]}"#;
+        assert_eq!(
+            count_listed(listing).unwrap(),
+            BTreeMap::from([("forward".into(), 0), ("postrouting".into(), 2)])
+        );
+        assert!(count_listed(b"not json").is_err());
     }
 }

@@ -153,6 +153,11 @@ async fn bad_requests_get_their_codes_and_leave_no_key() {
         .create_network(pb::CreateNetworkRequest {
             name: "taken".into(),
             subnet: "172.25.0.0/16".into(),
+            options: [(
+                "com.docker.network.bridge.name".to_string(),
+                "br-taken".to_string(),
+            )]
+            .into(),
             ..Default::default()
         })
         .await
@@ -266,11 +271,43 @@ async fn bad_requests_get_their_codes_and_leave_no_key() {
         ),
         (
             pb::CreateNetworkRequest {
-                options: opt("com.docker.network.bridge.name", "berth0"),
+                options: opt("com.docker.network.bridge.name", "br-taken"),
                 ..create_req("n1")
             },
             Code::FailedPrecondition,
-            "berth0",
+            "br-taken",
+        ),
+        (
+            pb::CreateNetworkRequest {
+                options: opt("com.docker.network.bridge.name", "berth0"),
+                ..create_req("n1")
+            },
+            Code::InvalidArgument,
+            "reserved",
+        ),
+        (
+            pb::CreateNetworkRequest {
+                options: opt("com.docker.network.bridge.name", "bv1"),
+                ..create_req("n1")
+            },
+            Code::InvalidArgument,
+            "com.docker.network.bridge.name: \"bv1\" uses the prefix bv, reserved for berth's veths",
+        ),
+        (
+            pb::CreateNetworkRequest {
+                options: opt("com.docker.network.bridge.name", "a\"b"),
+                ..create_req("n1")
+            },
+            Code::InvalidArgument,
+            "com.docker.network.bridge.name",
+        ),
+        (
+            pb::CreateNetworkRequest {
+                options: opt("com.docker.network.bridge.name", "e*"),
+                ..create_req("n1")
+            },
+            Code::InvalidArgument,
+            "only [a-za-z0-9_.-]",
         ),
     ];
     for (req, code, needle) in cases {
