@@ -149,26 +149,7 @@ impl Cluster {
                 c.etcd.as_ref().map(|p| p.log()).unwrap_or_default()
             );
         }
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{}", c.ctl()))
-            .arg("--")
-            .arg(bin("berth-api"))
-            .args([
-                "--etcd-endpoints",
-                "http://127.0.0.1:2379",
-                "--listen",
-                &format!("{CTL_ADDR}:7420"),
-            ])
-            .arg("--socket")
-            .arg(&c.socket)
-            .args(["--node-ttl", "4", "--log", "info,berth_api=debug"])
-            .args(&c.opts.api_args);
-        c.api = Some(Proc::spawn("berth-api", &mut cmd, c.dir.path().join("api.log"))?);
-        if !wait_until(Duration::from_secs(20), || {
-            c.cli(&["network", "ls"]).status.success()
-        }) {
-            bail!("berth-api did not start: {}", c.api_log());
-        }
+        c.start_api()?;
         for i in 1..=nodes {
             c.agents.push(None);
             c.start_agent(i)?;
@@ -215,6 +196,38 @@ impl Cluster {
     /// The namespace name of sandbox `name` on its node.
     pub fn sandbox_ns(&self, name: &str) -> String {
         format!("{}-{name}", self.tag)
+    }
+
+    /// Starts berth-api in the control namespace and waits until it answers.
+    pub fn start_api(&mut self) -> Result<()> {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.ctl()))
+            .arg("--")
+            .arg(bin("berth-api"))
+            .args([
+                "--etcd-endpoints",
+                "http://127.0.0.1:2379",
+                "--listen",
+                &format!("{CTL_ADDR}:7420"),
+            ])
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["--node-ttl", "4", "--log", "info,berth_api=debug"])
+            .args(&self.opts.api_args);
+        self.api = Some(Proc::spawn_append("berth-api", &mut cmd, self.dir.path().join("api.log"))?);
+        if !wait_until(Duration::from_secs(20), || {
+            self.cli(&["network", "ls"]).status.success()
+        }) {
+            bail!("berth-api did not start: {}", self.api_log());
+        }
+        Ok(())
+    }
+
+    /// SIGTERM to berth-api.
+    pub fn stop_api(&mut self) {
+        if let Some(mut p) = self.api.take() {
+            p.stop();
+        }
     }
 
     pub fn start_agent(&mut self, i: usize) -> Result<()> {
@@ -276,7 +289,7 @@ impl Cluster {
     }
 
     pub fn api_log(&self) -> String {
-        self.api.as_ref().map(|p| p.log()).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("api.log")).unwrap_or_default()
     }
 
     pub fn agent_log(&self, i: usize) -> String {

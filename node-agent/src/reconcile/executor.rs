@@ -29,6 +29,8 @@ pub struct ObserveRequest {
     pub etc: BTreeSet<String>,
     /// Recorded detached commands, to check whether they still run.
     pub commands: BTreeMap<String, Detached>,
+    /// Desired host-mode sandboxes (their commands run in the node's namespace).
+    pub host_sandboxes: BTreeSet<String>,
 }
 
 /// What an action left that berth's record must hold.

@@ -146,7 +146,11 @@ impl Executor for FakeNode {
         }
         if req.scan_prefix.is_some() {
             for (pid, (id, running)) in &self.processes {
-                if *running {
+                let in_ours = self
+                    .namespaces
+                    .values()
+                    .any(|n| n.marker.as_deref() == Some(sandbox_mark(id).as_str()));
+                if *running && in_ours {
                     seen.adopted_commands.insert(
                         id.clone(),
                         Detached {

@@ -217,8 +217,11 @@ impl<'a> KernelExecutor<'a> {
 pub const COMMAND_MARK: &str = "BERTH_SANDBOX_ID";
 
 /// Running processes carrying [`COMMAND_MARK`], by sandbox id (the group
-/// leader berth started: its process group id is its PID).
-fn marked_commands() -> BTreeMap<String, Detached> {
+/// leader berth started: its process group id is its PID), with the inode
+/// of the network namespace each runs in. Another agent's commands carry
+/// the marker too: callers keep only those inside namespaces proven theirs.
+fn marked_commands() -> BTreeMap<String, (Detached, u64)> {
+    use std::os::unix::fs::MetadataExt;
     let mut out = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;
@@ -241,8 +244,11 @@ fn marked_commands() -> BTreeMap<String, Detached> {
         };
         let leader = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32)))
             .is_ok_and(|g| g.as_raw() as u32 == pid);
+        let Ok(net) = std::fs::metadata(entry.path().join("ns/net")) else {
+            continue;
+        };
         if let (true, Some(start_time)) = (leader, exec::start_time(pid)) {
-            out.insert(id, Detached { pid, start_time });
+            out.insert(id, (Detached { pid, start_time }, net.ino()));
         }
     }
     out
@@ -276,9 +282,6 @@ impl Executor for KernelExecutor<'_> {
                 seen.namespaces.insert(name.clone(), ns);
             }
         }
-        if req.scan_prefix.is_some() {
-            seen.adopted_commands = marked_commands();
-        }
         if let Some(prefix) = &req.scan_prefix {
             for name in netns::list()?
                 .into_iter()
@@ -289,6 +292,21 @@ impl Executor for KernelExecutor<'_> {
                 }
                 if let Some(ns) = self.namespace(&name, true, false).await {
                     seen.namespaces.insert(name, ns);
+                }
+            }
+        }
+        if req.scan_prefix.is_some() {
+            // A command is berth's when it runs inside the namespace berth
+            // made for its sandbox (or, in host mode, in the node's own).
+            use std::os::unix::fs::MetadataExt;
+            let own = std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()).ok();
+            for (id, (d, net)) in marked_commands() {
+                let in_ours = seen
+                    .namespaces
+                    .values()
+                    .any(|n| n.inode == net && n.marker.as_deref() == Some(sandbox_mark(&id).as_str()));
+                if in_ours || (Some(net) == own && req.host_sandboxes.contains(&id)) {
+                    seen.adopted_commands.insert(id, d);
                 }
             }
         }

@@ -466,7 +466,10 @@ pub fn observe_request(
         ..Default::default()
     };
     for s in d.sandboxes.values() {
-        let Some(ns) = &s.netns else { continue };
+        let Some(ns) = &s.netns else {
+            req.host_sandboxes.insert(s.id.clone());
+            continue;
+        };
         if scope.has_sandbox(&s.id) {
             req.inspect.insert(ns.clone());
             req.etc.insert(ns.clone());

@@ -505,6 +505,8 @@ fn a_lost_record_is_rebuilt_from_markers_and_nothing_is_orphaned_or_swept() {
     h.node = node;
     h.node.log.clear();
     h.node.add_foreign_namespace("t-theirs");
+    // A process with berth's marker outside berth's namespaces (another agent's).
+    h.node.processes.insert(9999, ("elsewhere".into(), true));
     // A sandbox removed while the agent was down: marked, no record, not desired.
     let mut less = d.clone();
     less.sandboxes.remove("named");
@@ -532,7 +534,9 @@ fn a_lost_record_is_rebuilt_from_markers_and_nothing_is_orphaned_or_swept() {
         h.owned.commands.contains_key("web"),
         "web's command is found by its marker, not started twice"
     );
-    assert_eq!(h.node.processes.values().filter(|p| p.1).count(), 1);
+    assert_eq!(h.node.processes.values().filter(|p| p.1).count(), 2);
+    assert!(h.node.processes[&9999].1, "another agent's command is not adopted nor stopped");
+    assert!(!h.owned.commands.contains_key("elsewhere"));
 }
 
 #[test]

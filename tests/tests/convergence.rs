@@ -1,0 +1,240 @@
+//! The agent as a level-triggered controller, on the real kernel: drift of
+//! every kind of object made by hand is repaired without a restart and
+//! traffic resumes; foreign namespaces and bridges are refused and left
+//! untouched; nodes heal after an API outage longer than their lease; a lost
+//! or corrupt state file orphans nothing and sweeps nothing foreign.
+use std::time::{Duration, Instant};
+
+use berth_tests::cluster::{Cluster, ClusterOptions, in_ns, in_ns_ok, ip};
+use berth_tests::{stderr, wait_until};
+
+/// Seconds between the agents' full passes in these tests.
+const PERIOD: u64 = 2;
+
+fn cluster(nodes: usize) -> Cluster {
+    let opts = ClusterOptions {
+        agent_args: vec![vec!["--resync-period".to_string(), PERIOD.to_string()]; nodes],
+        ..Default::default()
+    };
+    Cluster::start_with(nodes, opts).unwrap_or_else(|e| panic!("cluster: {e:?}"))
+}
+
+fn ping(c: &Cluster, from: &str, to: &str) -> bool {
+    c.cli(&["exec", from, "--", "ping", "-c1", "-W1", to])
+        .status
+        .success()
+}
+
+/// Waits (at most two periods, plus slack for the ping itself) until `from`
+/// reaches `to` again; returns how long that took.
+fn repaired(c: &Cluster, what: &str, from: &str, to: &str) -> Duration {
+    let start = Instant::now();
+    c.eventually(&format!("{what}: {from} reaches {to} again"), || ping(c, from, to));
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(2 * PERIOD + 6),
+        "{what}: repair took {took:?}, more than two periods"
+    );
+    took
+}
+
+/// The host end of a sandbox's endpoint on `network`: `bv` + 12 hex of its id.
+fn host_veth(c: &Cluster, sandbox: &str, network: &str) -> String {
+    let v = c.cli_json(&["sandbox", "inspect", sandbox]);
+    let id = v[0]["Networks"][network]["EndpointID"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no endpoint of {sandbox} on {network}: {v}"))
+        .to_string();
+    format!("bv{}", &id[..12])
+}
+
+fn nft_rules(c: &Cluster, node: usize) -> usize {
+    let out = in_ns(&c.node(node), &["nft", "-j", "list", "table", "ip", "berth"]);
+    if !out.status.success() {
+        return 0;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["nftables"]
+        .as_array()
+        .map(|a| a.iter().filter(|i| i.get("rule").is_some()).count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn drift_of_every_kind_is_repaired_and_traffic_resumes() {
+    let c = cluster(2);
+    let n1 = c.node(1);
+    c.cli_ok(&["network", "create", "-d", "overlay", "demo"]);
+    c.cli_ok(&["sandbox", "create", "a", "--node", "node1"]);
+    c.cli_ok(&["sandbox", "create", "b", "--node", "node1"]);
+    c.cli_ok(&["sandbox", "create", "o1", "--node", "node1", "--network", "demo"]);
+    c.cli_ok(&["sandbox", "create", "o2", "--node", "node2", "--network", "demo"]);
+    assert!(ping(&c, "a", "172.17.0.3") && ping(&c, "o2", "10.0.0.2"));
+
+    // A host veth deleted by hand (the kernel takes its peer along).
+    ip(&["-n", &n1, "link", "del", &host_veth(&c, "b", "bridge")]).unwrap();
+    repaired(&c, "host veth deleted", "a", "172.17.0.3");
+
+    // The sandbox's own interface deleted inside its namespace.
+    ip(&["-n", &c.sandbox_ns("b"), "link", "del", "eth0"]).unwrap();
+    repaired(&c, "sandbox eth0 deleted", "a", "172.17.0.3");
+
+    // The sandbox's address removed.
+    ip(&["-n", &c.sandbox_ns("b"), "addr", "flush", "dev", "eth0"]).unwrap();
+    repaired(&c, "sandbox address removed", "a", "172.17.0.3");
+
+    // The default bridge deleted: every endpoint on it comes back too.
+    ip(&["-n", &n1, "link", "del", "berth0"]).unwrap();
+    repaired(&c, "bridge deleted", "a", "172.17.0.3");
+
+    // The gateway's address removed from the bridge.
+    ip(&["-n", &n1, "addr", "flush", "dev", "berth0"]).unwrap();
+    repaired(&c, "bridge address removed", "a", "172.17.0.1");
+
+    // The VXLAN device deleted.
+    ip(&["-n", &n1, "link", "del", "vx-4096"]).unwrap();
+    repaired(&c, "vxlan deleted", "o2", "10.0.0.2");
+
+    // The FDB entry of the remote endpoint and the flood entries deleted.
+    in_ns_ok(&n1, &["bridge", "fdb", "flush", "dev", "vx-4096"]);
+    let had = in_ns_ok(&n1, &["bridge", "fdb", "show", "dev", "vx-4096"]);
+    assert!(!had.contains("192.168.205.11"), "flushed: {had}");
+    c.eventually("the FDB entries are back", || {
+        in_ns_ok(&n1, &["bridge", "fdb", "show", "dev", "vx-4096"]).contains("dst 192.168.205.11")
+    });
+    repaired(&c, "fdb flushed", "o1", "10.0.0.3");
+
+    // berth's nftables table flushed, then deleted.
+    let rules = nft_rules(&c, 1);
+    assert!(rules > 0);
+    in_ns_ok(&n1, &["nft", "flush", "table", "ip", "berth"]);
+    c.eventually("the flushed rules are back", || nft_rules(&c, 1) == rules);
+    in_ns_ok(&n1, &["nft", "delete", "table", "ip", "berth"]);
+    c.eventually("the deleted table is back", || nft_rules(&c, 1) == rules);
+
+    // A sandbox namespace deleted by hand comes back (empty, then filled).
+    ip(&["netns", "del", &c.sandbox_ns("b")]).unwrap();
+    repaired(&c, "namespace deleted", "a", "172.17.0.3");
+
+    // None of this needed a restart: the agent registered once.
+    assert_eq!(c.agent_log(1).matches("registered with the API server").count(), 1);
+}
+
+#[test]
+fn foreign_namespaces_and_bridges_are_refused_and_untouched() {
+    let c = cluster(1);
+    let n1 = c.node(1);
+    // A namespace someone else made, with an eth0 of its own.
+    let theirs = c.sandbox_ns("foreign1");
+    ip(&["netns", "add", &theirs]).unwrap();
+    ip(&["-n", &theirs, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"]).unwrap();
+    ip(&["-n", &theirs, "addr", "add", "10.99.0.1/24", "dev", "eth0"]).unwrap();
+    let before = in_ns_ok(&theirs, &["ip", "-d", "addr"]);
+    let out = c.cli(&["sandbox", "create", "foreign1", "--node", "node1"]);
+    assert!(!out.status.success(), "a foreign namespace must be refused");
+    let err = stderr(&out);
+    assert!(
+        err.contains("node node1") && err.contains(&format!("network namespace {theirs} already exists")),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert_eq!(in_ns_ok(&theirs, &["ip", "-d", "addr"]), before, "their namespace is untouched");
+    assert!(
+        !c.etcd_keys().iter().any(|k| k.contains("/names/sandboxes/foreign1")),
+        "nothing is recorded"
+    );
+    // A full pass later it is still theirs.
+    std::thread::sleep(Duration::from_secs(PERIOD + 1));
+    assert_eq!(in_ns_ok(&theirs, &["ip", "-d", "addr"]), before);
+    assert!(!in_ns_ok(&n1, &["ip", "-o", "link"]).contains("berth:"), "no berth link was made for it");
+
+    // A bridge someone else made, named by a network's option.
+    ip(&["-n", &n1, "link", "add", "br-theirs", "type", "bridge"]).unwrap();
+    ip(&["-n", &n1, "addr", "add", "10.98.0.1/24", "dev", "br-theirs"]).unwrap();
+    let before = in_ns_ok(&n1, &["ip", "-d", "addr", "show", "br-theirs"]);
+    c.cli_ok(&["network", "create", "-o", "com.docker.network.bridge.name=br-theirs", "mine"]);
+    let out = c.cli(&["sandbox", "create", "s1", "--node", "node1", "--network", "mine"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("bridge br-theirs already exists on this node and is not berth's"), "{err}");
+    assert_eq!(in_ns_ok(&n1, &["ip", "-d", "addr", "show", "br-theirs"]), before);
+    assert!(!c.etcd_keys().iter().any(|k| k.contains("/names/sandboxes/s1")));
+    // Reserved names cannot even be asked for.
+    let out = c.cli(&["network", "create", "-o", "com.docker.network.bridge.name=berth0", "x"]);
+    assert!(!out.status.success() && stderr(&out).contains("reserved"), "{}", stderr(&out));
+    ip(&["-n", &n1, "link", "del", "br-theirs"]).unwrap();
+    ip(&["netns", "del", &theirs]).unwrap();
+}
+
+#[test]
+fn nodes_heal_after_an_api_outage_longer_than_their_lease() {
+    let mut c = cluster(2);
+    c.cli_ok(&["sandbox", "create", "t1", "--node", "node1"]);
+    c.stop_api();
+    // The lease TTL is 4 s here: five times that.
+    std::thread::sleep(Duration::from_secs(20));
+    c.start_api().unwrap();
+    let start = Instant::now();
+    c.wait_ready(&[1, 2]).unwrap();
+    let took = start.elapsed();
+    // One heartbeat period is a third of the TTL; allow a registration and a pass on top.
+    assert!(took < Duration::from_secs(8), "ready again after {took:?}");
+    // Sandboxes still work and commands reach the agents again.
+    assert!(ping(&c, "t1", "172.17.0.1"));
+    c.cli_ok(&["sandbox", "create", "t2", "--node", "node2"]);
+    let log = c.agent_log(1);
+    assert!(log.matches("registered with the API server").count() >= 2, "it registered again by itself");
+}
+
+#[test]
+fn a_lost_or_corrupt_state_file_orphans_nothing_and_sweeps_nothing_foreign() {
+    let mut c = cluster(1);
+    c.cli_ok(&["sandbox", "create", "keep", "--node", "node1", "--", "sleep", "1000"]);
+    c.cli_ok(&["sandbox", "create", "gone", "--node", "node1"]);
+    let keep_ns = c.sandbox_ns("keep");
+    let inode = |ns: &str| std::fs::metadata(format!("/run/netns/{ns}")).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
+    let keep_inode = inode(&keep_ns);
+    // A namespace with berth's prefix that is not berth's.
+    let foreign = c.sandbox_ns("foreign");
+    ip(&["netns", "add", &foreign]).unwrap();
+    let state = c.dir().join("node1").join("owned.json");
+    let command_pid = || -> Option<u64> {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).ok()?).ok()?;
+        v["commands"].as_object()?.values().next()?["pid"].as_u64()
+    };
+    let pid = command_pid().expect("keep's command is recorded");
+    for (round, damage) in ["deleted", "truncated"].into_iter().enumerate() {
+        c.crash_agent(1);
+        if round == 0 {
+            // Removed while the agent is down: its namespace must still be swept.
+            c.cli_ok(&["sandbox", "rm", "-f", "gone"]);
+            std::fs::remove_file(&state).unwrap();
+        } else {
+            let bytes = std::fs::read(&state).unwrap();
+            std::fs::write(&state, &bytes[..bytes.len() / 2]).unwrap();
+        }
+        c.start_agent(1).unwrap();
+        c.wait_ready(&[1]).unwrap();
+        c.eventually(&format!("state {damage}: gone's namespace is swept"), || {
+            !std::path::Path::new(&format!("/run/netns/{}", c.sandbox_ns("gone"))).exists()
+        });
+        assert_eq!(inode(&keep_ns), keep_inode, "state {damage}: keep's namespace is not rebuilt");
+        assert!(inode(&foreign).is_some(), "state {damage}: the foreign namespace stays");
+        assert!(ping(&c, "keep", "172.17.0.1"), "state {damage}: keep works");
+        assert!(
+            wait_until(Duration::from_secs(10), || command_pid() == Some(pid)),
+            "state {damage}: keep's command (pid {pid}) is found by its marker, not started again: {:?}\n{}",
+            command_pid(),
+            c.agent_log(1)
+        );
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "state {damage}: it still runs");
+    }
+    assert!(c.dir().join("node1").join("owned.json.corrupt").exists(), "the corrupt file is kept");
+    // Adopted, so removing the sandbox stops the command that runs.
+    c.cli_ok(&["sandbox", "rm", "keep"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || !std::path::Path::new(&format!("/proc/{pid}")).exists()),
+        "the adopted command is stopped with its sandbox"
+    );
+    ip(&["netns", "del", &foreign]).unwrap();
+}
