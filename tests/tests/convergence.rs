@@ -5,8 +5,12 @@
 //! or corrupt state file orphans nothing and sweeps nothing foreign.
 use std::time::{Duration, Instant};
 
-use berth_tests::cluster::{Cluster, ClusterOptions, in_ns, in_ns_ok, ip};
+use berth_proto::v1 as pb;
+use berth_proto::v1::agent_service_client::AgentServiceClient;
+use berth_tests::cluster::{Cluster, ClusterOptions, in_ns, in_ns_ok, ip, node_addr};
+use berth_tests::tls::{channel, in_netns};
 use berth_tests::{stderr, wait_until};
+use tonic::Code;
 
 /// Seconds between the agents' full passes in these tests.
 const PERIOD: u64 = 2;
@@ -111,6 +115,11 @@ fn drift_of_every_kind_is_repaired_and_traffic_resumes() {
     c.eventually("the flushed rules are back", || nft_rules(&c, 1) == rules);
     in_ns_ok(&n1, &["nft", "delete", "table", "ip", "berth"]);
     c.eventually("the deleted table is back", || nft_rules(&c, 1) == rules);
+
+    // The hosts file deleted.
+    let hosts = format!("/etc/netns/{}/hosts", c.sandbox_ns("a"));
+    std::fs::remove_file(&hosts).unwrap();
+    c.eventually("the hosts file is back", || std::fs::read_to_string(&hosts).is_ok_and(|h| h.contains("\ta\n")));
 
     // A sandbox namespace deleted by hand comes back (empty, then filled).
     ip(&["netns", "del", &c.sandbox_ns("b")]).unwrap();
@@ -237,4 +246,80 @@ fn a_lost_or_corrupt_state_file_orphans_nothing_and_sweeps_nothing_foreign() {
         "the adopted command is stopped with its sandbox"
     );
     ip(&["netns", "del", &foreign]).unwrap();
+}
+
+/// A sandbox spec as the API server would send it, in none mode.
+fn none_sandbox(id: &str, name: &str, generation: u64) -> pb::Sandbox {
+    pb::Sandbox {
+        id: id.into(),
+        name: name.into(),
+        node: "node1".into(),
+        mode: "none".into(),
+        netns: name.into(),
+        generation,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn stale_commands_lose_and_status_reports_every_object() {
+    let c = cluster(1);
+    c.cli_ok(&["sandbox", "create", "s", "--node", "node1"]);
+    let id = c.cli_json(&["sandbox", "inspect", "s"])[0]["Id"].as_str().unwrap().to_string();
+    let url = format!("http://{}:7421", node_addr(1));
+    let (older, late, status) = in_netns(&c.node(1), || async {
+        let mut agent = AgentServiceClient::new(channel(&url, None));
+        // An EnsureSandbox older than the generation the agent holds: it
+        // would take s's endpoint away.
+        let older = agent
+            .ensure_sandbox(pb::EnsureSandboxRequest {
+                sandbox: Some(none_sandbox(&id, "s", 1)),
+                ..Default::default()
+            })
+            .await;
+        // A sandbox ensured, removed, then ensured again late.
+        let x = "ab".repeat(32);
+        agent
+            .ensure_sandbox(pb::EnsureSandboxRequest {
+                sandbox: Some(none_sandbox(&x, "late1", u64::MAX / 2)),
+                ..Default::default()
+            })
+            .await
+            .expect("first ensure");
+        agent
+            .remove_sandbox(pb::RemoveAgentSandboxRequest {
+                sandbox_id: x.clone(),
+                netns: "late1".into(),
+                generation: u64::MAX / 2,
+            })
+            .await
+            .expect("remove");
+        let late = agent
+            .ensure_sandbox(pb::EnsureSandboxRequest {
+                sandbox: Some(none_sandbox(&x, "late1", u64::MAX / 2)),
+                ..Default::default()
+            })
+            .await;
+        let status = agent.status(pb::StatusRequest {}).await.expect("status").into_inner();
+        (older, late, status)
+    });
+    let older = older.expect_err("an older generation is refused");
+    assert_eq!(older.code(), Code::Aborted, "{older:?}");
+    assert!(older.message().contains("stale"), "{}", older.message());
+    assert!(ping(&c, "s", "172.17.0.1"), "s keeps its endpoint");
+    let late = late.expect_err("a removed sandbox does not come back");
+    assert_eq!(late.code(), Code::Aborted);
+    assert!(!std::path::Path::new(&format!("/run/netns/{}", c.sandbox_ns("late1"))).exists());
+    // Status: every object of s, each with its result.
+    let kinds: Vec<(&str, bool)> = status
+        .objects
+        .iter()
+        .filter(|o| o.sandbox == id)
+        .map(|o| (o.kind.as_str(), o.ok))
+        .collect();
+    for kind in ["namespace", "endpoint", "etc-files"] {
+        assert!(kinds.contains(&(kind, true)), "{kind} of s in {kinds:?}");
+    }
+    assert!(status.objects.iter().any(|o| o.kind == "bridge" && o.name == "berth0" && o.ok));
+    assert!(status.passes >= 2 && status.revision > 0, "{status:?}");
 }
