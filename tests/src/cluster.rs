@@ -214,7 +214,11 @@ impl Cluster {
             .arg(&self.socket)
             .args(["--node-ttl", "4", "--log", "info,berth_api=debug"])
             .args(&self.opts.api_args);
-        self.api = Some(Proc::spawn_append("berth-api", &mut cmd, self.dir.path().join("api.log"))?);
+        self.api = Some(Proc::spawn_append(
+            "berth-api",
+            &mut cmd,
+            self.dir.path().join("api.log"),
+        )?);
         if !wait_until(Duration::from_secs(20), || {
             self.cli(&["network", "ls"]).status.success()
         }) {
