@@ -14,3 +14,4 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod tooling;
+pub mod unix_authority;

@@ -8,6 +8,7 @@ use berth_proto::v1::network_service_server::NetworkServiceServer;
 use berth_proto::v1::node_service_server::NodeServiceServer;
 use berth_proto::v1::registry_service_server::RegistryServiceServer;
 use berth_proto::v1::sandbox_service_server::SandboxServiceServer;
+use futures::TryStreamExt;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
@@ -23,6 +24,7 @@ use crate::nodes::Nodes;
 use crate::sandboxes::Sandboxes;
 use crate::tls::{ApiTls, RegistryGuard, public_check, registry_check};
 use crate::tooling::{API_SERVICES, ApiHealth};
+use crate::unix_authority::FixAuthority;
 
 /// Connects to etcd, ensures the built-in networks and serves until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -117,7 +119,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         set_mode(path, 0o660)?;
         tracing::info!(path = %path.display(), "listening on unix socket");
         let r = router(None)?;
-        servers.spawn(async move { r.serve_with_incoming(UnixListenerStream::new(listener)).await });
+        // Clients that send the socket path as :authority work too.
+        let incoming = UnixListenerStream::new(listener).map_ok(FixAuthority::new);
+        servers.spawn(async move { r.serve_with_incoming(incoming).await });
     }
     if servers.is_empty() {
         anyhow::bail!("nothing to listen on: both --listen and --socket are empty");
