@@ -13,3 +13,5 @@ pub mod sandboxes;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod tooling;
+pub mod unix_authority;

@@ -65,6 +65,19 @@ impl Store {
         self.client.clone()
     }
 
+    /// A cheap linearizable read (count of one key), to tell whether etcd
+    /// answers; fails after `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> Result<()> {
+        let mut client = self.client.clone();
+        let get = client.get(self.keys.root(), Some(GetOptions::new().with_count_only()));
+        match tokio::time::timeout(timeout, get).await {
+            Ok(res) => res.map(drop).map_err(ApiError::from),
+            Err(_) => Err(ApiError::Unavailable(format!(
+                "etcd did not answer within {timeout:?}"
+            ))),
+        }
+    }
+
     pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<Versioned<T>>> {
         let resp = self.client.clone().get(key, None).await?;
         match resp.kvs().first() {
