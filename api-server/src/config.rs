@@ -41,6 +41,12 @@ pub struct Config {
     #[arg(long, env = "BERTH_NODE_TTL", default_value_t = 10)]
     pub node_ttl: u32,
 
+    /// Seconds between passes of the repair loop (run by one elected
+    /// replica): interrupted creates, removals, disconnects and node
+    /// removals are finished or undone, keys without an owner freed.
+    #[arg(long, env = "BERTH_REPAIR_PERIOD", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub repair_period: u64,
+
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. `info` or `berth_api=debug`.
     #[arg(long, env = "BERTH_LOG", default_value = "info")]
     pub log: String,

@@ -54,6 +54,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let health = ApiHealth::new().await;
     tokio::spawn(health.clone().follow_etcd(store.clone()));
+    let repair = crate::repair::Repair::new(
+        store.clone(),
+        sandboxes.clone(),
+        nodes.clone(),
+        Duration::from_secs(config.repair_period),
+    );
+    let repair_task = tokio::spawn(repair.run());
     // `tls`: the router serves TCP with TLS, so every call must carry a
     // certificate with the right role; the Unix socket's router has none.
     let router = |tls: Option<&ApiTls>| -> anyhow::Result<Router> {
@@ -132,6 +139,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             res??;
         }
     }
+    repair_task.abort();
     if let Some(path) = config.unix() {
         let _ = std::fs::remove_file(path);
     }

@@ -212,7 +212,14 @@ impl Cluster {
             ])
             .arg("--socket")
             .arg(&self.socket)
-            .args(["--node-ttl", "4", "--log", "info,berth_api=debug"])
+            .args([
+                "--node-ttl",
+                "4",
+                "--repair-period",
+                "2",
+                "--log",
+                "info,berth_api=debug",
+            ])
             .args(&self.opts.api_args);
         self.api = Some(Proc::spawn_append(
             "berth-api",

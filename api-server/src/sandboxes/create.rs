@@ -230,11 +230,20 @@ impl Sandboxes {
         let Some(generation) = committed else {
             // A name, a port or the gateway address was taken between the
             // checks and the commit.
-            if self.store.get_string(&name_key).await?.is_some() {
-                return Err(ApiError::AlreadyExists(format!(
-                    "sandbox name {} is already in use in the cluster",
-                    spec.name
-                )));
+            if let Some(owner) = self.store.get_string(&name_key).await? {
+                let removing = self
+                    .store
+                    .get_json::<SandboxRecord>(&keys.sandbox(&owner))
+                    .await?
+                    .is_some_and(|r| r.value.phase == Phase::Removing);
+                return Err(ApiError::AlreadyExists(if removing {
+                    format!(
+                        "sandbox name {} is taken by a sandbox that is being removed; try again shortly",
+                        spec.name
+                    )
+                } else {
+                    format!("sandbox name {} is already in use in the cluster", spec.name)
+                }));
             }
             self.check_ports(&spec.ports, &node.name).await?;
             if let Some(k) = &gw_key

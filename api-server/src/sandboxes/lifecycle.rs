@@ -15,19 +15,53 @@ use crate::store::records::{NodeRecord, Phase};
 use crate::store::{now_rfc3339, to_json};
 
 impl Sandboxes {
-    /// `creating` → `ready`, if the sandbox is still as recorded.
+    /// `creating` → `ready`, if the sandbox is still as recorded (or someone
+    /// else, the repair loop, marked it ready meanwhile).
     pub(super) async fn mark_ready(&self, mut view: SandboxView) -> Result<SandboxView> {
         view.record.phase = Phase::Ready;
         view.record.phase_since = now_rfc3339();
-        match self.put_if_unchanged(&view).await? {
-            Some(generation) => {
-                view.generation = generation;
+        if let Some(generation) = self.put_if_unchanged(&view).await? {
+            view.generation = generation;
+            return Ok(view);
+        }
+        match self
+            .store
+            .get_json::<crate::store::records::SandboxRecord>(&self.store.keys.sandbox(&view.record.id))
+            .await?
+        {
+            Some(now) if now.value.phase == Phase::Ready => {
+                view.record = now.value;
+                view.generation = now.mod_revision as u64;
                 Ok(view)
             }
-            None => Err(ApiError::Aborted(format!(
-                "sandbox {} was changed or removed while it was being created",
+            _ => Err(ApiError::Aborted(format!(
+                "sandbox {} was removed while it was being created",
                 view.record.name
             ))),
+        }
+    }
+
+    /// Finishes a `creating` sandbox whose request was interrupted: realised
+    /// by the agent and marked ready (`true`), or undone when the agent
+    /// refuses it (`false`). An agent that cannot be reached is an error
+    /// (tried again later).
+    pub(crate) async fn finish_create(&self, node: &NodeRecord, view: SandboxView) -> Result<bool> {
+        match self.agent_ensure(node, &view).await {
+            Ok(()) => {
+                let view = self.mark_ready(view).await?;
+                self.overlay.notify(&view.network_refs(), &node.name).await;
+                Ok(true)
+            }
+            Err(status) => {
+                let err = agent_error(&node.name, status);
+                if matches!(err, ApiError::Unavailable(_)) {
+                    return Err(err);
+                }
+                if let Some(view) = self.mark_removing(view).await? {
+                    self.finish_removal_on(Some(node), view, false).await?;
+                }
+                Ok(false)
+            }
         }
     }
 

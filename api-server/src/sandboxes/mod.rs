@@ -238,6 +238,20 @@ impl Sandboxes {
         Err(ApiError::not_found("sandbox", name_or_id))
     }
 
+    /// The record of network `id`, if it exists.
+    pub(crate) async fn network_record(&self, id: &str) -> Result<Option<NetworkRecord>> {
+        Ok(self
+            .store
+            .get_json::<NetworkRecord>(&self.store.keys.network(id))
+            .await?
+            .map(|v| v.value))
+    }
+
+    /// A record with its endpoints and their networks.
+    pub(crate) async fn view_of(&self, record: SandboxRecord) -> Result<SandboxView> {
+        self.view(record).await
+    }
+
     async fn view(&self, record: SandboxRecord) -> Result<SandboxView> {
         let mut endpoints = Vec::new();
         for net_id in &record.networks {

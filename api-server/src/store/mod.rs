@@ -129,6 +129,31 @@ impl Store {
             .collect())
     }
 
+    /// Keys under `prefix` with their values and mod revisions, read at
+    /// `revision` (`None`: now).
+    pub async fn list_strings_versioned(
+        &self,
+        prefix: &str,
+        revision: Option<i64>,
+    ) -> Result<Vec<(String, String, i64)>> {
+        let mut opts = GetOptions::new().with_prefix();
+        if let Some(rev) = revision {
+            opts = opts.with_revision(rev);
+        }
+        let resp = self.client.clone().get(prefix, Some(opts)).await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                    kv.mod_revision(),
+                )
+            })
+            .collect())
+    }
+
     /// Every record under `prefix` and the store revision they were read at.
     pub async fn list_json_rev<T: DeserializeOwned>(&self, prefix: &str) -> Result<(Vec<T>, i64)> {
         let resp = self
