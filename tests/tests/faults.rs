@@ -236,11 +236,11 @@ fn consistent(c: &Cluster) -> Result<(), String> {
         }
     }
     for (vni, net) in &s.vnis {
-        if !s
+        let matches = s
             .networks
             .get(net)
-            .is_some_and(|n| n["vni"].as_u64().map(|v| v.to_string()) == Some(vni.clone()))
-        {
+            .is_some_and(|n| n["vni"].as_u64().map(|v| v.to_string()).as_ref() == Some(vni));
+        if !matches {
             return Err(format!("vni {vni} has no network"));
         }
     }
@@ -306,7 +306,7 @@ fn prepare(c: &mut Cluster, op: Op, round: usize) -> Vec<String> {
     let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     match op {
         Op::Create => {
-            let network = if round % 2 == 0 { "bridge" } else { "demo" };
+            let network = if round.is_multiple_of(2) { "bridge" } else { "demo" };
             own(&[
                 "sandbox",
                 "create",
