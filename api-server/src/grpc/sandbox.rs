@@ -8,6 +8,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::agents::agent_error;
+use crate::error::ApiError;
 use crate::sandboxes::{SandboxSpec, Sandboxes};
 
 pub struct SandboxApi {
@@ -68,6 +69,7 @@ impl SandboxService for SandboxApi {
                 "invalid command: give the program to run",
             ));
         }
+        berth_core::limits::check_command("command", &r.command).map_err(ApiError::from)?;
         let (node, mut target) = self.sandboxes.exec_target(&r.sandbox).await?;
         target.command = r.command;
         let mut client = self.sandboxes.agents().client(&node)?;

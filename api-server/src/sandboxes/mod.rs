@@ -3,6 +3,7 @@
 //! and the desired state of a node. A failed agent call rolls back what the
 //! request recorded and answers UNAVAILABLE.
 mod attach;
+mod limits;
 mod state;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -39,6 +40,7 @@ pub struct SandboxSpec {
 
 impl SandboxSpec {
     pub fn validate(r: &pb::CreateSandboxRequest) -> Result<Self> {
+        limits::check_create(r)?;
         validate_name("name", &r.name)?;
         let node = match r.node.as_str() {
             "" => None,
