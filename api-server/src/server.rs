@@ -20,7 +20,7 @@ use crate::grpc::node::NodeApi;
 use crate::grpc::sandbox::SandboxApi;
 use crate::networks::Networks;
 use crate::nodes::Nodes;
-use crate::sandboxes::Sandboxes;
+use crate::sandboxes::{ReservedPorts, Sandboxes};
 use crate::tls::{ApiTls, RegistryGuard, public_check, registry_check};
 
 /// Connects to etcd, ensures the built-in networks and serves until SIGINT/SIGTERM.
@@ -48,7 +48,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         networks.clone(),
         nodes.clone(),
         Agents::new(tls.as_ref().map(ApiTls::agent_client)),
-    );
+    )
+    .with_reserved_ports(ReservedPorts::new(&config.reserved_ports, tcp.map(|a| a.port())));
     // `tls`: the router serves TCP with TLS, so every call must carry a
     // certificate with the right role; the Unix socket's router has none.
     let router = |tls: Option<&ApiTls>| -> anyhow::Result<Router> {

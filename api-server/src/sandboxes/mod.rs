@@ -4,6 +4,7 @@
 //! request recorded and answers UNAVAILABLE.
 mod attach;
 mod limits;
+mod reserved;
 mod state;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -24,6 +25,8 @@ use crate::nodes::Nodes;
 use crate::overlay::Overlay;
 use crate::store::records::{EndpointRecord, NetworkRecord, NodeRecord, SandboxMode, SandboxRecord};
 use crate::store::{Store, new_id, now_rfc3339, to_json};
+
+pub use self::reserved::{DEFAULT_RESERVED_PORTS, ReservedPorts};
 
 /// A validated request to create a sandbox.
 #[derive(Debug, Clone)]
@@ -155,6 +158,7 @@ pub struct Sandboxes {
     nodes: Nodes,
     agents: Agents,
     overlay: Overlay,
+    reserved: ReservedPorts,
 }
 
 impl Sandboxes {
@@ -166,6 +170,7 @@ impl Sandboxes {
             nodes,
             agents,
             overlay,
+            reserved: ReservedPorts::default(),
         }
     }
 
@@ -246,6 +251,7 @@ impl Sandboxes {
         }
         let node = node?;
         self.check_links(&spec.links, &node.name).await?;
+        self.reserved.check(&node, &spec.ports)?;
         self.check_ports(&spec.ports, &node.name).await?;
         // Overlay sandboxes also get eth1 on the node's gateway bridge for
         // outbound traffic (and their default route through it), as Docker's
