@@ -712,15 +712,15 @@ mod tests {
 
     #[test]
     fn publish_port_limit_at_and_one_over() {
-        assert_eq!(parse_publish("8000-8099:8000-8099").unwrap().0.len(), MAX_PORTS);
+        assert_eq!(parse_publish("8000-8049:8000-8049").unwrap().0.len(), MAX_PORTS);
         assert_eq!(
-            parse_publish("8000-8100:8000-8100").unwrap_err(),
-            "invalid port mapping '8000-8100:8000-8100': the range has 101 ports, at most 100 per sandbox"
+            parse_publish("8000-8050:8000-8050").unwrap_err(),
+            "invalid port mapping '8000-8050:8000-8050': the range has 51 ports, at most 50 per sandbox"
         );
         assert!(
             parse_publish("1-65535:1-65535")
                 .unwrap_err()
-                .contains("the range has 65535 ports, at most 100 per sandbox")
+                .contains("the range has 65535 ports, at most 50 per sandbox")
         );
         let parse = |ps: &[&str]| {
             let mut argv = vec!["berth", "sandbox", "create", "web"];
@@ -730,17 +730,17 @@ mod tests {
             Cli::try_parse_from(argv).unwrap()
         };
         assert!(
-            parse(&["8000-8049:8000-8049", "9000-9049:9000-9049"])
+            parse(&["8000-8024:8000-8024", "9000-9024:9000-9024"])
                 .check_limits()
                 .is_ok()
         );
-        let err = parse(&["8000-8049:8000-8049", "9000-9050:9000-9050"])
+        let err = parse(&["8000-8024:8000-8024", "9000-9025:9000-9025"])
             .check_limits()
             .unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
         assert!(
             err.to_string()
-                .contains("--publish: 101 ports in all, at most 100 per sandbox"),
+                .contains("--publish: 51 ports in all, at most 50 per sandbox"),
             "{err}"
         );
     }

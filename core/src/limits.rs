@@ -41,8 +41,12 @@ pub const MAX_COMMAND_ARG_BYTES: usize = 4096;
 pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
 
 /// Published ports of one sandbox, each port of a range counted (`-p
-/// 8000-8099:8000-8099` is 100).
-pub const MAX_PORTS: usize = 100;
+/// 8000-8049:8000-8049` is 50). A sandbox is created and removed in one etcd
+/// transaction, and etcd allows 128 operations per transaction by default
+/// (`--max-txn-ops`): a mapping on one host address costs two compares
+/// (that address and all addresses), so 50 ports are 100 of them, with room
+/// for the name, the address and the records.
+pub const MAX_PORTS: usize = 50;
 
 /// Networks one sandbox is attached to, the gateway bridge of an overlay
 /// sandbox included (interfaces `eth0` … `eth15`).

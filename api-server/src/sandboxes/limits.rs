@@ -86,7 +86,7 @@ mod tests {
         );
         assert_eq!(
             over(|r| r.ports.push(r.ports[0].clone())),
-            "invalid publish: 101 ports, at most 100"
+            "invalid publish: 51 ports, at most 50"
         );
         assert_eq!(
             over(|r| r.command.push("x".into())),
