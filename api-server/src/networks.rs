@@ -246,6 +246,16 @@ impl Networks {
         Ok(nets)
     }
 
+    /// One page of networks in id order (a range read by key), and
+    /// whether more follow.
+    pub async fn list_page(&self, page: &crate::page::PageRequest) -> Result<(Vec<NetworkRecord>, bool)> {
+        let read = self
+            .store
+            .page_json::<NetworkRecord>(&self.store.keys.networks(), &page.after, page.size)
+            .await?;
+        Ok((read.items.into_iter().map(|(_, v)| v.value).collect(), read.more))
+    }
+
     async fn names_by_id(&self) -> Result<BTreeMap<String, String>> {
         Ok(self
             .store

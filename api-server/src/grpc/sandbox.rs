@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use crate::agents::agent_error;
 use crate::error::ApiError;
+use crate::page::PageRequest;
 use crate::sandboxes::{SandboxSpec, Sandboxes};
 
 pub struct SandboxApi {
@@ -31,11 +32,14 @@ impl SandboxService for SandboxApi {
 
     async fn list_sandboxes(
         &self,
-        _req: Request<pb::ListSandboxesRequest>,
+        req: Request<pb::ListSandboxesRequest>,
     ) -> Result<Response<pb::ListSandboxesResponse>, Status> {
-        let views = self.sandboxes.list(None).await?;
+        let r = req.get_ref();
+        let page = PageRequest::validate(r.page_size, &r.page_token)?;
+        let (sandboxes, next_page_token) = self.sandboxes.list_page(&page).await?;
         Ok(Response::new(pb::ListSandboxesResponse {
-            sandboxes: views.iter().map(|v| v.to_proto()).collect(),
+            sandboxes,
+            next_page_token,
         }))
     }
 

@@ -4,6 +4,7 @@
 //! request recorded and answers UNAVAILABLE.
 mod attach;
 mod limits;
+mod page;
 mod reserved;
 mod state;
 use std::collections::HashMap;
