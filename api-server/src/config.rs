@@ -43,6 +43,12 @@ pub struct Config {
     #[arg(long, env = "BERTH_NODE_TTL", default_value_t = 10)]
     pub node_ttl: u32,
 
+    /// Seconds between passes of the repair loop (run by one elected
+    /// replica): interrupted creates, removals, disconnects and node
+    /// removals are finished or undone, keys without an owner freed.
+    #[arg(long, env = "BERTH_REPAIR_PERIOD", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub repair_period: u64,
+
     /// Host ports no sandbox may publish on any node, comma separated:
     /// PORT, START-END, TCP unless `/udp` follows. berth-api's own TCP port,
     /// each node's agent port and VXLAN's 4789/udp are always reserved too.
@@ -58,6 +64,11 @@ pub struct Config {
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. `info` or `berth_api=debug`.
     #[arg(long, env = "BERTH_LOG", default_value = "info")]
     pub log: String,
+
+    /// Log format: `text` (coloured only when stderr is a terminal) or
+    /// `json` (one object per line; see docs/configuration.md).
+    #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value_t = berth_core::logging::LogFormat::Text)]
+    pub log_format: berth_core::logging::LogFormat,
 
     /// Cluster CA certificate (PEM). With --tls-cert and --tls-key, turns on
     /// mutual TLS on --listen and towards the agents.

@@ -147,6 +147,41 @@ pub enum Allocated {
     CallerConflict,
 }
 
+/// A free address of `network` in `pool`, as read now (nothing is taken):
+/// the lowest on a first attempt, then one at random among the first few
+/// free ones, so concurrent callers spread out.
+pub async fn pick_free(
+    store: &Store,
+    network: &NetworkRecord,
+    pool: &str,
+    attempt: usize,
+) -> Result<Ipv4Addr> {
+    let (Some(subnet), Some(gateway)) = (network.subnet, network.gateway) else {
+        return Err(ApiError::Internal(format!(
+            "network {} has no subnet to allocate from",
+            network.name
+        )));
+    };
+    let used: HashSet<Ipv4Addr> = store
+        .list_keys(&store.keys.ipam_pool(&network.id, pool))
+        .await?
+        .iter()
+        .filter_map(|k| last_segment(k).parse().ok())
+        .collect();
+    let window = if attempt == 0 { 1 } else { 8 * attempt };
+    let free: Vec<Ipv4Addr> = net::assignable(subnet, gateway)
+        .filter(|ip| !used.contains(ip))
+        .take(window)
+        .collect();
+    if free.is_empty() {
+        return Err(ApiError::Exhausted(format!(
+            "no free address left in {subnet} of network {}",
+            network.name
+        )));
+    }
+    Ok(free[rand::rng().random_range(0..free.len())])
+}
+
 /// Takes an address of `network` in `pool` for `owner`, in one transaction
 /// together with the caller's compares and operations built by `extra` for
 /// the chosen address. `requested` is honoured or refused with ALREADY_EXISTS.
@@ -163,7 +198,7 @@ pub async fn allocate_ip<F>(
     mut extra: F,
 ) -> Result<Allocated>
 where
-    F: FnMut(Ipv4Addr) -> (Vec<Compare>, Vec<TxnOp>),
+    F: FnMut(Ipv4Addr) -> Result<(Vec<Compare>, Vec<TxnOp>)>,
 {
     let (Some(subnet), Some(gateway)) = (network.subnet, network.gateway) else {
         return Err(ApiError::Internal(format!(
@@ -175,33 +210,13 @@ where
         net::check_assignable("ip", subnet, gateway, ip)?;
     }
     let net_key = store.keys.network(&network.id);
-    let pool_prefix = store.keys.ipam_pool(&network.id, pool);
     for attempt in 0..MAX_ATTEMPTS {
         let ip = match requested {
             Some(ip) => ip,
-            None => {
-                let used: HashSet<Ipv4Addr> = store
-                    .list_keys(&pool_prefix)
-                    .await?
-                    .iter()
-                    .filter_map(|k| last_segment(k).parse().ok())
-                    .collect();
-                let window = if attempt == 0 { 1 } else { 8 * attempt };
-                let free: Vec<Ipv4Addr> = net::assignable(subnet, gateway)
-                    .filter(|ip| !used.contains(ip))
-                    .take(window)
-                    .collect();
-                if free.is_empty() {
-                    return Err(ApiError::Exhausted(format!(
-                        "no free address left in {subnet} of network {}",
-                        network.name
-                    )));
-                }
-                free[rand::rng().random_range(0..free.len())]
-            }
+            None => pick_free(store, network, pool, attempt).await?,
         };
         let ip_key = store.keys.ipam(&network.id, pool, ip);
-        let (mut compares, mut ops) = extra(ip);
+        let (mut compares, mut ops) = extra(ip)?;
         compares.push(Compare::create_revision(ip_key.clone(), CompareOp::Equal, 0));
         compares.push(Compare::create_revision(net_key.clone(), CompareOp::NotEqual, 0));
         ops.push(TxnOp::put(ip_key.clone(), owner, None));

@@ -4,9 +4,6 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config: berth_api::config::Config = berth_core::config_file::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log)?)
-        .with_writer(std::io::stderr)
-        .init();
+    berth_core::logging::init(&config.log, config.log_format).map_err(|e| anyhow::anyhow!("--log: {e}"))?;
     berth_api::server::run(config).await
 }

@@ -68,10 +68,18 @@ impl Nodes {
     }
 
     /// Records the node and attaches its liveness key to a fresh lease.
+    /// A node being removed (`node rm` in progress) cannot register.
     pub async fn register(&self, reg: Registration) -> Result<i64> {
+        let keys = &self.store.keys;
+        let existing = self.store.get_json::<NodeRecord>(&keys.node(&reg.name)).await?;
+        if existing.as_ref().is_some_and(|r| r.value.removing) {
+            return Err(ApiError::FailedPrecondition(format!(
+                "node {} is being removed; register it again once `node rm` finished",
+                reg.name
+            )));
+        }
         let mut client = self.store.client();
         let lease = client.lease_grant(self.ttl_seconds, None).await?.id();
-        let keys = &self.store.keys;
         let record = NodeRecord {
             name: reg.name.clone(),
             address: reg.address,
@@ -79,13 +87,30 @@ impl Nodes {
             mtu: reg.mtu,
             registered: now_rfc3339(),
             lease,
+            removing: false,
         };
         // Not ready yet: the liveness key comes with the first heartbeat, which
         // the agent sends once it has converged to its desired state, so no
         // command races with that first full sync.
-        self.store
-            .txn(Txn::new().and_then([TxnOp::put(keys.node(&reg.name), to_json(&record)?, None)]))
+        // Unless `node rm` started meanwhile.
+        let unchanged = match &existing {
+            Some(r) => Compare::mod_revision(keys.node(&reg.name), CompareOp::Equal, r.mod_revision),
+            None => Compare::create_revision(keys.node(&reg.name), CompareOp::Equal, 0),
+        };
+        let resp = self
+            .store
+            .txn(Txn::new().when([unchanged]).and_then([TxnOp::put(
+                keys.node(&reg.name),
+                to_json(&record)?,
+                None,
+            )]))
             .await?;
+        if !resp.succeeded() {
+            return Err(ApiError::Aborted(format!(
+                "node {} changed while registering; try again",
+                reg.name
+            )));
+        }
         tracing::info!(node = %reg.name, address = %reg.address, lease, "node registered");
         Ok(lease)
     }
@@ -186,6 +211,42 @@ impl Nodes {
         let record: NodeRecord = serde_json::from_slice(&record)?;
         let ready = gets.next().flatten().is_some();
         Ok(NodeStatus { record, ready })
+    }
+
+    /// Marks the node removing (its removal has started).
+    pub async fn mark_removing(&self, name: &str) -> Result<()> {
+        let keys = &self.store.keys;
+        for _ in 0..crate::ipam::MAX_ATTEMPTS {
+            let rec = self
+                .store
+                .get_json::<NodeRecord>(&keys.node(name))
+                .await?
+                .ok_or_else(|| ApiError::not_found("node", name))?;
+            if rec.value.removing {
+                return Ok(());
+            }
+            let mut marked = rec.value.clone();
+            marked.removing = true;
+            let resp = self
+                .store
+                .txn(
+                    Txn::new()
+                        .when([Compare::mod_revision(
+                            keys.node(name),
+                            CompareOp::Equal,
+                            rec.mod_revision,
+                        )])
+                        .and_then([
+                            TxnOp::put(keys.node(name), to_json(&marked)?, None),
+                            TxnOp::delete(keys.alive(name), None),
+                        ]),
+                )
+                .await?;
+            if resp.succeeded() {
+                return Ok(());
+            }
+        }
+        Err(ApiError::Aborted(format!("node {name} kept changing; try again")))
     }
 
     /// Deletes the node's records (see `Sandboxes::remove_node` for the

@@ -69,10 +69,14 @@ impl Overlay {
             .collect())
     }
 
+    /// The network's endpoints that are wanted (not being removed).
     async fn members(&self, network_id: &str) -> Result<(Vec<EndpointRecord>, i64)> {
-        self.store
+        let (mut members, rev): (Vec<EndpointRecord>, i64) = self
+            .store
             .list_json_rev(&self.store.keys.endpoints(network_id))
-            .await
+            .await?;
+        members.retain(|e| !e.removing);
+        Ok((members, rev))
     }
 
     /// Peer sets `node` needs for the overlay networks among `networks`.

@@ -190,6 +190,7 @@ mod tests {
             endpoints: (0..MAX_NETWORKS_PER_SANDBOX).map(endpoint).collect(),
             netns: name.clone(),
             generation: u64::MAX,
+            phase: pb::SandboxPhase::Removing as i32,
         }
     }
 

@@ -1,6 +1,6 @@
 //! Wires the services together and serves them on TCP (mutual TLS when
 //! configured) and a Unix socket (plain; guarded by file permissions), with
-//! gRPC health and reflection.
+//! gRPC health (following etcd) and reflection (see `tooling`).
 use std::time::Duration;
 
 use anyhow::Context;
@@ -8,6 +8,7 @@ use berth_proto::v1::network_service_server::NetworkServiceServer;
 use berth_proto::v1::node_service_server::NodeServiceServer;
 use berth_proto::v1::registry_service_server::RegistryServiceServer;
 use berth_proto::v1::sandbox_service_server::SandboxServiceServer;
+use futures::TryStreamExt;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
@@ -22,6 +23,8 @@ use crate::networks::Networks;
 use crate::nodes::Nodes;
 use crate::sandboxes::{ReservedPorts, Sandboxes};
 use crate::tls::{ApiTls, RegistryGuard, public_check, registry_check};
+use crate::tooling::{API_SERVICES, ApiHealth};
+use crate::unix_authority::FixAuthority;
 
 /// Connects to etcd, ensures the built-in networks and serves until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -50,29 +53,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Agents::new(tls.as_ref().map(ApiTls::agent_client)),
     )
     .with_reserved_ports(ReservedPorts::new(&config.reserved_ports, tcp.map(|a| a.port())));
+    let health = ApiHealth::new().await;
+    tokio::spawn(health.clone().follow_etcd(store.clone()));
+    let repair = crate::repair::Repair::new(
+        store.clone(),
+        sandboxes.clone(),
+        nodes.clone(),
+        Duration::from_secs(config.repair_period),
+    );
+    let repair_task = tokio::spawn(repair.run());
     // `tls`: the router serves TCP with TLS, so every call must carry a
     // certificate with the right role; the Unix socket's router has none.
     let router = |tls: Option<&ApiTls>| -> anyhow::Result<Router> {
-        let (health, health_service) = tonic_health::server::health_reporter();
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let health_set = async move {
-            health.set_serving::<NetworkServiceServer<NetworkApi>>().await;
-            health.set_serving::<SandboxServiceServer<SandboxApi>>().await;
-            health.set_serving::<NodeServiceServer<NodeApi>>().await;
-            health.set_serving::<RegistryServiceServer<NodeApi>>().await;
-        };
-        tokio::spawn(health_set);
+        let (reflection_v1, reflection_v1alpha) = crate::tooling::reflection(&API_SERVICES)?;
         let mut builder = Server::builder();
         if let Some(tls) = tls {
             builder = builder.tls_config(tls.server()).context("TLS configuration")?;
         }
         let (public, registry) = (public_check(tls.is_some()), registry_check(tls.is_some()));
         Ok(builder
-            .add_service(health_service)
-            .add_service(reflection)
+            .add_service(health.service())
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(NetworkServiceServer::with_interceptor(
                 NetworkApi {
                     networks: networks.clone(),
@@ -125,7 +127,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         set_mode(path, 0o660)?;
         tracing::info!(path = %path.display(), "listening on unix socket");
         let r = router(None)?;
-        servers.spawn(async move { r.serve_with_incoming(UnixListenerStream::new(listener)).await });
+        // Clients that send the socket path as :authority work too.
+        let incoming = UnixListenerStream::new(listener).map_ok(FixAuthority::new);
+        servers.spawn(async move { r.serve_with_incoming(incoming).await });
     }
     if servers.is_empty() {
         anyhow::bail!("nothing to listen on: both --listen and --socket are empty");
@@ -136,6 +140,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             res??;
         }
     }
+    repair_task.abort();
     if let Some(path) = config.unix() {
         let _ = std::fs::remove_file(path);
     }

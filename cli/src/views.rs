@@ -198,6 +198,8 @@ pub struct SandboxView {
     pub name: String,
     pub node: String,
     pub mode: String,
+    /// creating, ready or removing.
+    pub phase: String,
     pub created: String,
     pub netns: String,
     pub command: Vec<String>,
@@ -249,6 +251,12 @@ impl From<&Sandbox> for SandboxView {
             name: s.name.clone(),
             node: s.node.clone(),
             mode: s.mode.clone(),
+            phase: match s.phase() {
+                berth_proto::v1::SandboxPhase::Creating => "creating",
+                berth_proto::v1::SandboxPhase::Removing => "removing",
+                _ => "ready",
+            }
+            .to_string(),
             created: s.created.clone(),
             netns: s.netns.clone(),
             command: s.command.clone(),
@@ -396,6 +404,7 @@ pub(crate) mod fixtures {
             endpoints: vec![test1_endpoint(), ep2],
             netns: "test1".into(),
             generation: 7,
+            phase: berth_proto::v1::SandboxPhase::Ready as i32,
         }
     }
 }

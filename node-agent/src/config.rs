@@ -71,6 +71,11 @@ pub struct Config {
     #[arg(long, env = "BERTH_LOG", default_value = "info")]
     pub log: String,
 
+    /// Log format: `text` (coloured only when stderr is a terminal) or
+    /// `json` (one object per line; see docs/configuration.md).
+    #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value_t = berth_core::logging::LogFormat::Text)]
+    pub log_format: berth_core::logging::LogFormat,
+
     /// Cluster CA certificate (PEM). With --tls-cert and --tls-key, turns on
     /// mutual TLS for the agent's server and its calls to the API server.
     #[arg(long, env = "BERTH_TLS_CA", value_name = "PATH")]

@@ -15,6 +15,7 @@ pub mod reconcile;
 pub mod registration;
 pub mod state;
 pub mod tls;
+pub mod tooling;
 pub mod watch;
 
 use anyhow::Context;
@@ -41,12 +42,6 @@ pub fn enter_netns(name: &str) -> anyhow::Result<()> {
 /// API servers may call it) and keeps the node registered until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let tls = tls::load(&config)?;
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AgentServiceServer<AgentApi>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -83,9 +78,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .tls_config(tls.server(None))
             .context("TLS configuration")?;
     }
-    let server = builder
-        .add_service(health_service)
-        .add_service(reflection)
+    let server = tooling::with_tooling(&mut builder)
+        .await?
         .add_service(AgentServiceServer::with_interceptor(
             AgentApi {
                 node: config.name.clone(),

@@ -68,6 +68,8 @@ pub struct Cluster {
     pub nodes: usize,
     agents: Vec<Option<Proc>>,
     api: Option<Proc>,
+    /// More berth-api replicas on the same etcd.
+    replicas: Vec<Proc>,
     etcd: Option<Proc>,
     namespaces: Vec<String>,
     dir: TempDir,
@@ -91,6 +93,7 @@ impl Cluster {
             nodes,
             agents: Vec::new(),
             api: None,
+            replicas: Vec::new(),
             etcd: None,
             namespaces: Vec::new(),
             dir,
@@ -103,52 +106,7 @@ impl Cluster {
         for i in 1..=nodes {
             c.attach(&c.node(i), &format!("ul{i}"), &format!("{}/24", node_addr(i)))?;
         }
-        let etcd_dir = c.dir.path().join("etcd");
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{}", c.ctl()))
-            .args(["--", "etcd", "--name", "t", "--data-dir"])
-            .arg(&etcd_dir)
-            .args([
-                "--listen-client-urls",
-                "http://127.0.0.1:2379",
-                "--advertise-client-urls",
-                "http://127.0.0.1:2379",
-            ])
-            .args([
-                "--listen-peer-urls",
-                "http://127.0.0.1:2380",
-                "--initial-advertise-peer-urls",
-                "http://127.0.0.1:2380",
-            ])
-            .args([
-                "--initial-cluster",
-                "t=http://127.0.0.1:2380",
-                "--logger",
-                "zap",
-                "--log-level",
-                "warn",
-            ]);
-        c.etcd = Some(Proc::spawn("etcd", &mut cmd, c.dir.path().join("etcd.log"))?);
-        let ctl = c.ctl();
-        if !wait_until(Duration::from_secs(20), || {
-            in_ns(
-                &ctl,
-                &[
-                    "etcdctl",
-                    "--endpoints",
-                    "http://127.0.0.1:2379",
-                    "endpoint",
-                    "health",
-                ],
-            )
-            .status
-            .success()
-        }) {
-            bail!(
-                "etcd did not start: {}",
-                c.etcd.as_ref().map(|p| p.log()).unwrap_or_default()
-            );
-        }
+        c.start_etcd()?;
         c.start_api()?;
         for i in 1..=nodes {
             c.agents.push(None);
@@ -198,6 +156,128 @@ impl Cluster {
         format!("{}-{name}", self.tag)
     }
 
+    /// Starts etcd in the control namespace (its data survives restarts)
+    /// and waits until it is healthy.
+    pub fn start_etcd(&mut self) -> Result<()> {
+        let etcd_dir = self.dir.path().join("etcd");
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.ctl()))
+            .args(["--", "etcd", "--name", "t", "--data-dir"])
+            .arg(&etcd_dir)
+            .args([
+                "--listen-client-urls",
+                "http://127.0.0.1:2379",
+                "--advertise-client-urls",
+                "http://127.0.0.1:2379",
+            ])
+            .args([
+                "--listen-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls",
+                "http://127.0.0.1:2380",
+            ])
+            .args([
+                "--initial-cluster",
+                "t=http://127.0.0.1:2380",
+                "--logger",
+                "zap",
+                "--log-level",
+                "warn",
+            ]);
+        self.etcd = Some(Proc::spawn_append(
+            "etcd",
+            &mut cmd,
+            self.dir.path().join("etcd.log"),
+        )?);
+        let ctl = self.ctl();
+        if !wait_until(Duration::from_secs(20), || {
+            in_ns(
+                &ctl,
+                &[
+                    "etcdctl",
+                    "--endpoints",
+                    "http://127.0.0.1:2379",
+                    "endpoint",
+                    "health",
+                ],
+            )
+            .status
+            .success()
+        }) {
+            bail!(
+                "etcd did not start: {}",
+                std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts another berth-api replica on the same etcd (TCP port `port`
+    /// in the control namespace, its own Unix socket); returns the socket.
+    pub fn start_replica(&mut self, port: u16) -> Result<PathBuf> {
+        let socket = self.dir.path().join(format!("api-{port}.sock"));
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.ctl()))
+            .arg("--")
+            .arg(bin("berth-api"))
+            .args([
+                "--etcd-endpoints",
+                "http://127.0.0.1:2379",
+                "--listen",
+                &format!("{CTL_ADDR}:{port}"),
+            ])
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--node-ttl", "4", "--repair-period", "2"])
+            .args(&self.opts.api_args);
+        let log = self.dir.path().join(format!("api-{port}.log"));
+        self.replicas
+            .push(Proc::spawn_append("berth-api", &mut cmd, log)?);
+        let api = format!("unix://{}", socket.display());
+        if !wait_until(Duration::from_secs(20), || {
+            run_cli(&api, &["network", "ls"]).status.success()
+        }) {
+            bail!("replica on port {port} did not start");
+        }
+        Ok(socket)
+    }
+
+    /// SIGKILL to etcd, as a crash.
+    pub fn crash_etcd(&mut self) {
+        if let Some(mut p) = self.etcd.take() {
+            p.crash();
+        }
+    }
+
+    /// SIGKILL to berth-api, as a crash.
+    pub fn crash_api(&mut self) {
+        if let Some(mut p) = self.api.take() {
+            p.crash();
+        }
+    }
+
+    /// Every key and value under berth's prefix in the cluster's etcd.
+    pub fn etcd_dump(&self) -> Vec<(String, String)> {
+        let out = in_ns(
+            &self.ctl(),
+            &[
+                "etcdctl",
+                "--endpoints",
+                "http://127.0.0.1:2379",
+                "get",
+                "--prefix",
+                "/berth/",
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        lines
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| (c[0].to_string(), c[1].to_string()))
+            .collect()
+    }
+
     /// Starts berth-api in the control namespace and waits until it answers.
     pub fn start_api(&mut self) -> Result<()> {
         let mut cmd = Command::new("nsenter");
@@ -212,9 +292,20 @@ impl Cluster {
             ])
             .arg("--socket")
             .arg(&self.socket)
-            .args(["--node-ttl", "4", "--log", "info,berth_api=debug"])
+            .args([
+                "--node-ttl",
+                "4",
+                "--repair-period",
+                "2",
+                "--log",
+                "info,berth_api=debug",
+            ])
             .args(&self.opts.api_args);
-        self.api = Some(Proc::spawn_append("berth-api", &mut cmd, self.dir.path().join("api.log"))?);
+        self.api = Some(Proc::spawn_append(
+            "berth-api",
+            &mut cmd,
+            self.dir.path().join("api.log"),
+        )?);
         if !wait_until(Duration::from_secs(20), || {
             self.cli(&["network", "ls"]).status.success()
         }) {
@@ -365,6 +456,9 @@ impl Drop for Cluster {
             let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
         }
         if let Some(mut p) = self.api.take() {
+            p.stop();
+        }
+        for p in &mut self.replicas {
             p.stop();
         }
         if let Some(mut p) = self.etcd.take() {

@@ -156,8 +156,9 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// A private etcd (Debian's etcd-server) on loopback ports with its own data dir.
 pub struct Etcd {
     pub url: String,
+    peer_url: String,
     proc: Proc,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 /// A single-member etcd serving clients on `url`, peers on `peer_url`.
@@ -185,21 +186,45 @@ impl Etcd {
         let url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let mut cmd = etcd_command(&dir.path().join("data"), &url, &peer_url);
-        let mut proc = Proc::spawn("etcd", &mut cmd, dir.path().join("etcd.log"))?;
+        let proc = Proc::spawn("etcd", &mut cmd, dir.path().join("etcd.log"))?;
+        let mut etcd = Self {
+            url,
+            peer_url,
+            proc,
+            dir,
+        };
+        etcd.wait_healthy()?;
+        Ok(etcd)
+    }
+
+    fn wait_healthy(&mut self) -> Result<()> {
         let ready = wait_until(Duration::from_secs(20), || {
             Command::new("etcdctl")
                 .env("ETCDCTL_API", "3")
-                .args(["--endpoints", &url, "endpoint", "health"])
+                .args(["--endpoints", &self.url, "endpoint", "health"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false)
         });
-        if !ready || !proc.alive() {
-            bail!("etcd did not become healthy:\n{}", proc.log());
+        if !ready || !self.proc.alive() {
+            bail!("etcd did not become healthy:\n{}", self.proc.log());
         }
-        Ok(Self { url, proc, _dir: dir })
+        Ok(())
+    }
+
+    /// Stops etcd (SIGTERM); its data and ports stay for [`Etcd::restart`].
+    pub fn stop(&mut self) {
+        self.proc.stop();
+    }
+
+    /// Starts etcd again on the same URLs and data, and waits until healthy.
+    pub fn restart(&mut self) -> Result<()> {
+        self.proc.stop();
+        let mut cmd = etcd_command(&self.dir.path().join("data"), &self.url, &self.peer_url);
+        self.proc = Proc::spawn_append("etcd", &mut cmd, self.dir.path().join("etcd.log"))?;
+        self.wait_healthy()
     }
 
     pub fn pid(&self) -> u32 {

@@ -33,7 +33,9 @@ fn ping(c: &Cluster, from: &str, to: &str) -> bool {
 /// reaches `to` again; returns how long that took.
 fn repaired(c: &Cluster, what: &str, from: &str, to: &str) -> Duration {
     let start = Instant::now();
-    c.eventually(&format!("{what}: {from} reaches {to} again"), || ping(c, from, to));
+    c.eventually(&format!("{what}: {from} reaches {to} again"), || {
+        ping(c, from, to)
+    });
     let took = start.elapsed();
     assert!(
         took < Duration::from_secs(2 * PERIOD + 6),
@@ -119,14 +121,19 @@ fn drift_of_every_kind_is_repaired_and_traffic_resumes() {
     // The hosts file deleted.
     let hosts = format!("/etc/netns/{}/hosts", c.sandbox_ns("a"));
     std::fs::remove_file(&hosts).unwrap();
-    c.eventually("the hosts file is back", || std::fs::read_to_string(&hosts).is_ok_and(|h| h.contains("\ta\n")));
+    c.eventually("the hosts file is back", || {
+        std::fs::read_to_string(&hosts).is_ok_and(|h| h.contains("\ta\n"))
+    });
 
     // A sandbox namespace deleted by hand comes back (empty, then filled).
     ip(&["netns", "del", &c.sandbox_ns("b")]).unwrap();
     repaired(&c, "namespace deleted", "a", "172.17.0.3");
 
     // None of this needed a restart: the agent registered once.
-    assert_eq!(c.agent_log(1).matches("registered with the API server").count(), 1);
+    assert_eq!(
+        c.agent_log(1).matches("registered with the API server").count(),
+        1
+    );
 }
 
 #[test]
@@ -136,7 +143,10 @@ fn foreign_namespaces_and_bridges_are_refused_and_untouched() {
     // A namespace someone else made, with an eth0 of its own.
     let theirs = c.sandbox_ns("foreign1");
     ip(&["netns", "add", &theirs]).unwrap();
-    ip(&["-n", &theirs, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1"]).unwrap();
+    ip(&[
+        "-n", &theirs, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+    ])
+    .unwrap();
     ip(&["-n", &theirs, "addr", "add", "10.99.0.1/24", "dev", "eth0"]).unwrap();
     let before = in_ns_ok(&theirs, &["ip", "-d", "addr"]);
     let out = c.cli(&["sandbox", "create", "foreign1", "--node", "node1"]);
@@ -147,30 +157,58 @@ fn foreign_namespaces_and_bridges_are_refused_and_untouched() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert_eq!(in_ns_ok(&theirs, &["ip", "-d", "addr"]), before, "their namespace is untouched");
+    assert_eq!(
+        in_ns_ok(&theirs, &["ip", "-d", "addr"]),
+        before,
+        "their namespace is untouched"
+    );
     assert!(
-        !c.etcd_keys().iter().any(|k| k.contains("/names/sandboxes/foreign1")),
+        !c.etcd_keys()
+            .iter()
+            .any(|k| k.contains("/names/sandboxes/foreign1")),
         "nothing is recorded"
     );
     // A full pass later it is still theirs.
     std::thread::sleep(Duration::from_secs(PERIOD + 1));
     assert_eq!(in_ns_ok(&theirs, &["ip", "-d", "addr"]), before);
-    assert!(!in_ns_ok(&n1, &["ip", "-o", "link"]).contains("berth:"), "no berth link was made for it");
+    assert!(
+        !in_ns_ok(&n1, &["ip", "-o", "link"]).contains("berth:"),
+        "no berth link was made for it"
+    );
 
     // A bridge someone else made, named by a network's option.
     ip(&["-n", &n1, "link", "add", "br-theirs", "type", "bridge"]).unwrap();
     ip(&["-n", &n1, "addr", "add", "10.98.0.1/24", "dev", "br-theirs"]).unwrap();
     let before = in_ns_ok(&n1, &["ip", "-d", "addr", "show", "br-theirs"]);
-    c.cli_ok(&["network", "create", "-o", "com.docker.network.bridge.name=br-theirs", "mine"]);
+    c.cli_ok(&[
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.bridge.name=br-theirs",
+        "mine",
+    ]);
     let out = c.cli(&["sandbox", "create", "s1", "--node", "node1", "--network", "mine"]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("bridge br-theirs already exists on this node and is not berth's"), "{err}");
+    assert!(
+        err.contains("bridge br-theirs already exists on this node and is not berth's"),
+        "{err}"
+    );
     assert_eq!(in_ns_ok(&n1, &["ip", "-d", "addr", "show", "br-theirs"]), before);
     assert!(!c.etcd_keys().iter().any(|k| k.contains("/names/sandboxes/s1")));
     // Reserved names cannot even be asked for.
-    let out = c.cli(&["network", "create", "-o", "com.docker.network.bridge.name=berth0", "x"]);
-    assert!(!out.status.success() && stderr(&out).contains("reserved"), "{}", stderr(&out));
+    let out = c.cli(&[
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.bridge.name=berth0",
+        "x",
+    ]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("reserved"),
+        "{}",
+        stderr(&out)
+    );
     ip(&["-n", &n1, "link", "del", "br-theirs"]).unwrap();
     ip(&["netns", "del", &theirs]).unwrap();
 }
@@ -192,16 +230,25 @@ fn nodes_heal_after_an_api_outage_longer_than_their_lease() {
     assert!(ping(&c, "t1", "172.17.0.1"));
     c.cli_ok(&["sandbox", "create", "t2", "--node", "node2"]);
     let log = c.agent_log(1);
-    assert!(log.matches("registered with the API server").count() >= 2, "it registered again by itself");
+    assert!(
+        log.matches("registered with the API server").count() >= 2,
+        "it registered again by itself"
+    );
 }
 
 #[test]
 fn a_lost_or_corrupt_state_file_orphans_nothing_and_sweeps_nothing_foreign() {
     let mut c = cluster(1);
-    c.cli_ok(&["sandbox", "create", "keep", "--node", "node1", "--", "sleep", "1000"]);
+    c.cli_ok(&[
+        "sandbox", "create", "keep", "--node", "node1", "--", "sleep", "1000",
+    ]);
     c.cli_ok(&["sandbox", "create", "gone", "--node", "node1"]);
     let keep_ns = c.sandbox_ns("keep");
-    let inode = |ns: &str| std::fs::metadata(format!("/run/netns/{ns}")).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).ok();
+    let inode = |ns: &str| {
+        std::fs::metadata(format!("/run/netns/{ns}"))
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .ok()
+    };
     let keep_inode = inode(&keep_ns);
     // A namespace with berth's prefix that is not berth's.
     let foreign = c.sandbox_ns("foreign");
@@ -227,8 +274,15 @@ fn a_lost_or_corrupt_state_file_orphans_nothing_and_sweeps_nothing_foreign() {
         c.eventually(&format!("state {damage}: gone's namespace is swept"), || {
             !std::path::Path::new(&format!("/run/netns/{}", c.sandbox_ns("gone"))).exists()
         });
-        assert_eq!(inode(&keep_ns), keep_inode, "state {damage}: keep's namespace is not rebuilt");
-        assert!(inode(&foreign).is_some(), "state {damage}: the foreign namespace stays");
+        assert_eq!(
+            inode(&keep_ns),
+            keep_inode,
+            "state {damage}: keep's namespace is not rebuilt"
+        );
+        assert!(
+            inode(&foreign).is_some(),
+            "state {damage}: the foreign namespace stays"
+        );
         assert!(ping(&c, "keep", "172.17.0.1"), "state {damage}: keep works");
         assert!(
             wait_until(Duration::from_secs(10), || command_pid() == Some(pid)),
@@ -236,13 +290,22 @@ fn a_lost_or_corrupt_state_file_orphans_nothing_and_sweeps_nothing_foreign() {
             command_pid(),
             c.agent_log(1)
         );
-        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "state {damage}: it still runs");
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "state {damage}: it still runs"
+        );
     }
-    assert!(c.dir().join("node1").join("owned.json.corrupt").exists(), "the corrupt file is kept");
+    assert!(
+        c.dir().join("node1").join("owned.json.corrupt").exists(),
+        "the corrupt file is kept"
+    );
     // Adopted, so removing the sandbox stops the command that runs.
     c.cli_ok(&["sandbox", "rm", "keep"]);
     assert!(
-        wait_until(Duration::from_secs(5), || !std::path::Path::new(&format!("/proc/{pid}")).exists()),
+        wait_until(Duration::from_secs(5), || !std::path::Path::new(&format!(
+            "/proc/{pid}"
+        ))
+        .exists()),
         "the adopted command is stopped with its sandbox"
     );
     ip(&["netns", "del", &foreign]).unwrap();
@@ -265,7 +328,10 @@ fn none_sandbox(id: &str, name: &str, generation: u64) -> pb::Sandbox {
 fn stale_commands_lose_and_status_reports_every_object() {
     let c = cluster(1);
     c.cli_ok(&["sandbox", "create", "s", "--node", "node1"]);
-    let id = c.cli_json(&["sandbox", "inspect", "s"])[0]["Id"].as_str().unwrap().to_string();
+    let id = c.cli_json(&["sandbox", "inspect", "s"])[0]["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let url = format!("http://{}:7421", node_addr(1));
     let (older, late, status) = in_netns(&c.node(1), || async {
         let mut agent = AgentServiceClient::new(channel(&url, None));
@@ -300,7 +366,11 @@ fn stale_commands_lose_and_status_reports_every_object() {
                 ..Default::default()
             })
             .await;
-        let status = agent.status(pb::StatusRequest {}).await.expect("status").into_inner();
+        let status = agent
+            .status(pb::StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
         (older, late, status)
     });
     let older = older.expect_err("an older generation is refused");
@@ -320,6 +390,11 @@ fn stale_commands_lose_and_status_reports_every_object() {
     for kind in ["namespace", "endpoint", "etc-files"] {
         assert!(kinds.contains(&(kind, true)), "{kind} of s in {kinds:?}");
     }
-    assert!(status.objects.iter().any(|o| o.kind == "bridge" && o.name == "berth0" && o.ok));
+    assert!(
+        status
+            .objects
+            .iter()
+            .any(|o| o.kind == "bridge" && o.name == "berth0" && o.ok)
+    );
     assert!(status.passes >= 2 && status.revision > 0, "{status:?}");
 }

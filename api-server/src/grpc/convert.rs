@@ -4,7 +4,7 @@ use berth_core::model::Driver;
 use berth_proto::v1 as pb;
 
 use crate::nodes::NodeStatus;
-use crate::store::records::{EndpointRecord, NetworkRecord, SandboxRecord};
+use crate::store::records::{EndpointRecord, NetworkRecord, Phase, SandboxRecord};
 
 pub fn network(n: &NetworkRecord) -> pb::Network {
     pb::Network {
@@ -99,5 +99,10 @@ pub fn sandbox(r: &SandboxRecord, endpoints: &[(EndpointRecord, NetworkRecord)])
         },
         netns: r.netns.clone().unwrap_or_default(),
         generation: 0,
+        phase: match r.phase {
+            Phase::Creating => pb::SandboxPhase::Creating,
+            Phase::Ready => pb::SandboxPhase::Ready,
+            Phase::Removing => pb::SandboxPhase::Removing,
+        } as i32,
     }
 }

@@ -1,14 +1,20 @@
-//! Connecting a sandbox to one more network and disconnecting it.
+//! Connecting a sandbox to one more network and disconnecting it. Connect
+//! records the endpoint and its address with the sandbox's new network list
+//! in one transaction (the agent converges to it even if the API server
+//! dies right after). Disconnect records its intent first: the sandbox no
+//! longer lists the network and the endpoint is marked `removing`; the
+//! endpoint and its address go only once the agent confirmed. A failed
+//! connect is undone the same way.
 use std::net::Ipv4Addr;
 
 use berth_core::names::validate_name;
 use berth_core::net::{format_mac, mac_from_ip};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
-use super::{Sandboxes, agent_error, ifname_free};
+use super::{SandboxView, Sandboxes, agent_error, ifname_free};
 use crate::error::{ApiError, Result};
 use crate::ipam::{self, Allocated};
-use crate::store::records::{EndpointRecord, SandboxMode};
+use crate::store::records::{EndpointRecord, NetworkRecord, Phase, SandboxMode};
 use crate::store::{new_id, to_json};
 
 impl Sandboxes {
@@ -40,6 +46,13 @@ impl Sandboxes {
                 record.mode.as_str()
             )));
         }
+        if record.phase != Phase::Ready {
+            return Err(ApiError::FailedPrecondition(format!(
+                "sandbox {} is {}; try again when it is ready",
+                record.name,
+                record.phase.as_str()
+            )));
+        }
         if record.networks.contains(&network.id) {
             return Err(ApiError::AlreadyExists(format!(
                 "sandbox {} is already connected to network {}",
@@ -67,6 +80,7 @@ impl Sandboxes {
             mac: String::new(),
             ifname: ifname_free(&used),
             aliases,
+            removing: false,
         };
         let mut updated = record.clone();
         updated.networks.push(network.id.clone());
@@ -78,7 +92,7 @@ impl Sandboxes {
             let mut ep = endpoint.clone();
             ep.ip = Some(ip);
             ep.mac = format_mac(mac_from_ip(ip));
-            (
+            Ok((
                 vec![Compare::mod_revision(
                     sandbox_key.clone(),
                     CompareOp::Equal,
@@ -86,13 +100,9 @@ impl Sandboxes {
                 )],
                 vec![
                     TxnOp::put(sandbox_key.clone(), updated_json.clone(), None),
-                    TxnOp::put(
-                        keys.endpoint(&network.id, &record.id),
-                        to_json(&ep).unwrap_or_default(),
-                        None,
-                    ),
+                    TxnOp::put(keys.endpoint(&network.id, &record.id), to_json(&ep)?, None),
                 ],
-            )
+            ))
         })
         .await?;
         let Allocated::Committed(got, generation) = res else {
@@ -107,19 +117,12 @@ impl Sandboxes {
         view.record = updated;
         view.generation = generation as u64;
         view.endpoints.push((endpoint.clone(), network.clone()));
-        if let Err(status) = self.ensure_on_agent(&node.record, &view).await {
-            let rollback = Txn::new().and_then([
-                TxnOp::put(sandbox_key, to_json(&record)?, None),
-                TxnOp::delete(keys.endpoint(&network.id, &record.id), None),
-                ipam::release_op(&self.store, &network.id, &pool, got),
-            ]);
-            let mut before = before;
-            match self.store.txn(rollback).await {
-                Ok(resp) => before.generation = resp.header().map_or(0, |h| h.revision()) as u64,
-                Err(e) => tracing::error!(sandbox = %record.name, error = %e, "rollback of connect failed"),
+        if let Err(status) = self.agent_ensure(&node.record, &view).await {
+            // Undo through the disconnect path: the address is released
+            // once the agent confirmed the sandbox without it.
+            if let Err(e) = self.detach(view, &network).await {
+                tracing::warn!(sandbox = %record.name, error = %e, "undoing the connect is left for the repair loop");
             }
-            // Put the node back the way it was, as far as it listens.
-            let _ = self.ensure_on_agent(&node.record, &before).await;
             return Err(agent_error(&node.record.name, status));
         }
         self.overlay.notify(&[&network], &record.node).await;
@@ -127,7 +130,7 @@ impl Sandboxes {
         Ok(endpoint)
     }
 
-    /// Detaches a sandbox from a network: the node first, then the records.
+    /// Detaches a sandbox from a network.
     pub async fn disconnect(&self, network: &str, sandbox: &str) -> Result<()> {
         let network = self.networks.find(network).await?;
         let current = self.find_record(sandbox).await?;
@@ -144,56 +147,96 @@ impl Sandboxes {
                 record.name, network.name
             )));
         }
-        let before = self.view(record.clone()).await?;
-        let mut after = before.clone();
-        // Newer than the record the agent holds; the record written below
-        // (later, so with a higher revision) says the same.
-        after.generation = current.mod_revision as u64 + 1;
+        if record.phase != Phase::Ready {
+            return Err(ApiError::FailedPrecondition(format!(
+                "sandbox {} is {}; try again when it is ready",
+                record.name,
+                record.phase.as_str()
+            )));
+        }
+        let mut view = self.view(record.clone()).await?;
+        view.generation = current.mod_revision as u64;
+        self.detach(view, &network).await?;
+        self.overlay.notify(&[&network], &record.node).await;
+        tracing::info!(sandbox = %record.name, network = %network.name, "sandbox disconnected");
+        Ok(())
+    }
+
+    /// Takes `network`'s endpoint out of the sandbox `view` (read at
+    /// `view.generation`): records the intent, has the agent realise the
+    /// sandbox without it, then deletes the endpoint and releases its address.
+    pub(crate) async fn detach(&self, view: SandboxView, network: &NetworkRecord) -> Result<()> {
+        let keys = &self.store.keys;
+        let r = &view.record;
+        let Some((mut ep, _)) = view.endpoints.iter().find(|(_, n)| n.id == network.id).cloned() else {
+            return Ok(());
+        };
+        let mut after = view.clone();
         after.record.networks.retain(|n| n != &network.id);
         after.endpoints.retain(|(_, n)| n.id != network.id);
-        let removed = before
-            .endpoints
-            .iter()
-            .find(|(_, n)| n.id == network.id)
-            .map(|(e, _)| e.clone());
-        let node = self.nodes.get(&record.node).await?;
-        self.ensure_on_agent(&node.record, &after)
-            .await
-            .map_err(|s| agent_error(&record.node, s))?;
-        let keys = &self.store.keys;
-        let mut ops = vec![
-            TxnOp::put(keys.sandbox(&record.id), to_json(&after.record)?, None),
-            TxnOp::delete(keys.endpoint(&network.id, &record.id), None),
-        ];
-        if let Some(ip) = removed.and_then(|e| e.ip) {
-            ops.push(ipam::release_op(
-                &self.store,
-                &network.id,
-                ipam::pool_for(&network, &record.node),
-                ip,
-            ));
-        }
-        let ok = self
+        ep.removing = true;
+        let ep_key = keys.endpoint(&network.id, &r.id);
+        let resp = self
             .store
             .txn(
                 Txn::new()
                     .when([Compare::mod_revision(
-                        keys.sandbox(&record.id),
+                        keys.sandbox(&r.id),
                         CompareOp::Equal,
-                        current.mod_revision,
+                        view.generation as i64,
+                    )])
+                    .and_then([
+                        TxnOp::put(keys.sandbox(&r.id), to_json(&after.record)?, None),
+                        TxnOp::put(ep_key.clone(), to_json(&ep)?, None),
+                    ]),
+            )
+            .await?;
+        if !resp.succeeded() {
+            return Err(ApiError::Aborted(format!(
+                "sandbox {} changed meanwhile; try again",
+                r.name
+            )));
+        }
+        let marked = resp.header().map_or(0, |h| h.revision());
+        after.generation = marked as u64;
+        self.finish_detach(&after, &ep, network, marked).await
+    }
+
+    /// The agent realises `after` (the sandbox without the endpoint `ep`,
+    /// marked removing at revision `marked`); then the endpoint and its
+    /// address go, if the endpoint is still as marked.
+    pub(crate) async fn finish_detach(
+        &self,
+        after: &SandboxView,
+        ep: &EndpointRecord,
+        network: &NetworkRecord,
+        marked: i64,
+    ) -> Result<()> {
+        let keys = &self.store.keys;
+        let node = self.nodes.get(&after.record.node).await?;
+        self.agent_ensure(&node.record, after)
+            .await
+            .map_err(|s| agent_error(&after.record.node, s))?;
+        let mut ops = vec![TxnOp::delete(keys.endpoint(&network.id, &after.record.id), None)];
+        if let Some(ip) = ep.ip {
+            ops.push(ipam::release_op(
+                &self.store,
+                &network.id,
+                ipam::pool_for(network, &after.record.node),
+                ip,
+            ));
+        }
+        self.store
+            .txn(
+                Txn::new()
+                    .when([Compare::mod_revision(
+                        keys.endpoint(&network.id, &after.record.id),
+                        CompareOp::Equal,
+                        marked,
                     )])
                     .and_then(ops),
             )
-            .await?
-            .succeeded();
-        if !ok {
-            return Err(ApiError::Aborted(format!(
-                "sandbox {} changed while disconnecting it; try again",
-                record.name
-            )));
-        }
-        self.overlay.notify(&[&network], &record.node).await;
-        tracing::info!(sandbox = %record.name, network = %network.name, "sandbox disconnected");
+            .await?;
         Ok(())
     }
 }

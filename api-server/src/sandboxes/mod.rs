@@ -3,8 +3,11 @@
 //! and the desired state of a node. A failed agent call rolls back what the
 //! request recorded and answers UNAVAILABLE.
 mod attach;
+mod create;
+mod lifecycle;
 mod limits;
 mod page;
+mod remove;
 mod reserved;
 mod state;
 use std::collections::HashMap;
@@ -12,20 +15,19 @@ use std::net::Ipv4Addr;
 
 use berth_core::model::Driver;
 use berth_core::names::validate_name;
-use berth_core::net::{format_mac, mac_from_ip, parse_ip};
+use berth_core::net::parse_ip;
 use berth_core::ports::PortMapping;
 use berth_proto::v1 as pb;
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp};
 
 use crate::agents::{Agents, agent_error};
 use crate::error::{ApiError, Result};
 use crate::grpc::convert;
-use crate::ipam::{self, Allocated};
 use crate::networks::Networks;
 use crate::nodes::Nodes;
 use crate::overlay::Overlay;
+use crate::store::Store;
 use crate::store::records::{EndpointRecord, NetworkRecord, NodeRecord, SandboxMode, SandboxRecord};
-use crate::store::{Store, new_id, now_rfc3339, to_json};
 
 pub use self::reserved::{DEFAULT_RESERVED_PORTS, ReservedPorts};
 
@@ -212,336 +214,6 @@ impl Sandboxes {
             .expect("non-empty"))
     }
 
-    /// Creates a sandbox and has its node realise it.
-    pub async fn create(&self, spec: SandboxSpec) -> Result<SandboxView> {
-        // Independent reads, in parallel; network errors are reported first.
-        let (network, node) = tokio::join!(
-            self.networks.find(&spec.network),
-            self.place(spec.node.as_deref())
-        );
-        let network = network?;
-        let mode = mode_of(network.driver);
-        if spec.ip.is_some() && !network.driver.has_ipam() {
-            return Err(
-                berth_core::Invalid::new("ip", format!("network {} has no addresses", network.name)).into(),
-            );
-        }
-        if !spec.aliases.is_empty() && !network.driver.has_ipam() {
-            return Err(berth_core::Invalid::new(
-                "alias",
-                format!(
-                    "network-scoped aliases need a bridge or overlay network, not {}",
-                    network.name
-                ),
-            )
-            .into());
-        }
-        if !spec.ports.is_empty() && mode != SandboxMode::Namespace {
-            return Err(berth_core::Invalid::new(
-                "publish",
-                format!("ports cannot be published on the {} network", network.name),
-            )
-            .into());
-        }
-        if !spec.links.is_empty() && network.name != berth_core::model::DEFAULT_BRIDGE.0 {
-            return Err(berth_core::Invalid::new(
-                "link",
-                "--link works on the default bridge network only; use a user-defined network and names",
-            )
-            .into());
-        }
-        let node = node?;
-        self.check_links(&spec.links, &node.name).await?;
-        self.reserved.check(&node, &spec.ports)?;
-        self.check_ports(&spec.ports, &node.name).await?;
-        // Overlay sandboxes also get eth1 on the node's gateway bridge for
-        // outbound traffic (and their default route through it), as Docker's
-        // docker_gwbridge. Its address is taken first and released again if
-        // the rest of the create fails.
-        let gw = match network.driver {
-            Driver::Overlay => Some(self.gw_endpoint(&node.name, &spec.name).await?),
-            _ => None,
-        };
-        let res = self.create_with(spec, network, node, mode, gw.clone()).await;
-        if res.is_err()
-            && let Some((ep, net)) = &gw
-            && let Some(ip) = ep.ip
-        {
-            let release = ipam::release_op(&self.store, &net.id, ipam::pool_for(net, &ep.node), ip);
-            if let Err(e) = self.store.txn(Txn::new().and_then([release])).await {
-                tracing::error!(error = %e, "could not release the gateway bridge address");
-            }
-        }
-        res
-    }
-
-    /// Takes an address on the gateway bridge for a new overlay sandbox.
-    async fn gw_endpoint(&self, node: &str, sandbox_name: &str) -> Result<(EndpointRecord, NetworkRecord)> {
-        let gw = self.networks.ensure_gwbridge().await?;
-        let id = new_id();
-        let pool = ipam::pool_for(&gw, node).to_string();
-        let Allocated::Committed(ip, _) =
-            ipam::allocate_ip(&self.store, &gw, &pool, None, &id, |_| (vec![], vec![])).await?
-        else {
-            return Err(ApiError::Internal(
-                "gateway address allocation conflicted with itself".into(),
-            ));
-        };
-        Ok((
-            EndpointRecord {
-                id,
-                network_id: gw.id.clone(),
-                sandbox_id: String::new(),
-                sandbox_name: sandbox_name.to_string(),
-                node: node.to_string(),
-                ip: Some(ip),
-                mac: format_mac(mac_from_ip(ip)),
-                ifname: "eth1".into(),
-                aliases: Vec::new(),
-            },
-            gw,
-        ))
-    }
-
-    async fn create_with(
-        &self,
-        spec: SandboxSpec,
-        network: NetworkRecord,
-        node: NodeRecord,
-        mode: SandboxMode,
-        gw: Option<(EndpointRecord, NetworkRecord)>,
-    ) -> Result<SandboxView> {
-        let keys = &self.store.keys;
-        let id = new_id();
-        let gw = gw.map(|(mut ep, net)| {
-            ep.sandbox_id = id.clone();
-            (ep, net)
-        });
-        let record = SandboxRecord {
-            id: id.clone(),
-            name: spec.name.clone(),
-            node: node.name.clone(),
-            mode,
-            netns: (mode != SandboxMode::Host).then(|| spec.name.clone()),
-            networks: std::iter::once(network.id.clone())
-                .chain(gw.iter().map(|(_, n)| n.id.clone()))
-                .collect(),
-            command: spec.command.clone(),
-            ports: spec.ports.clone(),
-            links: spec.links.clone(),
-            created: now_rfc3339(),
-        };
-        let mut endpoint = EndpointRecord {
-            id: new_id(),
-            network_id: network.id.clone(),
-            sandbox_id: id.clone(),
-            sandbox_name: spec.name.clone(),
-            node: node.name.clone(),
-            ip: None,
-            mac: String::new(),
-            ifname: if mode == SandboxMode::Namespace {
-                "eth0".into()
-            } else {
-                String::new()
-            },
-            aliases: spec.aliases.clone(),
-        };
-        let name_key = keys.sandbox_name(&spec.name);
-        let build = |ep: &EndpointRecord| -> Result<(Vec<Compare>, Vec<TxnOp>)> {
-            let mut ops = vec![
-                TxnOp::put(name_key.clone(), id.clone(), None),
-                TxnOp::put(keys.sandbox(&id), to_json(&record)?, None),
-                TxnOp::put(keys.endpoint(&network.id, &id), to_json(ep)?, None),
-            ];
-            if let Some((gw_ep, gw_net)) = &gw {
-                ops.push(TxnOp::put(keys.endpoint(&gw_net.id, &id), to_json(gw_ep)?, None));
-            }
-            let mut compares = vec![Compare::create_revision(name_key.clone(), CompareOp::Equal, 0)];
-            for p in &spec.ports {
-                compares.extend(port_free(keys, &node.name, p));
-                ops.push(TxnOp::put(keys.port(&node.name, p), id.clone(), None));
-            }
-            Ok((compares, ops))
-        };
-        let committed = if network.driver.has_ipam() {
-            let pool = ipam::pool_for(&network, &node.name).to_string();
-            let mut encode_err = None;
-            let res = ipam::allocate_ip(&self.store, &network, &pool, spec.ip, &endpoint.id, |ip| {
-                let mut ep = endpoint.clone();
-                ep.ip = Some(ip);
-                ep.mac = format_mac(mac_from_ip(ip));
-                match build(&ep) {
-                    Ok(parts) => parts,
-                    Err(e) => {
-                        encode_err = Some(e);
-                        (
-                            vec![Compare::create_revision(name_key.clone(), CompareOp::Less, 0)],
-                            vec![],
-                        )
-                    }
-                }
-            })
-            .await?;
-            if let Some(e) = encode_err {
-                return Err(e);
-            }
-            match res {
-                Allocated::Committed(ip, revision) => {
-                    endpoint.ip = Some(ip);
-                    endpoint.mac = format_mac(mac_from_ip(ip));
-                    Some(revision)
-                }
-                Allocated::CallerConflict => None,
-            }
-        } else {
-            let (compares, ops) = build(&endpoint)?;
-            let resp = self.store.txn(Txn::new().when(compares).and_then(ops)).await?;
-            resp.succeeded()
-                .then(|| resp.header().map_or(0, |h| h.revision()))
-        };
-        let Some(generation) = committed else {
-            // A name or a port was taken between the checks and the commit.
-            if self.store.get_string(&name_key).await?.is_some() {
-                return Err(ApiError::AlreadyExists(format!(
-                    "sandbox name {} is already in use in the cluster",
-                    spec.name
-                )));
-            }
-            self.check_ports(&spec.ports, &node.name).await?;
-            return Err(ApiError::Aborted(format!(
-                "sandbox {} lost a race; try again",
-                spec.name
-            )));
-        };
-        let view = SandboxView {
-            record,
-            endpoints: std::iter::once((endpoint, network)).chain(gw).collect(),
-            generation: generation as u64,
-        };
-        tracing::info!(sandbox = %view.record.name, node = %node.name, "sandbox recorded");
-        if let Err(status) = self.ensure_on_agent(&node, &view).await {
-            self.forget(&view).await;
-            let _ = self.remove_on_agent(&node, &view).await;
-            return Err(agent_error(&node.name, status));
-        }
-        self.overlay.notify(&view.network_refs(), &node.name).await;
-        Ok(view)
-    }
-
-    /// Refuses ports another sandbox already publishes on the node.
-    async fn check_ports(&self, ports: &[PortMapping], node: &str) -> Result<()> {
-        let keys = &self.store.keys;
-        for p in ports {
-            for (key, owner) in self.store.list_strings(&keys.port_range(node, p)).await? {
-                let ip = crate::store::keys::last_segment(&key);
-                let taken = PortMapping {
-                    host_ip: ip.parse().ok().filter(|ip: &Ipv4Addr| !ip.is_unspecified()),
-                    ..*p
-                };
-                if taken.clashes(p) {
-                    let who = self
-                        .store
-                        .get_json::<SandboxRecord>(&keys.sandbox(&owner))
-                        .await?
-                        .map(|r| r.value.name)
-                        .unwrap_or(owner);
-                    return Err(ApiError::FailedPrecondition(format!(
-                        "port {} is already published on {node} by sandbox {who} ({})",
-                        p.describe(),
-                        taken.describe()
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Link targets must exist on the same node (legacy links are local).
-    async fn check_links(&self, links: &[(String, String)], node: &str) -> Result<()> {
-        for (name, _) in links {
-            let target = match self.find_record(name).await {
-                Ok(t) => t.value,
-                Err(ApiError::NotFound { .. }) => {
-                    return Err(ApiError::not_found("sandbox to link", name));
-                }
-                Err(e) => return Err(e),
-            };
-            if target.node != node {
-                return Err(ApiError::FailedPrecondition(format!(
-                    "cannot link to {name}: it runs on {}, links work within one node",
-                    target.node
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    async fn ensure_on_agent(&self, node: &NodeRecord, view: &SandboxView) -> Result<(), tonic::Status> {
-        let peers = self
-            .overlay
-            .peers_for_node(&node.name, &view.network_refs())
-            .await?;
-        let mut client = self.agents.client(node).map_err(tonic::Status::from)?;
-        client
-            .ensure_sandbox(pb::EnsureSandboxRequest {
-                sandbox: Some(view.to_proto()),
-                networks: view.networks(),
-                peers,
-            })
-            .await?;
-        Ok(())
-    }
-
-    async fn remove_on_agent(&self, node: &NodeRecord, view: &SandboxView) -> Result<(), tonic::Status> {
-        let mut client = self.agents.client(node).map_err(tonic::Status::from)?;
-        let record = &view.record;
-        client
-            .remove_sandbox(pb::RemoveAgentSandboxRequest {
-                sandbox_id: record.id.clone(),
-                netns: record.netns.clone().unwrap_or_default(),
-                generation: view.generation,
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// Deletes every key of a sandbox (rollback and removal).
-    async fn forget(&self, view: &SandboxView) {
-        if let Err(e) = self.delete_records(view).await {
-            tracing::error!(sandbox = %view.record.name, error = %e, "could not delete sandbox records");
-        }
-    }
-
-    async fn delete_records(&self, view: &SandboxView) -> Result<()> {
-        let keys = &self.store.keys;
-        let r = &view.record;
-        let mut ops = vec![TxnOp::delete(keys.sandbox(&r.id), None)];
-        for p in &r.ports {
-            ops.push(TxnOp::delete(keys.port(&r.node, p), None));
-        }
-        for (ep, net) in &view.endpoints {
-            ops.push(TxnOp::delete(keys.endpoint(&net.id, &r.id), None));
-            if let Some(ip) = ep.ip {
-                ops.push(ipam::release_op(
-                    &self.store,
-                    &net.id,
-                    ipam::pool_for(net, &r.node),
-                    ip,
-                ));
-            }
-        }
-        // The name goes only if it still points at this sandbox: a nested
-        // transaction keeps it all one round trip.
-        let name_key = keys.sandbox_name(&r.name);
-        ops.push(TxnOp::txn(
-            Txn::new()
-                .when([Compare::value(name_key.clone(), CompareOp::Equal, r.id.clone())])
-                .and_then([TxnOp::delete(name_key, None)]),
-        ));
-        self.store.txn(Txn::new().and_then(ops)).await?;
-        Ok(())
-    }
-
     /// Looks a sandbox up by name, full id or unique id prefix.
     pub async fn find(&self, name_or_id: &str) -> Result<SandboxView> {
         let found = self.find_record(name_or_id).await?;
@@ -572,6 +244,20 @@ impl Sandboxes {
             }
         }
         Err(ApiError::not_found("sandbox", name_or_id))
+    }
+
+    /// The record of network `id`, if it exists.
+    pub(crate) async fn network_record(&self, id: &str) -> Result<Option<NetworkRecord>> {
+        Ok(self
+            .store
+            .get_json::<NetworkRecord>(&self.store.keys.network(id))
+            .await?
+            .map(|v| v.value))
+    }
+
+    /// A record with its endpoints and their networks.
+    pub(crate) async fn view_of(&self, record: SandboxRecord) -> Result<SandboxView> {
+        self.view(record).await
     }
 
     async fn view(&self, record: SandboxRecord) -> Result<SandboxView> {
@@ -650,29 +336,6 @@ impl Sandboxes {
             .collect();
         out.sort_by(|a, b| a.record.name.cmp(&b.record.name));
         Ok((out, revision))
-    }
-
-    /// Removes a sandbox: the agent tears it down, then its records go. When
-    /// the agent cannot be reached the removal fails, unless `force`, in
-    /// which case the node cleans up at its next full sync.
-    pub async fn remove(&self, name_or_id: &str, force: bool) -> Result<SandboxView> {
-        let view = self.find(name_or_id).await?;
-        match self.nodes.get(&view.record.node).await {
-            Ok(node) => {
-                if let Err(status) = self.remove_on_agent(&node.record, &view).await {
-                    if !force {
-                        return Err(agent_error(&node.record.name, status));
-                    }
-                    tracing::warn!(sandbox = %view.record.name, node = %node.record.name, "agent unreachable; removing records anyway (--force)");
-                }
-            }
-            Err(ApiError::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
-        self.delete_records(&view).await?;
-        self.overlay.notify(&view.network_refs(), &view.record.node).await;
-        tracing::info!(sandbox = %view.record.name, "sandbox removed");
-        Ok(view)
     }
 
     /// Where and how to run a command for `berth exec`.

@@ -104,6 +104,7 @@ mod tests {
             mtu: 1500,
             registered: String::new(),
             lease: 0,
+            removing: false,
         }
     }
 

@@ -7,12 +7,18 @@ use berth_proto::v1 as pb;
 use super::{SandboxView, Sandboxes};
 use crate::error::{ApiError, Result};
 use crate::grpc::convert;
-use crate::store::records::NetworkRecord;
+use crate::ipam;
+use crate::store::records::{NetworkRecord, Phase};
 
 impl Sandboxes {
-    /// Everything `node` should have, for a full sync.
+    /// Everything `node` should have, for a full sync: its sandboxes that
+    /// are being created or are ready, without endpoints being removed.
     pub async fn desired_state(&self, node: &str) -> Result<pb::NodeState> {
-        let (views, revision) = self.list_at(Some(node)).await?;
+        let (mut views, revision) = self.list_at(Some(node)).await?;
+        views.retain(|v| v.record.phase != Phase::Removing);
+        for v in &mut views {
+            v.endpoints.retain(|(e, _)| !e.removing);
+        }
         let mut networks: BTreeMap<String, &NetworkRecord> = BTreeMap::new();
         for v in &views {
             for (_, n) in &v.endpoints {
@@ -32,26 +38,43 @@ impl Sandboxes {
 
     /// Forgets a node and everything recorded on it: its sandboxes, their
     /// endpoints and addresses, and tells the other nodes. A ready node is
-    /// only removed with `force`.
+    /// only removed with `force`. One operation with intent: the node is
+    /// marked removing first (it cannot register meanwhile), so the repair
+    /// loop finishes a removal that was interrupted.
     pub async fn remove_node(&self, name: &str, force: bool) -> Result<usize> {
         let node = self.nodes.get(name).await?;
-        if node.ready && !force {
+        if node.ready && !force && !node.record.removing {
             return Err(ApiError::FailedPrecondition(format!(
                 "node {name} is ready; stop its agent first or use --force"
             )));
         }
-        let views = self.list(Some(name)).await?;
+        self.nodes.mark_removing(name).await?;
         let mut touched: BTreeMap<String, NetworkRecord> = BTreeMap::new();
-        for v in &views {
-            self.delete_records(v).await?;
-            for (_, n) in &v.endpoints {
-                touched.insert(n.id.clone(), n.clone());
+        let mut removed = 0;
+        for _ in 0..ipam::MAX_ATTEMPTS {
+            let views = self.list(Some(name)).await?;
+            if views.is_empty() {
+                break;
             }
+            for v in &views {
+                for (_, n) in &v.endpoints {
+                    touched.insert(n.id.clone(), n.clone());
+                }
+                // Unchanged since read, or read again next round.
+                if self.delete_records(v).await? {
+                    removed += 1;
+                }
+            }
+        }
+        if !self.list(Some(name)).await?.is_empty() {
+            return Err(ApiError::Aborted(format!(
+                "sandboxes kept appearing on node {name}; the repair loop finishes its removal"
+            )));
         }
         self.nodes.remove_record(name).await?;
         let refs: Vec<&NetworkRecord> = touched.values().collect();
         self.overlay.notify(&refs, name).await;
-        tracing::info!(node = %name, sandboxes = views.len(), "node removed with its sandboxes");
-        Ok(views.len())
+        tracing::info!(node = %name, sandboxes = removed, "node removed with its sandboxes");
+        Ok(removed)
     }
 }

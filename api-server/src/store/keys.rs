@@ -43,6 +43,21 @@ impl Keys {
     pub fn sandbox_name(&self, name: &str) -> String {
         format!("{}names/sandboxes/{name}", self.root)
     }
+    pub fn sandbox_names(&self) -> String {
+        format!("{}names/sandboxes/", self.root)
+    }
+    /// Every address of every network.
+    pub fn ipam_all(&self) -> String {
+        format!("{}ipam/", self.root)
+    }
+    /// Every published port of every node.
+    pub fn ports_all(&self) -> String {
+        format!("{}ports/", self.root)
+    }
+    /// `leader/<role>`: held (bound to its lease) by the replica doing `role`.
+    pub fn leader(&self, role: &str) -> String {
+        format!("{}leader/{role}", self.root)
+    }
     pub fn subnets(&self, scope: Scope) -> String {
         format!("{}subnets/{scope}/", self.root)
     }

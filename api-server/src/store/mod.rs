@@ -66,6 +66,19 @@ impl Store {
         self.client.clone()
     }
 
+    /// A cheap linearizable read (count of one key), to tell whether etcd
+    /// answers; fails after `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> Result<()> {
+        let mut client = self.client.clone();
+        let get = client.get(self.keys.root(), Some(GetOptions::new().with_count_only()));
+        match tokio::time::timeout(timeout, get).await {
+            Ok(res) => res.map(drop).map_err(ApiError::from),
+            Err(_) => Err(ApiError::Unavailable(format!(
+                "etcd did not answer within {timeout:?}"
+            ))),
+        }
+    }
+
     pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<Versioned<T>>> {
         let resp = self.client.clone().get(key, None).await?;
         match resp.kvs().first() {
@@ -112,6 +125,31 @@ impl Store {
                 (
                     String::from_utf8_lossy(kv.key()).into_owned(),
                     String::from_utf8_lossy(kv.value()).into_owned(),
+                )
+            })
+            .collect())
+    }
+
+    /// Keys under `prefix` with their values and mod revisions, read at
+    /// `revision` (`None`: now).
+    pub async fn list_strings_versioned(
+        &self,
+        prefix: &str,
+        revision: Option<i64>,
+    ) -> Result<Vec<(String, String, i64)>> {
+        let mut opts = GetOptions::new().with_prefix();
+        if let Some(rev) = revision {
+            opts = opts.with_revision(rev);
+        }
+        let resp = self.client.clone().get(prefix, Some(opts)).await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                    kv.mod_revision(),
                 )
             })
             .collect())

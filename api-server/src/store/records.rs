@@ -48,6 +48,10 @@ pub struct NodeRecord {
     /// naming it renew anything.
     #[serde(default)]
     pub lease: i64,
+    /// `node rm` has started: its sandboxes' records are being deleted (the
+    /// repair loop finishes an interrupted removal); the node cannot register.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removing: bool,
 }
 
 /// `<prefix>/v1/endpoints/<network-id>/<sandbox-id>`
@@ -66,6 +70,10 @@ pub struct EndpointRecord {
     pub ifname: String,
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// Being disconnected (or its sandbox removed): no longer desired on its
+    /// node; the record and address go once the agent confirmed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removing: bool,
 }
 
 /// How a sandbox is attached to the node's network stack.
@@ -110,4 +118,35 @@ pub struct SandboxRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<(String, String)>,
     pub created: String,
+    /// Where the sandbox is in its life: recorded before the agent is asked,
+    /// so an interrupted operation is finished or undone by the repair loop.
+    #[serde(default)]
+    pub phase: Phase,
+    /// When the phase was entered (RFC 3339).
+    #[serde(default)]
+    pub phase_since: String,
+}
+
+/// A sandbox's phase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Recorded, addresses taken; the owning agent has not confirmed yet.
+    Creating,
+    /// The owning agent confirmed it (records written before phases existed are ready).
+    #[default]
+    Ready,
+    /// Being removed: no longer desired on its node; records and addresses
+    /// go once the agent confirmed the kernel objects are gone.
+    Removing,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Creating => "creating",
+            Phase::Ready => "ready",
+            Phase::Removing => "removing",
+        }
+    }
 }

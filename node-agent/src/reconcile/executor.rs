@@ -14,6 +14,10 @@ use crate::state::{Detached, Owned};
 /// What a pass needs to see.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObserveRequest {
+    /// Links of the node namespace to read by name; `None`: all of them
+    /// (full passes). A command's pass reads only its own, so its cost does
+    /// not grow with the number of sandboxes on the node.
+    pub links: Option<BTreeSet<String>>,
     /// Namespaces to look inside (links, marker, default route).
     pub inspect: BTreeSet<String>,
     /// Namespaces whose existence and inode matter (berth's, maybe to remove).

@@ -104,8 +104,17 @@ impl FakeNode {
 
 impl Executor for FakeNode {
     async fn observe(&mut self, req: &ObserveRequest) -> Result<Observed, ObjectError> {
+        let links = match &req.links {
+            None => self.links.clone(),
+            Some(names) => self
+                .links
+                .iter()
+                .filter(|(n, _)| names.contains(*n))
+                .map(|(n, l)| (n.clone(), l.clone()))
+                .collect(),
+        };
         let mut seen = Observed {
-            links: self.links.clone(),
+            links,
             localnet: self.localnet.clone(),
             dns: self.dns.clone(),
             ..Default::default()

@@ -80,22 +80,30 @@ impl<'a> KernelExecutor<'a> {
             .await?
             .into_iter()
             .map(|l| {
-                let seen = Link {
-                    index: l.index,
-                    kind: l.kind,
-                    alias: l.alias,
-                    master: l.master,
-                    mtu: l.mtu,
-                    up: l.up,
-                    mac: l.mac,
-                    addrs: addrs.remove(&l.index).unwrap_or_default(),
-                    peer: l.link,
-                    vxlan: l.vxlan,
-                    isolated: l.isolated,
-                };
-                (l.name, seen)
+                let a = addrs.remove(&l.index).unwrap_or_default();
+                (l.name.clone(), seen(l, a))
             })
             .collect())
+    }
+
+    /// The named links of the node namespace that exist (addresses only for bridges).
+    async fn links_named(
+        &self,
+        names: &std::collections::BTreeSet<String>,
+    ) -> Result<BTreeMap<String, Link>, ObjectError> {
+        let mut out = BTreeMap::new();
+        for name in names {
+            let Some(l) = link::get(self.node, name).await? else {
+                continue;
+            };
+            let addrs = if l.kind.as_deref() == Some("bridge") {
+                link::ipv4_addrs(self.node, l.index).await?
+            } else {
+                Vec::new()
+            };
+            out.insert(l.name.clone(), seen(l, addrs));
+        }
+        Ok(out)
     }
 
     /// A namespace's inode, and optionally what is inside (keeping the connection when `keep`).
@@ -213,6 +221,23 @@ impl<'a> KernelExecutor<'a> {
     }
 }
 
+/// A link as the planner sees it.
+fn seen(l: link::LinkInfo, addrs: Vec<(Ipv4Addr, u8)>) -> Link {
+    Link {
+        index: l.index,
+        kind: l.kind,
+        alias: l.alias,
+        master: l.master,
+        mtu: l.mtu,
+        up: l.up,
+        mac: l.mac,
+        addrs,
+        peer: l.link,
+        vxlan: l.vxlan,
+        isolated: l.isolated,
+    }
+}
+
 /// The environment variable that marks a detached command as berth's (its value: the sandbox id).
 pub const COMMAND_MARK: &str = "BERTH_SANDBOX_ID";
 
@@ -260,8 +285,12 @@ fn read(path: std::path::PathBuf) -> Option<String> {
 
 impl Executor for KernelExecutor<'_> {
     async fn observe(&mut self, req: &ObserveRequest) -> Result<Observed, ObjectError> {
+        let links = match &req.links {
+            None => Self::links_of(self.node).await?,
+            Some(names) => self.links_named(names).await?,
+        };
         let mut seen = Observed {
-            links: Self::links_of(self.node).await?,
+            links,
             ..Default::default()
         };
         for (name, l) in &seen.links {
@@ -299,7 +328,9 @@ impl Executor for KernelExecutor<'_> {
             // A command is berth's when it runs inside the namespace berth
             // made for its sandbox (or, in host mode, in the node's own).
             use std::os::unix::fs::MetadataExt;
-            let own = std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()).ok();
+            let own = std::fs::metadata("/proc/thread-self/ns/net")
+                .map(|m| m.ino())
+                .ok();
             for (id, (d, net)) in marked_commands() {
                 let in_ours = seen
                     .namespaces

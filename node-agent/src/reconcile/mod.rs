@@ -465,6 +465,20 @@ pub fn observe_request(
         scan_prefix,
         ..Default::default()
     };
+    if !scope.is_full() {
+        // The links this pass may plan for: its sandboxes' host veths, every
+        // wanted bridge and VXLAN device (to remove the unwanted ones, berth's
+        // record names them).
+        let mut links: BTreeSet<String> = owned.bridges.clone();
+        for n in d.active_networks() {
+            links.insert(n.bridge.clone());
+            links.extend(n.vxlan_name());
+        }
+        for s in d.sandboxes.values().filter(|s| scope.has_sandbox(&s.id)) {
+            links.extend(s.endpoints.iter().map(|e| e.host_ifname()));
+        }
+        req.links = Some(links);
+    }
     for s in d.sandboxes.values() {
         let Some(ns) = &s.netns else {
             req.host_sandboxes.insert(s.id.clone());

@@ -535,7 +535,10 @@ fn a_lost_record_is_rebuilt_from_markers_and_nothing_is_orphaned_or_swept() {
         "web's command is found by its marker, not started twice"
     );
     assert_eq!(h.node.processes.values().filter(|p| p.1).count(), 2);
-    assert!(h.node.processes[&9999].1, "another agent's command is not adopted nor stopped");
+    assert!(
+        h.node.processes[&9999].1,
+        "another agent's command is not adopted nor stopped"
+    );
     assert!(!h.owned.commands.contains_key("elsewhere"));
 }
 

@@ -1,0 +1,339 @@
+//! The control plane's repair loop. One API replica at a time (the holder
+//! of an etcd key bound to its lease) finishes or undoes operations that a
+//! crash interrupted, on a period and right after it is elected:
+//! - `removing` sandboxes: the agent removes them, then the records go;
+//! - `creating` sandboxes older than a deadline: realised by the agent and
+//!   marked ready, or undone if the agent refuses them;
+//! - endpoints marked removing (an interrupted disconnect): finished;
+//! - nodes marked removing (an interrupted `node rm`): finished;
+//! - endpoint, address, port and name keys without an owner: freed, when
+//!   two passes in a row saw them unowned and unchanged (no operation in
+//!   flight writes them apart from their owner, so this only catches what
+//!   older code or a bug left behind).
+//!
+//! Every action is logged and counted; a pass that acted logs the totals.
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+
+use crate::error::{ApiError, Result};
+use crate::nodes::Nodes;
+use crate::sandboxes::Sandboxes;
+use crate::store::Store;
+use crate::store::records::{EndpointRecord, Phase, SandboxRecord};
+
+/// What the loop did since the process started, by kind.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub passes: AtomicU64,
+    pub removals_finished: AtomicU64,
+    pub creates_finished: AtomicU64,
+    pub creates_undone: AtomicU64,
+    pub detaches_finished: AtomicU64,
+    pub nodes_removed: AtomicU64,
+    pub orphans_freed: AtomicU64,
+}
+
+impl Counters {
+    fn add(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Clone)]
+pub struct Repair {
+    store: Store,
+    sandboxes: Sandboxes,
+    nodes: Nodes,
+    period: Duration,
+    /// Who holds the leadership key (host and PID of this replica).
+    replica: String,
+    pub counters: Arc<Counters>,
+    /// Actions counted when the totals were last logged.
+    acted: Arc<AtomicU64>,
+}
+
+/// Keys seen unowned in the previous pass, with their mod revision.
+type Suspects = HashMap<String, i64>;
+
+fn age(since: &str) -> Option<Duration> {
+    let t = time::OffsetDateTime::parse(since, &time::format_description::well_known::Rfc3339).ok()?;
+    let d = time::OffsetDateTime::now_utc() - t;
+    d.try_into().ok()
+}
+
+impl Repair {
+    pub fn new(store: Store, sandboxes: Sandboxes, nodes: Nodes, period: Duration) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        Self {
+            store,
+            sandboxes,
+            nodes,
+            period,
+            replica: format!("{}:{}", host.trim(), std::process::id()),
+            counters: Arc::default(),
+            acted: Arc::default(),
+        }
+    }
+
+    /// How old a `creating` sandbox must be before the loop takes it over
+    /// (its request may still be in flight before that).
+    fn create_deadline(&self) -> Duration {
+        self.period * 2
+    }
+
+    /// Campaigns for leadership and repairs while leader; runs forever.
+    pub async fn run(self) {
+        loop {
+            match self.campaign().await {
+                Ok(lease) => {
+                    tracing::info!(replica = %self.replica, "repair loop: elected");
+                    if let Err(e) = self.lead(lease).await {
+                        tracing::warn!(error = %e, "repair loop: leadership lost");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "repair loop: campaign failed"),
+            }
+            tokio::time::sleep(self.period / 2).await;
+        }
+    }
+
+    /// Takes the leadership key if nobody holds it; the lease's ID.
+    async fn campaign(&self) -> Result<i64> {
+        let key = self.store.keys.leader("repair");
+        let ttl = (self.period.as_secs() as i64 * 3).max(6);
+        let mut client = self.store.client();
+        loop {
+            let lease = client.lease_grant(ttl, None).await?.id();
+            let resp = self
+                .store
+                .txn(
+                    Txn::new()
+                        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                        .and_then([TxnOp::put(
+                            key.clone(),
+                            self.replica.clone(),
+                            Some(PutOptions::new().with_lease(lease)),
+                        )]),
+                )
+                .await?;
+            if resp.succeeded() {
+                return Ok(lease);
+            }
+            let _ = client.lease_revoke(lease).await;
+            tokio::time::sleep(self.period / 2).await;
+        }
+    }
+
+    /// Repairs every period while the lease lives.
+    async fn lead(&self, lease: i64) -> Result<()> {
+        let mut client = self.store.client();
+        let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
+        let mut suspects = Suspects::new();
+        loop {
+            keeper.keep_alive().await?;
+            match stream.message().await? {
+                Some(r) if r.ttl() > 0 => {}
+                _ => return Err(ApiError::Unavailable("repair lease lapsed".into())),
+            }
+            if let Err(e) = self.pass(&mut suspects).await {
+                tracing::warn!(error = %e, "repair pass failed");
+            }
+            tokio::time::sleep(self.period).await;
+        }
+    }
+
+    /// One pass over the whole state.
+    pub async fn pass(&self, suspects: &mut Suspects) -> Result<()> {
+        Counters::add(&self.counters.passes);
+        let nodes: BTreeMap<String, crate::nodes::NodeStatus> = self
+            .nodes
+            .list()
+            .await?
+            .into_iter()
+            .map(|n| (n.record.name.clone(), n))
+            .collect();
+        for n in nodes.values().filter(|n| n.record.removing) {
+            match self.sandboxes.remove_node(&n.record.name, true).await {
+                Ok(k) => {
+                    Counters::add(&self.counters.nodes_removed);
+                    tracing::info!(node = %n.record.name, sandboxes = k, "repair: finished removing node");
+                }
+                Err(e) => {
+                    tracing::warn!(node = %n.record.name, error = %e, "repair: node removal not finished")
+                }
+            }
+        }
+        let (views, _) = self.sandboxes.list_at(None).await?;
+        for view in views {
+            let r = &view.record;
+            let node = nodes.get(&r.node);
+            let name = r.name.clone();
+            match r.phase {
+                Phase::Removing => {
+                    let agent = node.filter(|n| n.ready).map(|n| &n.record);
+                    if node.is_some() && agent.is_none() {
+                        continue; // its agent is down: wait for it
+                    }
+                    match self.sandboxes.finish_removal_on(agent, view, false).await {
+                        Ok(_) => {
+                            Counters::add(&self.counters.removals_finished);
+                            tracing::info!(sandbox = %name, "repair: finished an interrupted removal");
+                        }
+                        Err(e) => tracing::warn!(sandbox = %name, error = %e, "repair: removal not finished"),
+                    }
+                }
+                Phase::Creating if age(&r.phase_since).is_none_or(|a| a >= self.create_deadline()) => {
+                    let Some(node) = node.filter(|n| n.ready) else {
+                        continue;
+                    };
+                    match self.sandboxes.finish_create(&node.record, view).await {
+                        Ok(true) => {
+                            Counters::add(&self.counters.creates_finished);
+                            tracing::info!(sandbox = %name, "repair: finished an interrupted create");
+                        }
+                        Ok(false) => {
+                            Counters::add(&self.counters.creates_undone);
+                            tracing::info!(sandbox = %name, "repair: undid a create its agent refused");
+                        }
+                        Err(e) => tracing::warn!(sandbox = %name, error = %e, "repair: create not finished"),
+                    }
+                }
+                Phase::Ready | Phase::Creating => {}
+            }
+        }
+        self.finish_detaches(&nodes).await?;
+        self.free_orphans(suspects).await?;
+        let c = &self.counters;
+        let acted = [
+            &c.removals_finished,
+            &c.creates_finished,
+            &c.creates_undone,
+            &c.detaches_finished,
+            &c.nodes_removed,
+            &c.orphans_freed,
+        ]
+        .iter()
+        .map(|a| a.load(Ordering::Relaxed))
+        .sum::<u64>();
+        if acted > self.acted.swap(acted, Ordering::Relaxed) {
+            tracing::info!(
+                passes = c.passes.load(Ordering::Relaxed),
+                removals_finished = c.removals_finished.load(Ordering::Relaxed),
+                creates_finished = c.creates_finished.load(Ordering::Relaxed),
+                creates_undone = c.creates_undone.load(Ordering::Relaxed),
+                detaches_finished = c.detaches_finished.load(Ordering::Relaxed),
+                nodes_removed = c.nodes_removed.load(Ordering::Relaxed),
+                orphans_freed = c.orphans_freed.load(Ordering::Relaxed),
+                "repair totals"
+            );
+        }
+        Ok(())
+    }
+
+    /// Endpoints marked removing whose sandbox no longer lists their network.
+    async fn finish_detaches(&self, nodes: &BTreeMap<String, crate::nodes::NodeStatus>) -> Result<()> {
+        let keys = &self.store.keys;
+        let (endpoints, _) = self
+            .store
+            .list_json_versioned::<EndpointRecord>(&keys.endpoints_all(), None)
+            .await?;
+        for ep in endpoints.into_iter().filter(|e| e.value.removing) {
+            let Some(rec) = self
+                .store
+                .get_json::<SandboxRecord>(&keys.sandbox(&ep.value.sandbox_id))
+                .await?
+            else {
+                continue; // an orphan: freed below
+            };
+            if rec.value.phase != Phase::Ready
+                || rec.value.networks.contains(&ep.value.network_id)
+                || !nodes.get(&rec.value.node).is_some_and(|n| n.ready)
+            {
+                continue; // part of a removal, or its node is down
+            }
+            let Some(network) = self.sandboxes.network_record(&ep.value.network_id).await? else {
+                continue;
+            };
+            let mut after = self.sandboxes.view_of(rec.value).await?;
+            after.generation = rec.mod_revision as u64;
+            match self
+                .sandboxes
+                .finish_detach(&after, &ep.value, &network, ep.mod_revision)
+                .await
+            {
+                Ok(()) => {
+                    Counters::add(&self.counters.detaches_finished);
+                    tracing::info!(sandbox = %ep.value.sandbox_name, network = %network.name, "repair: finished an interrupted disconnect");
+                }
+                Err(e) => {
+                    tracing::warn!(sandbox = %ep.value.sandbox_name, error = %e, "repair: disconnect not finished")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees endpoint, address, port and name keys that have no owner.
+    async fn free_orphans(&self, suspects: &mut Suspects) -> Result<()> {
+        let keys = &self.store.keys;
+        let (sandboxes, rev) = self
+            .store
+            .list_json_versioned::<SandboxRecord>(&keys.sandboxes(), None)
+            .await?;
+        let ids: HashSet<String> = sandboxes.iter().map(|s| s.value.id.clone()).collect();
+        let (endpoints, _) = self
+            .store
+            .list_json_versioned::<EndpointRecord>(&keys.endpoints_all(), Some(rev))
+            .await?;
+        let owners: HashSet<String> = endpoints
+            .iter()
+            .filter(|e| ids.contains(&e.value.sandbox_id))
+            .map(|e| e.value.id.clone())
+            .collect();
+        let mut unowned: Vec<(String, i64)> = Vec::new();
+        for e in &endpoints {
+            if !ids.contains(&e.value.sandbox_id) {
+                unowned.push((
+                    keys.endpoint(&e.value.network_id, &e.value.sandbox_id),
+                    e.mod_revision,
+                ));
+            }
+        }
+        for (prefix, owned_by) in [
+            (keys.ipam_all(), &owners),
+            (keys.ports_all(), &ids),
+            (keys.sandbox_names(), &ids),
+        ] {
+            for (key, owner, mod_rev) in self.store.list_strings_versioned(&prefix, Some(rev)).await? {
+                if !owned_by.contains(&owner) {
+                    unowned.push((key, mod_rev));
+                }
+            }
+        }
+        let mut next = Suspects::new();
+        for (key, mod_rev) in unowned {
+            if suspects.get(&key) != Some(&mod_rev) {
+                next.insert(key, mod_rev);
+                continue;
+            }
+            let resp = self
+                .store
+                .txn(
+                    Txn::new()
+                        .when([Compare::mod_revision(key.clone(), CompareOp::Equal, mod_rev)])
+                        .and_then([TxnOp::delete(key.clone(), None)]),
+                )
+                .await?;
+            if resp.succeeded() {
+                Counters::add(&self.counters.orphans_freed);
+                tracing::info!(key = %key, "repair: freed a key without an owner");
+            }
+        }
+        *suspects = next;
+        Ok(())
+    }
+}

@@ -1,0 +1,314 @@
+//! Creating a sandbox: checked against the cluster (network, node, links,
+//! ports), recorded `creating` with its name, endpoints, addresses (the
+//! overlay's gateway-bridge address too) and ports in one transaction, then
+//! realised by the owning agent and marked `ready`. A failed agent call
+//! undoes the create through the removal path, so addresses are released
+//! only once the agent confirmed the kernel objects are gone.
+use std::net::Ipv4Addr;
+
+use berth_core::model::Driver;
+use berth_core::net::{format_mac, mac_from_ip};
+use berth_core::ports::PortMapping;
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+
+use super::{SandboxSpec, SandboxView, Sandboxes, mode_of, port_free};
+use crate::agents::agent_error;
+use crate::error::{ApiError, Result};
+use crate::ipam::{self, Allocated};
+use crate::store::records::{EndpointRecord, NetworkRecord, NodeRecord, Phase, SandboxMode, SandboxRecord};
+use crate::store::{new_id, now_rfc3339, to_json};
+
+/// What recording a new sandbox came to.
+enum Recorded {
+    Done(Box<SandboxView>),
+    /// The gateway-bridge address picked was taken meanwhile: pick again.
+    GatewayTaken,
+}
+
+impl Sandboxes {
+    /// Creates a sandbox and has its node realise it.
+    pub async fn create(&self, spec: SandboxSpec) -> Result<SandboxView> {
+        // Independent reads, in parallel; network errors are reported first.
+        let (network, node) = tokio::join!(
+            self.networks.find(&spec.network),
+            self.place(spec.node.as_deref())
+        );
+        let network = network?;
+        let mode = mode_of(network.driver);
+        if spec.ip.is_some() && !network.driver.has_ipam() {
+            return Err(
+                berth_core::Invalid::new("ip", format!("network {} has no addresses", network.name)).into(),
+            );
+        }
+        if !spec.aliases.is_empty() && !network.driver.has_ipam() {
+            return Err(berth_core::Invalid::new(
+                "alias",
+                format!(
+                    "network-scoped aliases need a bridge or overlay network, not {}",
+                    network.name
+                ),
+            )
+            .into());
+        }
+        if !spec.ports.is_empty() && mode != SandboxMode::Namespace {
+            return Err(berth_core::Invalid::new(
+                "publish",
+                format!("ports cannot be published on the {} network", network.name),
+            )
+            .into());
+        }
+        if !spec.links.is_empty() && network.name != berth_core::model::DEFAULT_BRIDGE.0 {
+            return Err(berth_core::Invalid::new(
+                "link",
+                "--link works on the default bridge network only; use a user-defined network and names",
+            )
+            .into());
+        }
+        let node = node?;
+        self.check_links(&spec.links, &node.name).await?;
+        self.reserved.check(&node, &spec.ports)?;
+        self.check_ports(&spec.ports, &node.name).await?;
+        // Overlay sandboxes also get eth1 on the node's gateway bridge for
+        // outbound traffic (and their default route through it), as Docker's
+        // docker_gwbridge; its address is taken in the same transaction.
+        let gw = match network.driver {
+            Driver::Overlay => Some(self.networks.ensure_gwbridge().await?),
+            _ => None,
+        };
+        for attempt in 0..ipam::MAX_ATTEMPTS {
+            let gw_ip = match &gw {
+                Some(net) => {
+                    Some(ipam::pick_free(&self.store, net, ipam::pool_for(net, &node.name), attempt).await?)
+                }
+                None => None,
+            };
+            let gw_ep = gw.as_ref().zip(gw_ip);
+            match self.record_creating(&spec, &network, &node, mode, gw_ep).await? {
+                Recorded::Done(view) => return self.realise(&node, *view).await,
+                Recorded::GatewayTaken => continue,
+            }
+        }
+        Err(ApiError::Aborted(format!(
+            "sandbox {} kept losing the race for a gateway-bridge address; try again",
+            spec.name
+        )))
+    }
+
+    /// The agent realises the recorded sandbox; then it is ready, or undone.
+    async fn realise(&self, node: &NodeRecord, view: SandboxView) -> Result<SandboxView> {
+        tracing::info!(sandbox = %view.record.name, node = %node.name, "sandbox recorded");
+        if let Err(status) = self.agent_ensure(node, &view).await {
+            let err = agent_error(&node.name, status);
+            self.undo_create(node, view).await;
+            return Err(err);
+        }
+        let view = self.mark_ready(view).await?;
+        self.overlay.notify(&view.network_refs(), &node.name).await;
+        Ok(view)
+    }
+
+    /// Rolls a create back: marked removing, removed by the agent, then the
+    /// records go. An agent that cannot be reached leaves it `removing` for
+    /// the repair loop (its addresses stay taken until then).
+    async fn undo_create(&self, node: &NodeRecord, view: SandboxView) {
+        let name = view.record.name.clone();
+        match self.mark_removing(view).await {
+            Ok(Some(view)) => {
+                if let Err(e) = self.finish_removal_on(Some(node), view, false).await {
+                    tracing::warn!(sandbox = %name, error = %e, "rollback left for the repair loop");
+                }
+            }
+            Ok(None) => tracing::info!(sandbox = %name, "sandbox changed meanwhile; the repair loop decides"),
+            Err(e) => tracing::warn!(sandbox = %name, error = %e, "rollback left for the repair loop"),
+        }
+    }
+
+    /// Records the sandbox `creating`: name, record, endpoints, addresses and
+    /// ports in one transaction.
+    async fn record_creating(
+        &self,
+        spec: &SandboxSpec,
+        network: &NetworkRecord,
+        node: &NodeRecord,
+        mode: SandboxMode,
+        gw: Option<(&NetworkRecord, Ipv4Addr)>,
+    ) -> Result<Recorded> {
+        let keys = &self.store.keys;
+        let id = new_id();
+        let now = now_rfc3339();
+        let gw = gw.map(|(net, ip)| {
+            let ep = EndpointRecord {
+                id: new_id(),
+                network_id: net.id.clone(),
+                sandbox_id: id.clone(),
+                sandbox_name: spec.name.clone(),
+                node: node.name.clone(),
+                ip: Some(ip),
+                mac: format_mac(mac_from_ip(ip)),
+                ifname: "eth1".into(),
+                aliases: Vec::new(),
+                removing: false,
+            };
+            (ep, net.clone())
+        });
+        let record = SandboxRecord {
+            id: id.clone(),
+            name: spec.name.clone(),
+            node: node.name.clone(),
+            mode,
+            netns: (mode != SandboxMode::Host).then(|| spec.name.clone()),
+            networks: std::iter::once(network.id.clone())
+                .chain(gw.iter().map(|(_, n)| n.id.clone()))
+                .collect(),
+            command: spec.command.clone(),
+            ports: spec.ports.clone(),
+            links: spec.links.clone(),
+            created: now.clone(),
+            phase: Phase::Creating,
+            phase_since: now,
+        };
+        let mut endpoint = EndpointRecord {
+            id: new_id(),
+            network_id: network.id.clone(),
+            sandbox_id: id.clone(),
+            sandbox_name: spec.name.clone(),
+            node: node.name.clone(),
+            ip: None,
+            mac: String::new(),
+            ifname: if mode == SandboxMode::Namespace {
+                "eth0".into()
+            } else {
+                String::new()
+            },
+            aliases: spec.aliases.clone(),
+            removing: false,
+        };
+        let name_key = keys.sandbox_name(&spec.name);
+        let gw_key = gw
+            .as_ref()
+            .and_then(|(ep, net)| Some(keys.ipam(&net.id, ipam::pool_for(net, &node.name), ep.ip?)));
+        let build = |ep: &EndpointRecord| -> Result<(Vec<Compare>, Vec<TxnOp>)> {
+            let mut ops = vec![
+                TxnOp::put(name_key.clone(), id.clone(), None),
+                TxnOp::put(keys.sandbox(&id), to_json(&record)?, None),
+                TxnOp::put(keys.endpoint(&network.id, &id), to_json(ep)?, None),
+            ];
+            let mut compares = vec![Compare::create_revision(name_key.clone(), CompareOp::Equal, 0)];
+            if let (Some((gw_ep, gw_net)), Some(gw_key)) = (&gw, &gw_key) {
+                ops.push(TxnOp::put(keys.endpoint(&gw_net.id, &id), to_json(gw_ep)?, None));
+                ops.push(TxnOp::put(gw_key.clone(), gw_ep.id.clone(), None));
+                compares.push(Compare::create_revision(gw_key.clone(), CompareOp::Equal, 0));
+            }
+            for p in &spec.ports {
+                compares.extend(port_free(keys, &node.name, p));
+                ops.push(TxnOp::put(keys.port(&node.name, p), id.clone(), None));
+            }
+            Ok((compares, ops))
+        };
+        let committed = if network.driver.has_ipam() {
+            let pool = ipam::pool_for(network, &node.name).to_string();
+            let res = ipam::allocate_ip(&self.store, network, &pool, spec.ip, &endpoint.id, |ip| {
+                let mut ep = endpoint.clone();
+                ep.ip = Some(ip);
+                ep.mac = format_mac(mac_from_ip(ip));
+                build(&ep)
+            })
+            .await?;
+            match res {
+                Allocated::Committed(ip, revision) => {
+                    endpoint.ip = Some(ip);
+                    endpoint.mac = format_mac(mac_from_ip(ip));
+                    Some(revision)
+                }
+                Allocated::CallerConflict => None,
+            }
+        } else {
+            let (compares, ops) = build(&endpoint)?;
+            let resp = self.store.txn(Txn::new().when(compares).and_then(ops)).await?;
+            resp.succeeded()
+                .then(|| resp.header().map_or(0, |h| h.revision()))
+        };
+        let Some(generation) = committed else {
+            // A name, a port or the gateway address was taken between the
+            // checks and the commit.
+            if let Some(owner) = self.store.get_string(&name_key).await? {
+                let removing = self
+                    .store
+                    .get_json::<SandboxRecord>(&keys.sandbox(&owner))
+                    .await?
+                    .is_some_and(|r| r.value.phase == Phase::Removing);
+                return Err(ApiError::AlreadyExists(if removing {
+                    format!(
+                        "sandbox name {} is taken by a sandbox that is being removed; try again shortly",
+                        spec.name
+                    )
+                } else {
+                    format!("sandbox name {} is already in use in the cluster", spec.name)
+                }));
+            }
+            self.check_ports(&spec.ports, &node.name).await?;
+            if let Some(k) = &gw_key
+                && self.store.get_string(k).await?.is_some()
+            {
+                return Ok(Recorded::GatewayTaken);
+            }
+            return Err(ApiError::Aborted(format!(
+                "sandbox {} lost a race; try again",
+                spec.name
+            )));
+        };
+        Ok(Recorded::Done(Box::new(SandboxView {
+            record,
+            endpoints: std::iter::once((endpoint, network.clone())).chain(gw).collect(),
+            generation: generation as u64,
+        })))
+    }
+
+    /// Refuses ports another sandbox already publishes on the node.
+    pub(super) async fn check_ports(&self, ports: &[PortMapping], node: &str) -> Result<()> {
+        let keys = &self.store.keys;
+        for p in ports {
+            for (key, owner) in self.store.list_strings(&keys.port_range(node, p)).await? {
+                let ip = crate::store::keys::last_segment(&key);
+                let taken = PortMapping {
+                    host_ip: ip.parse().ok().filter(|ip: &Ipv4Addr| !ip.is_unspecified()),
+                    ..*p
+                };
+                if taken.clashes(p) {
+                    let who = self
+                        .store
+                        .get_json::<SandboxRecord>(&keys.sandbox(&owner))
+                        .await?
+                        .map(|r| r.value.name)
+                        .unwrap_or(owner);
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "port {} is already published on {node} by sandbox {who} ({})",
+                        p.describe(),
+                        taken.describe()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Link targets must exist on the same node (legacy links are local).
+    async fn check_links(&self, links: &[(String, String)], node: &str) -> Result<()> {
+        for (name, _) in links {
+            let target = match self.find_record(name).await {
+                Ok(t) => t.value,
+                Err(ApiError::NotFound { .. }) => {
+                    return Err(ApiError::not_found("sandbox to link", name));
+                }
+                Err(e) => return Err(e),
+            };
+            if target.node != node {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "cannot link to {name}: it runs on {}, links work within one node",
+                    target.node
+                )));
+            }
+        }
+        Ok(())
+    }
+}
