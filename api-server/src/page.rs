@@ -127,6 +127,7 @@ mod tests {
             created: "2025-01-01T10:00:00.123456789Z".into(),
             netns: name.clone(),
             generation: 1_000_000 + i as u64,
+            phase: pb::SandboxPhase::Ready as i32,
             endpoints: vec![pb::Endpoint {
                 id: format!("{i:064x}"),
                 network_id: "f".repeat(64),
