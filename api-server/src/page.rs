@@ -123,7 +123,7 @@ mod tests {
             id: format!("{i:064x}"),
             name: name.clone(),
             node: "node1".into(),
-            mode: "namespace".into(),
+            mode: pb::SandboxMode::Namespace as i32,
             created: "2025-01-01T10:00:00.123456789Z".into(),
             netns: name.clone(),
             generation: 1_000_000 + i as u64,
@@ -169,7 +169,7 @@ mod tests {
             id: "a".repeat(64),
             name: name.clone(),
             node: name.clone(),
-            mode: "namespace".into(),
+            mode: pb::SandboxMode::Namespace as i32,
             ports: (0..MAX_PORTS)
                 .map(|i| pb::PortMapping {
                     host_ip: "255.255.255.255".into(),

@@ -164,7 +164,9 @@ impl SandboxService for Fake {
                 id: SB_ID.into(),
                 name: r.name,
                 node: if r.node.is_empty() { "node1".into() } else { r.node },
-                mode: format!("namespace on {}", r.network),
+                mode: berth_proto::v1::SandboxMode::Namespace as i32,
+                // Echoes the network asked for, so the test sees the flag arrive.
+                netns: format!("on-{}", r.network),
                 ports: r.ports,
                 links: r.links,
                 command: r.command,
@@ -183,7 +185,7 @@ impl SandboxService for Fake {
             id: SB_ID.into(),
             name: name.into(),
             node: "node1".into(),
-            mode: "namespace".into(),
+            mode: SandboxMode::Namespace as i32,
             endpoints: vec![Endpoint {
                 sandbox_name: name.into(),
                 ..endpoint()
@@ -483,7 +485,8 @@ fn sandbox_create_sends_parsed_ports_links_and_command() {
     assert_eq!(code, 0);
     let v = json(&out);
     assert_eq!(v["Node"], "node1");
-    assert_eq!(v["Mode"], "namespace on my-bridge");
+    assert_eq!(v["Mode"], "namespace");
+    assert_eq!(v["Netns"], "on-my-bridge", "--network reached the server");
     assert_eq!(
         v["Ports"],
         json!([
