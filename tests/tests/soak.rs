@@ -449,7 +449,7 @@ impl Fault {
         match self {
             Fault::AgentKill(_) => "SIGKILL berth-agent",
             Fault::ApiKill => "SIGKILL berth-api",
-            Fault::EtcdRestart => "etcd restart (SIGKILL, start)",
+            Fault::EtcdRestart => "etcd SIGKILL + restart",
             Fault::PortBlock(_) => "agent gRPC port blocked (nft drop)",
         }
     }
@@ -467,7 +467,7 @@ impl Fault {
 const KINDS: [&str; 4] = [
     "SIGKILL berth-agent",
     "SIGKILL berth-api",
-    "etcd restart (SIGKILL, start)",
+    "etcd SIGKILL + restart",
     "agent gRPC port blocked (nft drop)",
 ];
 
@@ -540,14 +540,20 @@ fn all_ready(c: &Cluster) -> bool {
     })
 }
 
-/// Polls the checker until it passes; the last error on timeout.
-fn converge(c: &Cluster, limit: Duration) -> Result<(), String> {
+/// Polls the checker until it passes; the last error on timeout. Adds
+/// each check's duration to `checks` (the measurement's resolution).
+fn converge(c: &Cluster, limit: Duration, checks: &mut Vec<Duration>) -> Result<(), String> {
     let mut last = String::new();
-    if wait_until(limit, || match consistent(c) {
-        Ok(()) => true,
-        Err(e) => {
-            last = e;
-            false
+    if wait_until(limit, || {
+        let start = Instant::now();
+        let r = consistent(c);
+        checks.push(start.elapsed());
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                last = e;
+                false
+            }
         }
     }) {
         Ok(())
@@ -576,6 +582,8 @@ struct Tally {
     /// failed with no fault active (unexpected), with their errors
     unexpected: Vec<String>,
     hung: usize,
+    /// the errors of the operations that failed during faults
+    fault_errors: Vec<String>,
     by_kind: BTreeMap<&'static str, (usize, usize)>,
 }
 
@@ -598,6 +606,7 @@ impl Tally {
                 }
                 if in_fault {
                     self.failed_in_fault += 1;
+                    self.fault_errors.push(format!("{:?}: {err}", op.args()));
                 } else {
                     self.unexpected.push(format!("{:?}: {err}", op.args()));
                 }
@@ -607,6 +616,30 @@ impl Tally {
 
     fn total(&self) -> usize {
         self.ok + self.failed_in_fault + self.unexpected.len()
+    }
+}
+
+/// What kind of failure an operation's error is (during a fault).
+fn failure_kind(err: &str) -> &'static str {
+    if err.contains("cannot reach the API server") {
+        "berth-api down: the CLI cannot connect"
+    } else if err.contains("berth: etcd:") {
+        "etcd unreachable from berth-api"
+    } else if err.contains("is unavailable") {
+        "agent unreachable from berth-api"
+    } else if err.contains("broken pipe") || err.contains("stream closed") || err.contains("connection reset")
+    {
+        "berth-api killed mid-request"
+    } else if err.contains("not ready") {
+        "node not ready"
+    } else if err.contains("try again when it is ready") {
+        "sandbox still creating or removing"
+    } else if err.contains("not found") || err.contains("already") || err.contains("active endpoints") {
+        "stale plan: an earlier operation was interrupted"
+    } else if err.contains("hung: still running") {
+        "hung"
+    } else {
+        "other"
     }
 }
 
@@ -690,6 +723,7 @@ fn soak_with_faults() {
     let mut tally = Tally::default();
     let mut samples: Vec<Sample> = Vec::new();
     let mut divergences: Vec<String> = Vec::new();
+    let mut checks: Vec<Duration> = Vec::new();
     let started = Instant::now();
     let mut next_progress = 50;
 
@@ -743,7 +777,7 @@ fn soak_with_faults() {
             let res = r.wait();
             tally.record(&r.op, &res, true, &mut model);
         }
-        match converge(&c, cfg.converge_limit) {
+        match converge(&c, cfg.converge_limit, &mut checks) {
             Ok(()) => samples.push(Sample {
                 fault,
                 outage,
@@ -780,7 +814,7 @@ fn soak_with_faults() {
     }
     // The end: every fault healed; the cluster must be consistent.
     if divergences.is_empty()
-        && let Err(e) = converge(&c, cfg.converge_limit)
+        && let Err(e) = converge(&c, cfg.converge_limit, &mut checks)
     {
         let dir = save_evidence(&c, &cfg, divergences.len() + 1, Fault::ApiKill, &e);
         eprintln!("soak: DIVERGENCE at the end: {e}; evidence in {}", dir.display());
@@ -803,7 +837,7 @@ fn soak_with_faults() {
                 cleanup_failed.push(format!("network rm {name}: {}", berth_tests::stderr(&out)));
             }
         }
-        if let Err(e) = converge(&c, cfg.converge_limit) {
+        if let Err(e) = converge(&c, cfg.converge_limit, &mut checks) {
             cleanup_failed.push(format!("not consistent after removing everything: {e}"));
         }
         let s = state(&c);
@@ -817,7 +851,7 @@ fn soak_with_faults() {
             ));
         }
     }
-    let report = report(&cfg, &tally, &samples, &divergences, run_time);
+    let report = report(&cfg, &tally, &samples, &divergences, &mut checks, run_time);
     eprintln!("{report}");
     let _ = std::fs::write(cfg.out.join("report.md"), &report);
     let mut csv = String::from("fault,target,outage_ms,fault_to_converged_ms,heal_to_converged_ms\n");
@@ -837,6 +871,7 @@ fn soak_with_faults() {
         );
     }
     let _ = std::fs::write(cfg.out.join("faults.csv"), csv);
+    let _ = std::fs::write(cfg.out.join("fault-errors.txt"), tally.fault_errors.join("\n"));
     assert!(
         divergences.is_empty(),
         "seed {} (BERTH_SOAK_SEED={} replays it): {} divergence(s): {divergences:?}",
@@ -856,7 +891,14 @@ fn soak_with_faults() {
 }
 
 /// The run's numbers as a Markdown report.
-fn report(cfg: &Config, t: &Tally, samples: &[Sample], divergences: &[String], run_time: Duration) -> String {
+fn report(
+    cfg: &Config,
+    t: &Tally,
+    samples: &[Sample],
+    divergences: &[String],
+    checks: &mut [Duration],
+    run_time: Duration,
+) -> String {
     let mut r = String::new();
     let _ = writeln!(r, "## berth soak, seed {}\n", cfg.seed);
     let _ = writeln!(r, "| | |\n|---|---|");
@@ -895,6 +937,13 @@ fn report(cfg: &Config, t: &Tally, samples: &[Sample], divergences: &[String], r
         ms(percentile(&heal, 99.0)),
         ms(heal.last().copied().unwrap_or_default())
     );
+    checks.sort();
+    let _ = writeln!(
+        r,
+        "| one pass of the checker (the resolution) | p50 {}, {} passes |",
+        ms(percentile(checks, 50.0)),
+        checks.len()
+    );
     let _ = writeln!(r, "| run time | {:.0} s |", run_time.as_secs_f64());
     let _ = writeln!(
         r,
@@ -931,6 +980,17 @@ fn report(cfg: &Config, t: &Tally, samples: &[Sample], divergences: &[String], r
     let _ = writeln!(r, "\n| operation | succeeded | failed |\n|---|---|---|");
     for (kind, (ok, failed)) in &t.by_kind {
         let _ = writeln!(r, "| {kind} | {ok} | {failed} |");
+    }
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in &t.fault_errors {
+        *kinds.entry(failure_kind(e)).or_default() += 1;
+    }
+    let _ = writeln!(r, "\n| failures during faults | count |\n|---|---|");
+    for (kind, n) in &kinds {
+        let _ = writeln!(r, "| {kind} | {n} |");
+    }
+    for e in t.fault_errors.iter().filter(|e| failure_kind(e) == "other") {
+        let _ = writeln!(r, "\nother failure during a fault: {e}");
     }
     for d in divergences {
         let _ = writeln!(r, "\ndivergence: {d}");
