@@ -706,6 +706,18 @@ fn save_evidence(c: &Cluster, cfg: &Config, n: usize, fault: Fault, err: &str) -
             );
         }
     }
+    let _ = writeln!(text, "--- /run/netns (the cluster's) ---");
+    for name in c.sandbox_namespaces() {
+        let p = std::path::Path::new("/run/netns").join(&name);
+        let nsfs =
+            nix::sys::statfs::statfs(&p).is_ok_and(|f| f.filesystem_type() == nix::sys::statfs::NSFS_MAGIC);
+        let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or_default();
+        let _ = writeln!(
+            text,
+            "{name}: {}, {len} bytes",
+            if nsfs { "a namespace" } else { "a plain file" }
+        );
+    }
     let _ = std::fs::write(dir.join("state.txt"), text);
     copy_logs(c, &dir);
     dir
