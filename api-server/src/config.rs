@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use berth_core::ports::PortRange;
+
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "berth-api",
@@ -46,6 +48,18 @@ pub struct Config {
     /// removals are finished or undone, keys without an owner freed.
     #[arg(long, env = "BERTH_REPAIR_PERIOD", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub repair_period: u64,
+
+    /// Host ports no sandbox may publish on any node, comma separated:
+    /// PORT, START-END, TCP unless `/udp` follows. berth-api's own TCP port,
+    /// each node's agent port and VXLAN's 4789/udp are always reserved too.
+    #[arg(
+        long,
+        env = "BERTH_RESERVED_PORTS",
+        value_delimiter = ',',
+        value_name = "PORT[-END][/tcp|/udp],...",
+        default_value = crate::sandboxes::DEFAULT_RESERVED_PORTS
+    )]
+    pub reserved_ports: Vec<PortRange>,
 
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. `info` or `berth_api=debug`.
     #[arg(long, env = "BERTH_LOG", default_value = "info")]
@@ -102,5 +116,46 @@ impl Config {
     /// The Unix socket to listen on, if any.
     pub fn unix(&self) -> Option<&std::path::Path> {
         (!self.socket.as_os_str().is_empty()).then_some(self.socket.as_path())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_core::config_file::try_parse_from;
+    use berth_core::ports::{PortRange, Proto};
+
+    use super::Config;
+
+    fn reserved(args: &[&str]) -> Result<Vec<String>, String> {
+        try_parse_from::<Config, _, _>(std::iter::once("berth-api").chain(args.iter().copied()))
+            .map(|c| c.reserved_ports.iter().map(PortRange::to_string).collect())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reserved_ports_flag_and_file() {
+        assert_eq!(reserved(&[]).unwrap(), ["22/tcp", "2379/tcp", "2380/tcp"]);
+        assert_eq!(
+            reserved(&["--reserved-ports", "22,30000-30010,53/udp"]).unwrap(),
+            ["22/tcp", "30000-30010/tcp", "53/udp"]
+        );
+        let e = reserved(&["--reserved-ports", "22,http"]).unwrap_err();
+        assert!(
+            e.contains("invalid value 'http'") && e.contains("is not a port"),
+            "{e}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("api.toml");
+        std::fs::write(&file, "reserved-ports = [\"2222\", \"4000-4001/udp\"]\n").unwrap();
+        let f = file.display().to_string();
+        assert_eq!(
+            reserved(&["--config", &f]).unwrap(),
+            ["2222/tcp", "4000-4001/udp"]
+        );
+        std::fs::write(&file, "reserved-ports = \"22,99999\"\n").unwrap();
+        let e = reserved(&["--config", &f]).unwrap_err();
+        assert!(e.contains("key 'reserved-ports'"), "{e}");
+        assert_eq!(PortRange::one(22, Proto::Tcp).to_string(), "22/tcp");
     }
 }

@@ -9,6 +9,7 @@ pub mod ipam;
 pub mod networks;
 pub mod nodes;
 pub mod overlay;
+pub mod page;
 pub mod repair;
 pub mod sandboxes;
 pub mod server;

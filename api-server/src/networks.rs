@@ -57,6 +57,7 @@ impl NetworkSpec {
             _ => {}
         }
         let parsed = NetworkOptions::parse(driver, &options)?;
+        berth_core::limits::check_labels(&labels)?;
         for (k, v) in &labels {
             validate_label(k, v)?;
         }
@@ -245,6 +246,16 @@ impl Networks {
         Ok(nets)
     }
 
+    /// One page of networks in id order (a range read by key), and
+    /// whether more follow.
+    pub async fn list_page(&self, page: &crate::page::PageRequest) -> Result<(Vec<NetworkRecord>, bool)> {
+        let read = self
+            .store
+            .page_json::<NetworkRecord>(&self.store.keys.networks(), &page.after, page.size)
+            .await?;
+        Ok((read.items.into_iter().map(|(_, v)| v.value).collect(), read.more))
+    }
+
     async fn names_by_id(&self) -> Result<BTreeMap<String, String>> {
         Ok(self
             .store
@@ -369,5 +380,58 @@ mod tests {
         let mut labels = BTreeMap::new();
         labels.insert("bad key".to_string(), "v".to_string());
         assert!(NetworkSpec::validate("n", "", "", "", BTreeMap::new(), labels).is_err());
+    }
+
+    #[test]
+    fn label_and_option_limits() {
+        use berth_core::limits::{MAX_LABELS, MAX_OPTION_VALUE_BYTES};
+        let invalid = |r: Result<NetworkSpec>| match r {
+            Err(ApiError::Invalid(e)) => e.to_string(),
+            other => panic!("not INVALID_ARGUMENT: {other:?}"),
+        };
+        let labels = |n: usize| -> BTreeMap<String, String> {
+            (0..n).map(|i| (format!("l{i}"), "v".into())).collect()
+        };
+        assert!(NetworkSpec::validate("n", "", "", "", BTreeMap::new(), labels(MAX_LABELS)).is_ok());
+        assert_eq!(
+            invalid(NetworkSpec::validate(
+                "n",
+                "",
+                "",
+                "",
+                BTreeMap::new(),
+                labels(MAX_LABELS + 1)
+            )),
+            "invalid labels: 65 labels, at most 64"
+        );
+        let big = BTreeMap::from([
+            ("a".to_string(), "v".repeat(4096)),
+            ("b".into(), "v".repeat(4096)),
+        ]);
+        let mut over = big.clone();
+        over.insert("c".into(), "v".repeat(4096));
+        over.insert("d".into(), "v".repeat(4096));
+        assert!(NetworkSpec::validate("n", "", "", "", BTreeMap::new(), big).is_ok());
+        assert_eq!(
+            invalid(NetworkSpec::validate("n", "", "", "", BTreeMap::new(), over)),
+            "invalid labels: 16388 bytes of keys and values, at most 16384"
+        );
+        let opts = |v: String| BTreeMap::from([(options::BRIDGE_NAME.to_string(), v)]);
+        assert_eq!(
+            invalid(NetworkSpec::validate(
+                "n",
+                "",
+                "",
+                "",
+                opts("x".repeat(MAX_OPTION_VALUE_BYTES + 1)),
+                BTreeMap::new()
+            )),
+            "invalid option com.docker.network.bridge.name: a value of 257 bytes, at most 256"
+        );
+        let many: BTreeMap<String, String> = (0..17).map(|i| (format!("k{i}"), String::new())).collect();
+        assert_eq!(
+            invalid(NetworkSpec::validate("n", "", "", "", many, BTreeMap::new())),
+            "invalid options: 17 options, at most 16"
+        );
     }
 }

@@ -6,6 +6,10 @@
 //!   marked ready, or undone if the agent refuses them;
 //! - endpoints marked removing (an interrupted disconnect): finished;
 //! - nodes marked removing (an interrupted `node rm`): finished;
+//! - ready nodes whose agent reports failing objects or holds a different
+//!   number of sandboxes than the records say: sent their desired state
+//!   (`AgentService.Sync`), so records without kernel objects are realised
+//!   again without waiting for the agent's own period;
 //! - endpoint, address, port and name keys without an owner: freed, when
 //!   two passes in a row saw them unowned and unchanged (no operation in
 //!   flight writes them apart from their owner, so this only catches what
@@ -34,6 +38,7 @@ pub struct Counters {
     pub creates_undone: AtomicU64,
     pub detaches_finished: AtomicU64,
     pub nodes_removed: AtomicU64,
+    pub nodes_resynced: AtomicU64,
     pub orphans_freed: AtomicU64,
 }
 
@@ -206,6 +211,7 @@ impl Repair {
             }
         }
         self.finish_detaches(&nodes).await?;
+        self.resync_diverged(&nodes).await;
         self.free_orphans(suspects).await?;
         let c = &self.counters;
         let acted = [
@@ -214,6 +220,7 @@ impl Repair {
             &c.creates_undone,
             &c.detaches_finished,
             &c.nodes_removed,
+            &c.nodes_resynced,
             &c.orphans_freed,
         ]
         .iter()
@@ -227,11 +234,50 @@ impl Repair {
                 creates_undone = c.creates_undone.load(Ordering::Relaxed),
                 detaches_finished = c.detaches_finished.load(Ordering::Relaxed),
                 nodes_removed = c.nodes_removed.load(Ordering::Relaxed),
+                nodes_resynced = c.nodes_resynced.load(Ordering::Relaxed),
                 orphans_freed = c.orphans_freed.load(Ordering::Relaxed),
                 "repair totals"
             );
         }
         Ok(())
+    }
+
+    /// Compares each ready node's observed state (its agent's `Status`) with
+    /// the records and pushes the desired state where they differ.
+    async fn resync_diverged(&self, nodes: &BTreeMap<String, crate::nodes::NodeStatus>) {
+        for n in nodes.values().filter(|n| n.ready && !n.record.removing) {
+            let name = &n.record.name;
+            let Ok(mut client) = self.sandboxes.agents().client(&n.record) else {
+                continue;
+            };
+            let status = match tokio::time::timeout(
+                Duration::from_secs(5),
+                client.status(berth_proto::v1::StatusRequest {}),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s.into_inner(),
+                _ => continue, // unreachable: its lease decides
+            };
+            let desired = match self.sandboxes.desired_state(name).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(node = %name, error = %e, "repair: cannot read the desired state");
+                    continue;
+                }
+            };
+            let failing = status.objects.iter().any(|o| !o.ok);
+            if !failing && status.sandboxes as usize == desired.sandboxes.len() {
+                continue;
+            }
+            match client.sync(desired).await {
+                Ok(_) => {
+                    Counters::add(&self.counters.nodes_resynced);
+                    tracing::info!(node = %name, "repair: node diverged from its records; sent its desired state");
+                }
+                Err(s) => tracing::warn!(node = %name, error = %s.message(), "repair: resync failed"),
+            }
+        }
     }
 
     /// Endpoints marked removing whose sandbox no longer lists their network.

@@ -21,7 +21,7 @@ use crate::grpc::node::NodeApi;
 use crate::grpc::sandbox::SandboxApi;
 use crate::networks::Networks;
 use crate::nodes::Nodes;
-use crate::sandboxes::Sandboxes;
+use crate::sandboxes::{ReservedPorts, Sandboxes};
 use crate::tls::{ApiTls, RegistryGuard, public_check, registry_check};
 use crate::tooling::{API_SERVICES, ApiHealth};
 use crate::unix_authority::FixAuthority;
@@ -51,7 +51,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         networks.clone(),
         nodes.clone(),
         Agents::new(tls.as_ref().map(ApiTls::agent_client)),
-    );
+    )
+    .with_reserved_ports(ReservedPorts::new(&config.reserved_ports, tcp.map(|a| a.port())));
     let health = ApiHealth::new().await;
     tokio::spawn(health.clone().follow_etcd(store.clone()));
     let repair = crate::repair::Repair::new(

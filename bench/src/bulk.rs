@@ -86,12 +86,24 @@ pub async fn phase_bulk(ctx: &mut Ctx) -> Result<()> {
     bulk.per_second = lat.len() as f64 / total;
     bulk.create = Some(Series::new("CreateSandbox under concurrency", lat));
 
-    let list = ctx
-        .sandboxes()
-        .list_sandboxes(pb::ListSandboxesRequest {})
-        .await?
-        .into_inner()
-        .sandboxes;
+    // Every page (a page holds at most 1000).
+    let mut list = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = ctx
+            .sandboxes()
+            .list_sandboxes(pb::ListSandboxesRequest {
+                page_size: 1000,
+                page_token,
+            })
+            .await?
+            .into_inner();
+        list.extend(page.sandboxes);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
     let ours: Vec<&pb::Sandbox> = list.iter().filter(|s| is_bulk(&s.name)).collect();
     let (dups, mismatches, kernel_dups) = check_addresses(&ctx.lab, &ours).await?;
     bulk.duplicate_addresses_records = dups;

@@ -116,7 +116,7 @@ impl Lab {
             async move {
                 match client::unix_channel(&socket).await {
                     Ok(ch) => pb::network_service_client::NetworkServiceClient::new(ch)
-                        .list_networks(pb::ListNetworksRequest {})
+                        .list_networks(pb::ListNetworksRequest::default())
                         .await
                         .is_ok(),
                     Err(_) => false,

@@ -4,8 +4,9 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use berth_core::limits::MAX_PORTS;
 use berth_proto::v1::{Link, PortMapping};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// Where the CLI looks for the API server when neither `--api` nor `BERTH_API` is set.
 pub const DEFAULT_API: &str = "unix:///run/berth/api.sock";
@@ -93,6 +94,24 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Checks what clap cannot see flag by flag: the ports of every `-p`
+    /// of `sandbox create` together (at most [`MAX_PORTS`]). An error
+    /// exits with status 2 like clap's own, before any call.
+    pub fn check_limits(&self) -> Result<(), clap::Error> {
+        if let Command::Sandbox(SandboxCommand::Create(args)) = &self.command {
+            let ports: usize = args.publish.iter().map(|p| p.0.len()).sum();
+            if ports > MAX_PORTS {
+                return Err(Cli::command().error(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!("--publish: {ports} ports in all, at most {MAX_PORTS} per sandbox"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How results are printed.
@@ -485,6 +504,13 @@ pub fn parse_publish(s: &str) -> Result<PublishSpec, String> {
             "host range {host} and container range {container} have different lengths"
         )));
     }
+    // Before expanding: `1-65535:1-65535` is refused here, not built.
+    let count = (host_end - host_start + 1) as usize;
+    if count > MAX_PORTS {
+        return Err(bad(&format!(
+            "the range has {count} ports, at most {MAX_PORTS} per sandbox"
+        )));
+    }
 
     let mappings = (host_start..=host_end)
         .zip(cont_start..=cont_end)
@@ -556,7 +582,6 @@ fn parse_port(s: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     fn pm(host_ip: &str, host_port: u32, container_port: u32, protocol: &str) -> PortMapping {
         PortMapping {
@@ -683,6 +708,41 @@ mod tests {
         assert!(err("[::1:80:80").contains("missing ']'"));
         assert!(err("[::1]8080:80").contains("expected ':'"));
         assert!(err("-8080:80").contains("not a port number"));
+    }
+
+    #[test]
+    fn publish_port_limit_at_and_one_over() {
+        assert_eq!(parse_publish("8000-8049:8000-8049").unwrap().0.len(), MAX_PORTS);
+        assert_eq!(
+            parse_publish("8000-8050:8000-8050").unwrap_err(),
+            "invalid port mapping '8000-8050:8000-8050': the range has 51 ports, at most 50 per sandbox"
+        );
+        assert!(
+            parse_publish("1-65535:1-65535")
+                .unwrap_err()
+                .contains("the range has 65535 ports, at most 50 per sandbox")
+        );
+        let parse = |ps: &[&str]| {
+            let mut argv = vec!["berth", "sandbox", "create", "web"];
+            for p in ps {
+                argv.extend(["-p", p]);
+            }
+            Cli::try_parse_from(argv).unwrap()
+        };
+        assert!(
+            parse(&["8000-8024:8000-8024", "9000-9024:9000-9024"])
+                .check_limits()
+                .is_ok()
+        );
+        let err = parse(&["8000-8024:8000-8024", "9000-9025:9000-9025"])
+            .check_limits()
+            .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(
+            err.to_string()
+                .contains("--publish: 51 ports in all, at most 50 per sandbox"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -96,6 +96,35 @@ pub fn report(message: &str) {
     eprintln!("berth: {}", one_line(message));
 }
 
+/// Follows the page tokens of a list call: the first page has none, the
+/// last answers none. A server that hands out a token twice would have
+/// the CLI loop forever; that is an error instead.
+#[derive(Debug, Default)]
+pub struct Pages {
+    next: Option<String>,
+    seen: std::collections::HashSet<String>,
+    done: bool,
+}
+
+impl Pages {
+    /// The token for the next request, or `None` after the last page.
+    pub fn next_token(&mut self) -> Option<String> {
+        (!self.done).then(|| self.next.take().unwrap_or_default())
+    }
+
+    /// Records a response's `next_page_token`.
+    pub fn got(&mut self, token: String) -> Result<()> {
+        if token.is_empty() {
+            self.done = true;
+        } else if !self.seen.insert(token.clone()) {
+            anyhow::bail!("the API server returned the page token {token:?} twice");
+        } else {
+            self.next = Some(token);
+        }
+        Ok(())
+    }
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -116,6 +145,21 @@ mod tests {
             Code::Unavailable.description()
         );
         assert_eq!(status_message(&Status::internal("two\nlines")), "two lines");
+    }
+
+    #[test]
+    fn pages_end_on_an_empty_token_and_never_loop() {
+        let mut p = Pages::default();
+        assert_eq!(p.next_token().as_deref(), Some(""));
+        p.got("a".into()).unwrap();
+        assert_eq!(p.next_token().as_deref(), Some("a"));
+        p.got("b".into()).unwrap();
+        assert_eq!(p.next_token().as_deref(), Some("b"));
+        p.got(String::new()).unwrap();
+        assert_eq!(p.next_token(), None);
+        let mut p = Pages::default();
+        p.got("a".into()).unwrap();
+        assert!(p.got("a".into()).unwrap_err().to_string().contains("twice"));
     }
 
     #[test]

@@ -3,6 +3,9 @@
 
 fn main() {
     let cli: berth_cli::Cli = berth_core::config_file::parse();
+    if let Err(e) = cli.check_limits() {
+        e.exit();
+    }
     let code = match berth_cli::run(cli) {
         Ok(code) => code,
         Err(err) => {

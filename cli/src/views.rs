@@ -250,7 +250,13 @@ impl From<&Sandbox> for SandboxView {
             id: s.id.clone(),
             name: s.name.clone(),
             node: s.node.clone(),
-            mode: s.mode.clone(),
+            mode: match s.mode() {
+                berth_proto::v1::SandboxMode::Namespace => "namespace",
+                berth_proto::v1::SandboxMode::Host => "host",
+                berth_proto::v1::SandboxMode::None => "none",
+                berth_proto::v1::SandboxMode::Unspecified => "",
+            }
+            .to_string(),
             phase: match s.phase() {
                 berth_proto::v1::SandboxPhase::Creating => "creating",
                 berth_proto::v1::SandboxPhase::Removing => "removing",
@@ -393,7 +399,7 @@ pub(crate) mod fixtures {
             id: SB_ID.into(),
             name: "test1".into(),
             node: "node1".into(),
-            mode: "namespace".into(),
+            mode: berth_proto::v1::SandboxMode::Namespace as i32,
             ports: vec![port("", 8080, 80, "tcp")],
             links: vec![berth_proto::v1::Link {
                 name: "db".into(),

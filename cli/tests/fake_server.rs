@@ -87,16 +87,20 @@ impl NetworkService for Fake {
         }))
     }
 
+    /// Two pages, as a real server gives them: in id order, not by name.
     async fn list_networks(
         &self,
-        _: Request<ListNetworksRequest>,
+        request: Request<ListNetworksRequest>,
     ) -> Result<Response<ListNetworksResponse>, Status> {
+        let r = request.into_inner();
+        let (networks, next) = match r.page_token.as_str() {
+            "" => (vec![network("none", "null"), network("bridge", "bridge")], "p2"),
+            "p2" => (vec![network("host", "host")], ""),
+            t => return Err(Status::invalid_argument(format!("unexpected token {t}"))),
+        };
         Ok(Response::new(ListNetworksResponse {
-            networks: vec![
-                network("none", "null"),
-                network("bridge", "bridge"),
-                network("host", "host"),
-            ],
+            networks,
+            next_page_token: next.into(),
         }))
     }
 
@@ -160,7 +164,9 @@ impl SandboxService for Fake {
                 id: SB_ID.into(),
                 name: r.name,
                 node: if r.node.is_empty() { "node1".into() } else { r.node },
-                mode: format!("namespace on {}", r.network),
+                mode: berth_proto::v1::SandboxMode::Namespace as i32,
+                // Echoes the network asked for, so the test sees the flag arrive.
+                netns: format!("on-{}", r.network),
                 ports: r.ports,
                 links: r.links,
                 command: r.command,
@@ -170,11 +176,32 @@ impl SandboxService for Fake {
         }))
     }
 
+    /// Three pages; the middle one empty (a server may end a page early).
     async fn list_sandboxes(
         &self,
-        _: Request<ListSandboxesRequest>,
+        request: Request<ListSandboxesRequest>,
     ) -> Result<Response<ListSandboxesResponse>, Status> {
-        Err(Status::unimplemented("not in this fake"))
+        let sandbox = |name: &str| Sandbox {
+            id: SB_ID.into(),
+            name: name.into(),
+            node: "node1".into(),
+            mode: SandboxMode::Namespace as i32,
+            endpoints: vec![Endpoint {
+                sandbox_name: name.into(),
+                ..endpoint()
+            }],
+            ..Default::default()
+        };
+        let (sandboxes, next) = match request.into_inner().page_token.as_str() {
+            "" => (vec![sandbox("web"), sandbox("db")], "p2"),
+            "p2" => (vec![], "p3"),
+            "p3" => (vec![sandbox("cache")], ""),
+            t => return Err(Status::invalid_argument(format!("unexpected token {t}"))),
+        };
+        Ok(Response::new(ListSandboxesResponse {
+            sandboxes,
+            next_page_token: next.into(),
+        }))
     }
 
     async fn inspect_sandbox(
@@ -350,8 +377,26 @@ fn network_ls_table_and_json() {
     let (_, out, _) = s.berth(&["network", "ls", "--output", "json"]);
     let v = json(&out);
     assert_eq!(v.as_array().unwrap().len(), 3);
-    assert_eq!(v[0]["Name"], "none");
+    assert_eq!(v[0]["Name"], "bridge", "sorted by name across pages");
+    assert_eq!(v[2]["Name"], "none");
     assert_eq!(v[0]["Id"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn sandbox_ls_follows_every_page() {
+    let s = Server::start();
+    let (code, out, err) = s.berth(&["sandbox", "ls"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    let names: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(names, ["cache", "db", "web"], "{out}");
+    let (_, out, _) = s.berth(&["sandbox", "ls", "--output", "json"]);
+    let v = json(&out);
+    assert_eq!(v.as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v[0]["Name"], "cache");
 }
 
 #[test]
@@ -440,7 +485,8 @@ fn sandbox_create_sends_parsed_ports_links_and_command() {
     assert_eq!(code, 0);
     let v = json(&out);
     assert_eq!(v["Node"], "node1");
-    assert_eq!(v["Mode"], "namespace on my-bridge");
+    assert_eq!(v["Mode"], "namespace");
+    assert_eq!(v["Netns"], "on-my-bridge", "--network reached the server");
     assert_eq!(
         v["Ports"],
         json!([

@@ -1,8 +1,10 @@
 //! Domain types shared by berth-api, berth-agent and the CLI: validated names,
 //! drivers and scopes, network options, and the IPv4 arithmetic of pools;
 //! also the configuration-file layer, the logging setup and the mutual-TLS
-//! helpers every binary shares.
+//! helpers every binary shares, and the limits every request is held to
+//! (`limits`).
 pub mod config_file;
+pub mod limits;
 pub mod logging;
 pub mod model;
 pub mod names;

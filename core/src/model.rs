@@ -90,6 +90,29 @@ impl fmt::Display for Scope {
     }
 }
 
+/// How a sandbox is attached to its node's network stack (one type for the
+/// API server's records and the agent's specs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Its own network namespace with endpoints on bridge or overlay networks.
+    Namespace,
+    /// The node's own namespace (`--network host`).
+    Host,
+    /// Its own namespace with only `lo` (`--network none`).
+    None,
+}
+
+impl SandboxMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxMode::Namespace => "namespace",
+            SandboxMode::Host => "host",
+            SandboxMode::None => "none",
+        }
+    }
+}
+
 /// Name, subnet and bridge device of the default bridge network.
 pub const DEFAULT_BRIDGE: (&str, &str, &str) = ("bridge", "172.17.0.0/16", "berth0");
 /// Name and bridge device of the per-node gateway network that gives

@@ -1,5 +1,6 @@
 //! Names of networks, sandboxes, nodes and aliases, validated as Docker does.
 use crate::Invalid;
+use crate::limits::{MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES};
 use crate::model::{DEFAULT_BRIDGE, GW_BRIDGE, HOST_VETH_PREFIX, VXLAN_PREFIX};
 
 /// Longest network or sandbox name. A sandbox name becomes a network
@@ -13,9 +14,14 @@ pub fn validate_name(field: &str, value: &str) -> Result<(), Invalid> {
         return Err(Invalid::new(field, "must not be empty"));
     }
     if value.len() > MAX_NAME_LEN {
+        // Only the start of it: the request may carry megabytes.
+        let start: String = value.chars().take(MAX_NAME_LEN).collect();
         return Err(Invalid::new(
             field,
-            format!("{value:?} is longer than {MAX_NAME_LEN} characters"),
+            format!(
+                "\"{}…\" is longer than {MAX_NAME_LEN} characters",
+                start.escape_debug()
+            ),
         ));
     }
     let mut chars = value.chars();
@@ -35,19 +41,29 @@ pub fn validate_name(field: &str, value: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// Checks a label key: non-empty, printable, no whitespace, at most 255 bytes;
-/// values may be anything up to 4 KiB.
+/// Checks a label key: non-empty, printable, no whitespace, at most
+/// [`MAX_LABEL_KEY_BYTES`] bytes; values may be anything up to
+/// [`MAX_LABEL_VALUE_BYTES`]. A key too long is not echoed back.
 pub fn validate_label(key: &str, value: &str) -> Result<(), Invalid> {
-    if key.is_empty() || key.len() > 255 || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if key.len() > MAX_LABEL_KEY_BYTES {
         return Err(Invalid::new(
             "label",
-            format!("key {key:?} must be 1-255 printable characters without spaces"),
+            format!("a key of {} bytes, at most {MAX_LABEL_KEY_BYTES}", key.len()),
         ));
     }
-    if value.len() > 4096 {
+    if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(Invalid::new(
             "label",
-            format!("value of {key:?} is longer than 4096 bytes"),
+            format!("key {key:?} must be 1-{MAX_LABEL_KEY_BYTES} printable characters without spaces"),
+        ));
+    }
+    if value.len() > MAX_LABEL_VALUE_BYTES {
+        return Err(Invalid::new(
+            "label",
+            format!(
+                "value of {key:?} is {} bytes, at most {MAX_LABEL_VALUE_BYTES}",
+                value.len()
+            ),
         ));
     }
     Ok(())
@@ -140,7 +156,21 @@ mod tests {
         assert!(validate_label("com.example.team", "net").is_ok());
         assert!(validate_label("", "x").is_err());
         assert!(validate_label("a b", "x").is_err());
-        assert!(validate_label("k", &"v".repeat(4097)).is_err());
+        assert!(validate_label(&"k".repeat(255), &"v".repeat(4096)).is_ok());
+        let e = validate_label("k", &"v".repeat(4097)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid label: value of \"k\" is 4097 bytes, at most 4096"
+        );
+        let e = validate_label(&"k".repeat(100_000), "v").unwrap_err();
+        assert_eq!(e.to_string(), "invalid label: a key of 100000 bytes, at most 255");
+    }
+
+    #[test]
+    fn long_names_are_not_echoed_whole() {
+        let e = validate_name("name", &"x".repeat(1_000_000)).unwrap_err();
+        assert!(e.reason.len() < 100, "{e}");
+        assert!(e.reason.ends_with("is longer than 63 characters"), "{e}");
     }
 
     #[test]

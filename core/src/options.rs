@@ -58,6 +58,7 @@ impl NetworkOptions {
     /// Parses `options` for a network of `driver`; unknown keys and keys of
     /// other drivers are refused.
     pub fn parse(driver: Driver, options: &BTreeMap<String, String>) -> Result<Self, Invalid> {
+        crate::limits::check_options(options)?;
         let mut out = NetworkOptions::default();
         for (k, v) in options {
             let Some((_, drivers)) = KNOWN.iter().find(|(key, _)| key == k) else {

@@ -95,6 +95,77 @@ impl PortMapping {
     }
 }
 
+/// The UDP port of berth's VXLAN devices (IANA's), on every node's
+/// underlay address: never publishable, or overlay traffic would be DNAT-ed
+/// into a sandbox.
+pub const VXLAN_UDP_PORT: u16 = 4789;
+
+/// A port or an inclusive range of one protocol, as `berth-api
+/// --reserved-ports` takes them: `22`, `2379-2380`, `4789/udp` (TCP unless
+/// `/udp` is given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+    pub proto: Proto,
+}
+
+impl PortRange {
+    /// One port.
+    pub fn one(port: u16, proto: Proto) -> Self {
+        Self {
+            start: port,
+            end: port,
+            proto,
+        }
+    }
+
+    /// Whether `p`'s host port falls in the range, with the same protocol.
+    pub fn covers(&self, p: &PortMapping) -> bool {
+        self.proto == p.proto && (self.start..=self.end).contains(&p.host_port)
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.start == self.end {
+            write!(f, "{}/{}", self.start, self.proto)
+        } else {
+            write!(f, "{}-{}/{}", self.start, self.end, self.proto)
+        }
+    }
+}
+
+impl std::str::FromStr for PortRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (ports, proto) = match s.split_once('/') {
+            None => (s, Proto::Tcp),
+            Some((ports, "tcp")) => (ports, Proto::Tcp),
+            Some((ports, "udp")) => (ports, Proto::Udp),
+            Some((_, p)) => return Err(format!("{s:?}: protocol {p:?} is not tcp or udp")),
+        };
+        let one = |p: &str| -> Result<u16, String> {
+            match p.trim().parse::<u16>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!("{s:?}: {p:?} is not a port (1-65535)")),
+            }
+        };
+        let (start, end) = match ports.split_once('-') {
+            Some((a, b)) => (one(a)?, one(b)?),
+            None => {
+                let p = one(ports)?;
+                (p, p)
+            }
+        };
+        if start > end {
+            return Err(format!("{s:?}: the range ends before it starts"));
+        }
+        Ok(Self { start, end, proto })
+    }
+}
+
 /// Refuses a list in which two mappings clash with each other.
 pub fn check_distinct(ports: &[PortMapping]) -> Result<(), Invalid> {
     for (i, a) in ports.iter().enumerate() {
@@ -128,5 +199,32 @@ mod tests {
         assert!(PortMapping::validate("", 70000, 80, "tcp").is_err());
         assert!(PortMapping::validate("", 80, 80, "sctp").is_err());
         assert!(PortMapping::validate("nope", 80, 80, "tcp").is_err());
+    }
+
+    #[test]
+    fn port_ranges() {
+        let r: PortRange = "2379-2380".parse().unwrap();
+        assert_eq!(
+            r,
+            PortRange {
+                start: 2379,
+                end: 2380,
+                proto: Proto::Tcp
+            }
+        );
+        assert_eq!(r.to_string(), "2379-2380/tcp");
+        let u: PortRange = "4789/udp".parse().unwrap();
+        assert_eq!(u, PortRange::one(4789, Proto::Udp));
+        assert_eq!(u.to_string(), "4789/udp");
+        assert_eq!(
+            "22/tcp".parse::<PortRange>().unwrap(),
+            PortRange::one(22, Proto::Tcp)
+        );
+        let m = |port: u32, proto: &str| PortMapping::validate("", port, 80, proto).unwrap();
+        assert!(r.covers(&m(2379, "tcp")) && r.covers(&m(2380, "tcp")));
+        assert!(!r.covers(&m(2381, "tcp")) && !r.covers(&m(2379, "udp")));
+        for bad in ["", "0", "65536", "x", "22/sctp", "10-5", "1-", "-1"] {
+            assert!(bad.parse::<PortRange>().is_err(), "{bad:?}");
+        }
     }
 }

@@ -78,8 +78,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .tls_config(tls.server(None))
             .context("TLS configuration")?;
     }
-    let server = tooling::with_tooling(&mut builder)
-        .await?
+    let (router, health) = tooling::with_tooling(&mut builder).await?;
+    let health_task = tokio::spawn(tooling::follow_convergence(health, reconciler.clone()));
+    let server = router
         .add_service(AgentServiceServer::with_interceptor(
             AgentApi {
                 node: config.name.clone(),
@@ -95,6 +96,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     registration.abort();
     convergence.abort();
     watcher.abort();
+    health_task.abort();
     result.context("agent server")
 }
 

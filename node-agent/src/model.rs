@@ -64,19 +64,14 @@ pub fn host_ifname(endpoint_id: &str) -> String {
     format!("{HOST_VETH_PREFIX}{}", &endpoint_id[..endpoint_id.len().min(12)])
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Namespace,
-    Host,
-    None,
-}
+pub use berth_core::model::SandboxMode;
 
 /// A sandbox on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxSpec {
     pub id: String,
     pub name: String,
-    pub mode: Mode,
+    pub mode: SandboxMode,
     /// The network namespace name on this node (with the agent's prefix);
     /// `None` in host mode.
     pub netns: Option<String>,
@@ -235,19 +230,21 @@ impl NetworkSpec {
 
 impl SandboxSpec {
     pub fn from_proto(s: &pb::Sandbox, netns_prefix: &str) -> Result<Self, BadSpec> {
-        let mode = match s.mode.as_str() {
-            "namespace" => Mode::Namespace,
-            "host" => Mode::Host,
-            "none" => Mode::None,
-            m => return Err(BadSpec(format!("sandbox {} has unknown mode {m}", s.name))),
+        let mode = match s.mode() {
+            pb::SandboxMode::Namespace => SandboxMode::Namespace,
+            pb::SandboxMode::Host => SandboxMode::Host,
+            pb::SandboxMode::None => SandboxMode::None,
+            pb::SandboxMode::Unspecified => {
+                return Err(BadSpec(format!("sandbox {} has no mode", s.name)));
+            }
         };
         let netns = match mode {
-            Mode::Host => None,
+            SandboxMode::Host => None,
             _ if s.netns.is_empty() => return Err(BadSpec(format!("sandbox {} has no netns", s.name))),
             _ => Some(format!("{netns_prefix}{}", s.netns)),
         };
         let mut endpoints = Vec::new();
-        if mode == Mode::Namespace {
+        if mode == SandboxMode::Namespace {
             for e in &s.endpoints {
                 let ip: Ipv4Addr =
                     e.ip.parse()
@@ -351,7 +348,7 @@ mod tests {
         let s = pb::Sandbox {
             id: "s1".into(),
             name: "test1".into(),
-            mode: "namespace".into(),
+            mode: pb::SandboxMode::Namespace as i32,
             netns: "test1".into(),
             endpoints: vec![pb::Endpoint {
                 id: "0123456789abcdef".into(),
@@ -369,7 +366,7 @@ mod tests {
         assert_eq!(spec.endpoints[0].mac, [2, 0x42, 172, 17, 0, 2]);
         assert_eq!(spec.endpoints[0].host_ifname(), "bv0123456789ab");
         let bad = pb::Sandbox {
-            mode: "weird".into(),
+            mode: pb::SandboxMode::Unspecified as i32,
             ..s
         };
         assert!(SandboxSpec::from_proto(&bad, "").is_err());

@@ -105,7 +105,7 @@ impl Names for NameIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{EndpointSpec, Mode, Peer, PeerSet, SandboxSpec};
+    use crate::model::{EndpointSpec, Peer, PeerSet, SandboxMode, SandboxSpec};
 
     fn net(id: &str, name: &str, driver: Driver) -> NetworkSpec {
         NetworkSpec {
@@ -126,7 +126,7 @@ mod tests {
         SandboxSpec {
             id: id.into(),
             name: name.into(),
-            mode: Mode::Namespace,
+            mode: SandboxMode::Namespace,
             netns: Some(name.into()),
             generation: 1,
             endpoints: eps

@@ -7,7 +7,7 @@ use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::Router;
 use tonic_health::pb::health_server::HealthServer;
-use tonic_health::server::HealthService;
+use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::grpc::AgentApi;
 
@@ -21,11 +21,12 @@ pub const TOOLING_SERVICES: [&str; 3] = [
     "grpc.reflection.v1alpha.ServerReflection",
 ];
 
-/// Adds health (the agent's service SERVING) and reflection to `server`;
-/// the caller adds the agent's service to the returned router.
-pub async fn with_tooling(server: &mut Server) -> anyhow::Result<Router> {
+/// Adds health and reflection to `server`; the caller adds the agent's
+/// service to the returned router. The agent's service is NOT_SERVING until
+/// the node has converged, and again whenever it has not (see [`follow_convergence`]).
+pub async fn with_tooling(server: &mut Server) -> anyhow::Result<(Router, HealthReporter)> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AgentServiceServer<AgentApi>>().await;
+    health.set_not_serving::<AgentServiceServer<AgentApi>>().await;
     let builder = || {
         let mut b = tonic_reflection::server::Builder::configure()
             .register_file_descriptor_set(berth_proto::descriptors_serving(&AGENT_SERVICES))
@@ -37,8 +38,30 @@ pub async fn with_tooling(server: &mut Server) -> anyhow::Result<Router> {
         }
         b
     };
-    Ok(server
+    let router = server
         .add_service(health_service)
         .add_service(builder().build_v1()?)
-        .add_service(builder().build_v1alpha()?))
+        .add_service(builder().build_v1alpha()?);
+    Ok((router, health))
+}
+
+/// Keeps the agent's health in step with its convergence: SERVING while
+/// the last full pass left no error and no object is failing. Runs forever.
+pub async fn follow_convergence(
+    health: HealthReporter,
+    reconciler: std::sync::Arc<crate::reconcile::Reconciler>,
+) {
+    let mut serving = None;
+    loop {
+        let converged = reconciler.status().await.converged;
+        if serving != Some(converged) {
+            if converged {
+                health.set_serving::<AgentServiceServer<AgentApi>>().await;
+            } else {
+                health.set_not_serving::<AgentServiceServer<AgentApi>>().await;
+            }
+            serving = Some(converged);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }

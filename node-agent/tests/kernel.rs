@@ -113,7 +113,9 @@ fn veth_spec<'a>(
 fn ping(from: &str, ip: Ipv4Addr) -> bool {
     Command::new("nsenter")
         .arg(format!("--net={}", netns::path(from).display()))
-        .args(["ping", "-c1", "-W1", "-q"])
+        // Up to three tries: the first one also waits for ARP, which a loaded
+        // machine can delay past a second (reachability is what is tested).
+        .args(["ping", "-c3", "-i", "0.2", "-W1", "-q"])
         .arg(ip.to_string())
         .output()
         .expect("running nsenter ping")

@@ -22,12 +22,12 @@ async fn two_api_servers_starting_at_once_ensure_builtins_once() {
         let mut la = NetworkServiceClient::new(a.channel().await);
         let mut lb = NetworkServiceClient::new(b.channel().await);
         let na = la
-            .list_networks(pb::ListNetworksRequest {})
+            .list_networks(pb::ListNetworksRequest::default())
             .await
             .expect("ls a")
             .into_inner();
         let nb = lb
-            .list_networks(pb::ListNetworksRequest {})
+            .list_networks(pb::ListNetworksRequest::default())
             .await
             .expect("ls b")
             .into_inner();

@@ -317,7 +317,7 @@ fn none_sandbox(id: &str, name: &str, generation: u64) -> pb::Sandbox {
         id: id.into(),
         name: name.into(),
         node: "node1".into(),
-        mode: "none".into(),
+        mode: pb::SandboxMode::None as i32,
         netns: name.into(),
         generation,
         ..Default::default()

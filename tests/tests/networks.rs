@@ -391,7 +391,7 @@ async fn local_pool_exhaustion_is_resource_exhausted() {
         .await
         .expect("explicit subnet");
     let list = client
-        .list_networks(pb::ListNetworksRequest {})
+        .list_networks(pb::ListNetworksRequest::default())
         .await
         .expect("ls")
         .into_inner();

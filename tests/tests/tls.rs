@@ -224,7 +224,10 @@ fn mutual_tls_cluster() {
     in_netns(&node1, || async {
         // The same through raw gRPC. No certificate: UNAUTHENTICATED everywhere.
         let mut api = NetworkServiceClient::new(channel(&api_url(), Some(pki.client_tls(None))));
-        let s = api.list_networks(pb::ListNetworksRequest {}).await.unwrap_err();
+        let s = api
+            .list_networks(pb::ListNetworksRequest::default())
+            .await
+            .unwrap_err();
         assert_eq!(s.code(), Code::Unauthenticated, "API, no certificate: {s:?}");
         let codes = agent_codes(&agent_url(2), Some(pki.client_tls(None))).await;
         assert!(
@@ -241,7 +244,10 @@ fn mutual_tls_cluster() {
                 std::fs::read(key).unwrap(),
             ));
         let mut api = NetworkServiceClient::new(channel(&api_url(), Some(tls.clone())));
-        let s = api.list_networks(pb::ListNetworksRequest {}).await.unwrap_err();
+        let s = api
+            .list_networks(pb::ListNetworksRequest::default())
+            .await
+            .unwrap_err();
         assert!(handshake_refused(s.code()), "API, another CA: {s:?}");
         let codes = agent_codes(&agent_url(2), Some(tls)).await;
         assert!(
@@ -265,7 +271,10 @@ fn mutual_tls_cluster() {
 
         // Plain HTTP/2 to the TLS ports: never answered.
         let mut api = NetworkServiceClient::new(channel(&format!("http://{CTL_ADDR}:{API_PORT}"), None));
-        let s = api.list_networks(pb::ListNetworksRequest {}).await.unwrap_err();
+        let s = api
+            .list_networks(pb::ListNetworksRequest::default())
+            .await
+            .unwrap_err();
         assert!(
             matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Internal),
             "plain to API: {s:?}"
@@ -303,7 +312,10 @@ fn mutual_tls_cluster() {
         // other nodes through the API server) …
         let agent_tls = Some(pki.client_tls(Some("agent-node1")));
         let mut api = NetworkServiceClient::new(channel(&api_url(), agent_tls.clone()));
-        let s = api.list_networks(pb::ListNetworksRequest {}).await.unwrap_err();
+        let s = api
+            .list_networks(pb::ListNetworksRequest::default())
+            .await
+            .unwrap_err();
         assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
         let mut sb = SandboxServiceClient::new(channel(&api_url(), agent_tls.clone()));
         let s = sb

@@ -187,7 +187,13 @@ fn grpcurl_lists_describes_and_calls_api_and_agent() {
     let status = agent.ok(&grpcurl, &["berth.v1.AgentService/Status"], logs);
     let v: serde_json::Value = serde_json::from_str(&status).expect("Status JSON");
     assert_eq!(v["node"], "node1", "{status}");
-    assert_eq!(agent.health(&grpcurl, "berth.v1.AgentService"), "SERVING");
+    // The agent's service is SERVING once its node has converged.
+    assert!(
+        wait_until(Duration::from_secs(10), || agent
+            .health(&grpcurl, "berth.v1.AgentService")
+            == "SERVING"),
+        "the converged agent is not SERVING"
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@ use berth_core::model::Driver;
 use berth_proto::v1 as pb;
 
 use crate::nodes::NodeStatus;
-use crate::store::records::{EndpointRecord, NetworkRecord, Phase, SandboxRecord};
+use crate::store::records::{EndpointRecord, NetworkRecord, Phase, SandboxMode, SandboxRecord};
 
 pub fn network(n: &NetworkRecord) -> pb::Network {
     pb::Network {
@@ -62,7 +62,11 @@ pub fn sandbox(r: &SandboxRecord, endpoints: &[(EndpointRecord, NetworkRecord)])
         id: r.id.clone(),
         name: r.name.clone(),
         node: r.node.clone(),
-        mode: r.mode.as_str().to_string(),
+        mode: match r.mode {
+            SandboxMode::Namespace => pb::SandboxMode::Namespace,
+            SandboxMode::Host => pb::SandboxMode::Host,
+            SandboxMode::None => pb::SandboxMode::None,
+        } as i32,
         ports: r
             .ports
             .iter()

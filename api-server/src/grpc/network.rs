@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use crate::error::ApiError;
 use crate::networks::{NetworkSpec, Networks};
+use crate::page::{PageRequest, fit};
 use crate::sandboxes::Sandboxes;
 
 pub struct NetworkApi {
@@ -38,11 +39,15 @@ impl NetworkService for NetworkApi {
 
     async fn list_networks(
         &self,
-        _req: Request<pb::ListNetworksRequest>,
+        req: Request<pb::ListNetworksRequest>,
     ) -> Result<Response<pb::ListNetworksResponse>, Status> {
-        let nets = self.networks.list().await?;
+        let r = req.get_ref();
+        let page = PageRequest::validate(r.page_size, &r.page_token)?;
+        let (nets, more) = self.networks.list_page(&page).await?;
+        let (networks, next_page_token) = fit(nets.iter().map(convert::network).collect(), more, |n| &n.id);
         Ok(Response::new(pb::ListNetworksResponse {
-            networks: nets.iter().map(convert::network).collect(),
+            networks,
+            next_page_token,
         }))
     }
 

@@ -8,6 +8,8 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::agents::agent_error;
+use crate::error::ApiError;
+use crate::page::PageRequest;
 use crate::sandboxes::{SandboxSpec, Sandboxes};
 
 pub struct SandboxApi {
@@ -30,11 +32,14 @@ impl SandboxService for SandboxApi {
 
     async fn list_sandboxes(
         &self,
-        _req: Request<pb::ListSandboxesRequest>,
+        req: Request<pb::ListSandboxesRequest>,
     ) -> Result<Response<pb::ListSandboxesResponse>, Status> {
-        let views = self.sandboxes.list(None).await?;
+        let r = req.get_ref();
+        let page = PageRequest::validate(r.page_size, &r.page_token)?;
+        let (sandboxes, next_page_token) = self.sandboxes.list_page(&page).await?;
         Ok(Response::new(pb::ListSandboxesResponse {
-            sandboxes: views.iter().map(|v| v.to_proto()).collect(),
+            sandboxes,
+            next_page_token,
         }))
     }
 
@@ -68,6 +73,7 @@ impl SandboxService for SandboxApi {
                 "invalid command: give the program to run",
             ));
         }
+        berth_core::limits::check_command("command", &r.command).map_err(ApiError::from)?;
         let (node, mut target) = self.sandboxes.exec_target(&r.sandbox).await?;
         target.command = r.command;
         let mut client = self.sandboxes.agents().client(&node)?;

@@ -26,6 +26,7 @@ impl Sandboxes {
         ip: Option<Ipv4Addr>,
         aliases: Vec<String>,
     ) -> Result<EndpointRecord> {
+        super::limits::check_aliases(&aliases)?;
         for a in &aliases {
             validate_name("alias", a)?;
         }
@@ -58,6 +59,7 @@ impl Sandboxes {
                 record.name, network.name
             )));
         }
+        super::limits::check_one_more_network(&record.name, record.networks.len())?;
         let mut before = self.view(record.clone()).await?;
         before.generation = current.mod_revision as u64;
         let used: Vec<&str> = before.endpoints.iter().map(|(e, _)| e.ifname.as_str()).collect();

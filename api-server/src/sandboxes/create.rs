@@ -66,6 +66,7 @@ impl Sandboxes {
         }
         let node = node?;
         self.check_links(&spec.links, &node.name).await?;
+        self.reserved.check(&node, &spec.ports)?;
         self.check_ports(&spec.ports, &node.name).await?;
         // Overlay sandboxes also get eth1 on the node's gateway bridge for
         // outbound traffic (and their default route through it), as Docker's

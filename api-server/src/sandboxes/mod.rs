@@ -5,7 +5,10 @@
 mod attach;
 mod create;
 mod lifecycle;
+mod limits;
+mod page;
 mod remove;
+mod reserved;
 mod state;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -26,6 +29,8 @@ use crate::overlay::Overlay;
 use crate::store::Store;
 use crate::store::records::{EndpointRecord, NetworkRecord, NodeRecord, SandboxMode, SandboxRecord};
 
+pub use self::reserved::{DEFAULT_RESERVED_PORTS, ReservedPorts};
+
 /// A validated request to create a sandbox.
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
@@ -41,6 +46,7 @@ pub struct SandboxSpec {
 
 impl SandboxSpec {
     pub fn validate(r: &pb::CreateSandboxRequest) -> Result<Self> {
+        limits::check_create(r)?;
         validate_name("name", &r.name)?;
         let node = match r.node.as_str() {
             "" => None,
@@ -155,6 +161,7 @@ pub struct Sandboxes {
     nodes: Nodes,
     agents: Agents,
     overlay: Overlay,
+    reserved: ReservedPorts,
 }
 
 impl Sandboxes {
@@ -166,6 +173,7 @@ impl Sandboxes {
             nodes,
             agents,
             overlay,
+            reserved: ReservedPorts::default(),
         }
     }
 

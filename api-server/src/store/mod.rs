@@ -1,5 +1,6 @@
 //! etcd access: the client, the key layout and JSON records.
 pub mod keys;
+pub mod page;
 pub mod records;
 
 use std::time::Duration;

@@ -76,27 +76,7 @@ pub struct EndpointRecord {
     pub removing: bool,
 }
 
-/// How a sandbox is attached to the node's network stack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SandboxMode {
-    /// Its own network namespace with endpoints on bridge or overlay networks.
-    Namespace,
-    /// The node's own namespace (`--network host`).
-    Host,
-    /// Its own namespace with only `lo` (`--network none`).
-    None,
-}
-
-impl SandboxMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SandboxMode::Namespace => "namespace",
-            SandboxMode::Host => "host",
-            SandboxMode::None => "none",
-        }
-    }
-}
+pub use berth_core::model::SandboxMode;
 
 /// `<prefix>/v1/sandboxes/<id>`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -63,12 +63,21 @@ async fn create(
 }
 
 async fn ls(client: &mut NetworkServiceClient<Channel>, out: OutputFormat) -> Result<i32> {
-    let networks = client
-        .list_networks(ListNetworksRequest {})
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .networks;
+    let mut networks = Vec::new();
+    let mut pages = crate::Pages::default();
+    while let Some(page_token) = pages.next_token() {
+        let page = client
+            .list_networks(ListNetworksRequest {
+                page_size: 0,
+                page_token,
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        networks.extend(page.networks);
+        pages.got(page.next_page_token)?;
+    }
+    networks.sort_by(|a, b| a.name.cmp(&b.name));
     match out {
         OutputFormat::Table => output::print(&output::networks_table(&networks))?,
         OutputFormat::Json => {

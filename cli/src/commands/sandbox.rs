@@ -7,6 +7,7 @@ use berth_proto::v1::exec_output::Kind;
 use berth_proto::v1::sandbox_service_client::SandboxServiceClient;
 use berth_proto::v1::{
     CreateSandboxRequest, ExecRequest, InspectSandboxRequest, ListSandboxesRequest, RemoveSandboxRequest,
+    Sandbox,
 };
 use tonic::transport::Channel;
 
@@ -21,12 +22,7 @@ pub async fn run(channel: Channel, out: OutputFormat, cmd: SandboxCommand) -> Re
     match cmd {
         SandboxCommand::Create(args) => create(&mut client, out, args).await,
         SandboxCommand::Ls => {
-            let sandboxes = client
-                .list_sandboxes(ListSandboxesRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .sandboxes;
+            let sandboxes = list_all(&mut client).await?;
             match out {
                 OutputFormat::Table => output::print(&output::sandboxes_table(&sandboxes))?,
                 OutputFormat::Json => {
@@ -55,6 +51,26 @@ pub async fn run(channel: Channel, out: OutputFormat, cmd: SandboxCommand) -> Re
             Ok(i32::from(failed))
         }
     }
+}
+
+/// Every sandbox, page after page, sorted by name.
+async fn list_all(client: &mut SandboxServiceClient<Channel>) -> Result<Vec<Sandbox>> {
+    let mut all = Vec::new();
+    let mut pages = crate::Pages::default();
+    while let Some(page_token) = pages.next_token() {
+        let page = client
+            .list_sandboxes(ListSandboxesRequest {
+                page_size: 0,
+                page_token,
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        all.extend(page.sandboxes);
+        pages.got(page.next_page_token)?;
+    }
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(all)
 }
 
 async fn create(

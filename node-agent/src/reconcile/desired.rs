@@ -155,13 +155,13 @@ impl DesiredStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Mode;
+    use crate::model::SandboxMode;
 
     fn sandbox(id: &str, generation: u64) -> SandboxSpec {
         SandboxSpec {
             id: id.into(),
             name: id.into(),
-            mode: Mode::None,
+            mode: SandboxMode::None,
             netns: Some(id.into()),
             endpoints: vec![],
             command: vec![],

@@ -9,7 +9,7 @@ use berth_core::ports::PortMapping;
 
 use super::*;
 use crate::kernel::fdb::{FdbEntry, NeighEntry};
-use crate::model::{EndpointSpec, Mode, Peer, PeerSet};
+use crate::model::{EndpointSpec, Peer, PeerSet, SandboxMode};
 use crate::reconcile::executor::Executor;
 use crate::reconcile::fake::FakeNode;
 use crate::reconcile::observed::{Link, sandbox_mark};
@@ -51,7 +51,7 @@ fn sandbox(id: &str, endpoints: Vec<EndpointSpec>) -> SandboxSpec {
     SandboxSpec {
         id: id.into(),
         name: id.into(),
-        mode: Mode::Namespace,
+        mode: SandboxMode::Namespace,
         netns: Some(format!("{NS}{id}")),
         endpoints,
         command: vec![],

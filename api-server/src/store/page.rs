@@ -1,0 +1,110 @@
+//! Paged reads: one range of a prefix by key, and many keys at one
+//! revision (etcd allows 128 operations per transaction by default, so
+//! reads are chunked).
+use etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse};
+use serde::de::DeserializeOwned;
+
+use super::{Store, Versioned};
+use crate::error::{ApiError, Result};
+
+/// Operations per read transaction: etcd's default `--max-txn-ops`.
+const TXN_OPS: usize = 128;
+
+/// One page of a prefix: records in key order after a key, whether more
+/// follow, and the revision they were read at.
+pub struct Page<T> {
+    pub items: Vec<(String, Versioned<T>)>,
+    pub more: bool,
+    pub revision: i64,
+}
+
+/// The first key after every key that starts with `prefix`.
+pub fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+impl Store {
+    /// Up to `limit` records under `prefix` whose keys sort after
+    /// `prefix + after` (all of them from the start when `after` is empty).
+    pub async fn page_json<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Page<T>> {
+        // The smallest key greater than `prefix + after`.
+        let mut start = format!("{prefix}{after}").into_bytes();
+        if !after.is_empty() {
+            start.push(0);
+        }
+        let opts = GetOptions::new()
+            .with_range(prefix_end(prefix))
+            .with_limit(limit as i64);
+        let resp = self.client.clone().get(start, Some(opts)).await?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let items = resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                Ok((
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    Versioned {
+                        value: serde_json::from_slice(kv.value())?,
+                        mod_revision: kv.mod_revision(),
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page {
+            items,
+            more: resp.more(),
+            revision,
+        })
+    }
+
+    /// The records at `keys` as they were at `revision`, in the same order
+    /// (`None` for a key that did not exist).
+    pub async fn get_many_json<T: DeserializeOwned>(
+        &self,
+        keys: &[String],
+        revision: i64,
+    ) -> Result<Vec<Option<T>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(TXN_OPS) {
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|k| TxnOp::get(k.as_str(), Some(GetOptions::new().with_revision(revision))))
+                .collect();
+            let resp = self.txn(Txn::new().and_then(ops)).await?;
+            for r in resp.op_responses() {
+                let TxnOpResponse::Get(g) = r else {
+                    return Err(ApiError::Internal("a read transaction answered a write".into()));
+                };
+                out.push(match g.kvs().first() {
+                    Some(kv) => Some(serde_json::from_slice(kv.value())?),
+                    None => None,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end("/berth/v1/sandboxes/"), b"/berth/v1/sandboxes0");
+        assert_eq!(prefix_end("a\u{7f}"), b"a\x80");
+        assert_eq!(prefix_end(""), vec![0]);
+    }
+}
