@@ -193,6 +193,34 @@ async fn netns_stale_file_and_bad_names() {
 }
 
 #[tokio::test]
+async fn netns_stale_file_removed_alone() {
+    let ns = Namespaces::new();
+    // The leftover of a creation that died before its mount goes...
+    let stale = ns.name();
+    std::fs::create_dir_all(netns::NETNS_DIR).unwrap();
+    std::fs::write(netns::path(&stale), b"").unwrap();
+    assert!(netns::remove_stale_file(&stale).unwrap());
+    assert!(!netns::path(&stale).exists());
+    assert!(
+        !netns::remove_stale_file(&stale).unwrap(),
+        "nothing left to remove"
+    );
+    // ...a namespace never does, nor a file with something in it.
+    let live = ns.create().await;
+    assert!(!netns::remove_stale_file(&live).unwrap());
+    assert!(netns::exists(&live));
+    let full = ns.name();
+    std::fs::write(netns::path(&full), b"not berth's").unwrap();
+    assert!(!netns::remove_stale_file(&full).unwrap());
+    assert!(netns::path(&full).exists());
+    std::fs::remove_file(netns::path(&full)).unwrap();
+    assert!(matches!(
+        netns::remove_stale_file("../etc"),
+        Err(KernelError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
 async fn bridge_is_idempotent() {
     let ns = Namespaces::new();
     let (_, node) = ns.with_handle().await;

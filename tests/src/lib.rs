@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 use tempfile::TempDir;
 
 pub mod cluster;
+pub mod invariants;
 pub mod tls;
 
 /// Where the workspace's binaries are: `$BERTH_BIN_DIR`, else the cargo

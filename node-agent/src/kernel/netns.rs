@@ -133,6 +133,24 @@ pub async fn create(name: &str, mark: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// Removes the file `name` when it is what a creation that died between open and mount leaves
+/// (an empty regular file, no namespace mounted on it). `Ok(false)` when there is no such file;
+/// a mounted namespace or any other file is never touched.
+pub fn remove_stale_file(name: &str) -> Result<bool> {
+    check_name(name)?;
+    let file = path(name);
+    let stale = std::fs::symlink_metadata(&file).is_ok_and(|m| m.file_type().is_file() && m.len() == 0)
+        && !is_nsfs(&file);
+    if !stale {
+        return Ok(false);
+    }
+    match std::fs::remove_file(&file) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err(format!("removing stale {}", file.display()))(e)),
+    }
+}
+
 /// The inode of the named namespace (what identifies it while it lives), if it exists.
 pub fn inode(name: &str) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;

@@ -287,14 +287,29 @@ impl Reconciler {
         // Unknown here but named by the API server: berth's if its marker says so.
         if spec.is_none() && !netns_name.is_empty() {
             let ns = format!("{}{netns_name}", self.netns_prefix);
-            if !inner.owned.netns.contains_key(&ns) && marked_for(&ns, id).await {
-                inner.owned.netns.insert(
-                    ns.clone(),
-                    NsRecord {
-                        sandbox: id.to_string(),
-                        inode: netns::inode(&ns),
-                    },
-                );
+            if !inner.owned.netns.contains_key(&ns) {
+                if marked_for(&ns, id).await {
+                    inner.owned.netns.insert(
+                        ns.clone(),
+                        NsRecord {
+                            sandbox: id.to_string(),
+                            inode: netns::inode(&ns),
+                        },
+                    );
+                } else {
+                    // No namespace, only the empty file of a creation that
+                    // died before its mount (an agent killed mid-create):
+                    // nothing else would ever remove it.
+                    match netns::remove_stale_file(&ns) {
+                        Ok(true) => {
+                            tracing::info!(netns = %ns, sandbox = %id, "removed the file of a namespace whose creation died")
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(netns = %ns, error = %e, "could not remove a stale namespace file")
+                        }
+                    }
+                }
             }
         }
         let report = self.pass(&mut inner, &Scope::sandbox(id, nets)).await;
