@@ -99,6 +99,11 @@ struct Inner {
     commands: u64,
     last_full_pass: Option<SystemTime>,
     last_full_ok: bool,
+    /// A snapshot of the whole desired state has been taken since start.
+    /// Until then the agent knows only what commands told it, so no pass
+    /// removes a link it does not know about or rewrites the firewall (a
+    /// restarted agent would otherwise cut every other sandbox off).
+    synced: bool,
 }
 
 pub struct Reconciler {
@@ -217,6 +222,7 @@ impl Reconciler {
                 commands: 0,
                 last_full_pass: None,
                 last_full_ok: false,
+                synced: false,
             }),
             wanted_links: Arc::default(),
             wake: Arc::new(Notify::new()),
@@ -342,12 +348,17 @@ impl Reconciler {
     pub async fn sync(&self, desired: Desired, revision: u64) -> Result<(), String> {
         let mut inner = self.inner.lock().await;
         inner.desired.snapshot(desired, revision);
+        inner.synced = true;
         self.full_pass_locked(&mut inner).await
     }
 
     /// A full pass over the desired state the agent holds.
     pub async fn full_pass(&self) -> Result<(), String> {
         let mut inner = self.inner.lock().await;
+        if !inner.synced {
+            // Nothing to converge to yet: an empty desired state would sweep the node.
+            return Err("no desired state yet (the API server has not answered since start)".into());
+        }
         self.full_pass_locked(&mut inner).await
     }
 
@@ -395,6 +406,7 @@ impl Reconciler {
             local_vtep: self.underlay,
             scan_prefix: (inner.rebuild && scope.is_full()).then(|| self.netns_prefix.clone()),
             node_resolv: etcfiles::node_resolv_conf(),
+            complete: inner.synced,
         };
         let Inner {
             desired,
@@ -466,6 +478,9 @@ pub struct PassConfig {
     pub scan_prefix: Option<String>,
     /// The node's resolv.conf, for sandboxes without name resolution.
     pub node_resolv: String,
+    /// Whether the desired state is the whole node's (a snapshot was taken);
+    /// if not, nothing unknown is removed and the firewall is left alone.
+    pub complete: bool,
 }
 
 /// What a pass must look at.
@@ -588,6 +603,7 @@ pub async fn run_pass<E: Executor>(
         local_vtep: config.local_vtep,
         node_resolv: &config.node_resolv,
         applied_rules: exec.applied_rules(),
+        complete: config.complete,
     });
     report.actions = plan.actions.len();
     let mut failed: Vec<(ObjectKey, Vec<String>, ObjectError)> = Vec::new();

@@ -60,6 +60,9 @@ pub(super) fn plan(ctx: &mut Ctx<'_>) {
         }
     }
     // Berth's bridges and VXLAN devices that no network here needs.
+    if !ctx.inp.complete {
+        return;
+    }
     let wanted: BTreeSet<String> = ctx
         .desired()
         .active_networks()

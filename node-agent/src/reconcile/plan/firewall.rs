@@ -12,6 +12,9 @@ use crate::nft::{self, BridgeRules, PortRule};
 use crate::reconcile::action::Action;
 
 pub(super) fn plan(ctx: &mut Ctx<'_>) {
+    if !ctx.inp.complete {
+        return; // rules for only some of the node's sandboxes would cut the others off
+    }
     let desired = ctx.desired();
     // Foreign bridges and blocked sandboxes get no rules: nothing of theirs is touched.
     let rules: Vec<BridgeRules> = desired

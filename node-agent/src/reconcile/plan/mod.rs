@@ -105,6 +105,10 @@ pub struct Inputs<'a> {
     pub node_resolv: &'a str,
     /// The ruleset the last successful apply installed, if this process applied one.
     pub applied_rules: Option<&'a Ruleset>,
+    /// Whether `desired` is the whole node's state. Before the first snapshot
+    /// it is only what commands brought: then berth's links it does not
+    /// mention are kept and the firewall is not rewritten.
+    pub complete: bool,
 }
 
 /// What the per-kind planners share while a plan is built.

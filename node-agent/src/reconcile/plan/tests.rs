@@ -151,6 +151,7 @@ impl Harness {
             local_vtep: self.node.local_vtep,
             scan_prefix: scan.then(|| NS.to_string()),
             node_resolv: "nameserver 192.0.2.53\n".into(),
+            complete: true,
         }
     }
 
@@ -187,6 +188,7 @@ impl Harness {
             local_vtep: config.local_vtep,
             node_resolv: &config.node_resolv,
             applied_rules: self.node.applied.as_ref(),
+            complete: config.complete,
         })
     }
 
@@ -662,4 +664,42 @@ fn marked_links_that_are_not_bridges_are_never_adopted_as_bridges() {
     let p = h.plan(&d, &Scope::full());
     assert!(p.conflicts.iter().any(|c| c.key.name == "br-user"));
     assert!(!p.actions.iter().any(|a| a.key().name == "br-user"));
+}
+
+#[test]
+fn before_the_first_snapshot_nothing_unknown_is_removed_and_the_firewall_is_kept() {
+    let d = everything();
+    let h = Harness::new().converged(&d);
+    let config_complete = false;
+    // A restarted agent that so far knows only one sandbox from a command.
+    let mut partial = Desired::default();
+    let web = d.sandboxes["web"].clone();
+    partial.networks.insert("nb".into(), d.networks["nb"].clone());
+    partial.sandboxes.insert(web.id.clone(), web);
+    let req = crate::reconcile::observe_request(
+        &partial,
+        &h.owned,
+        &Scope::sandbox("web", ["nb".to_string()]),
+        None,
+    );
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let mut node = h.node;
+    let observed = rt.block_on(node.observe(&req)).unwrap();
+    let p = plan(&Inputs {
+        desired: &partial,
+        observed: &observed,
+        owned: &h.owned,
+        scope: &Scope::sandbox("web", ["nb".to_string()]),
+        underlay_mtu: 1500,
+        local_vtep: node.local_vtep,
+        node_resolv: "nameserver 192.0.2.53\n",
+        applied_rules: None,
+        complete: config_complete,
+    });
+    assert!(
+        !p.actions
+            .iter()
+            .any(|a| matches!(a, Action::RemoveLink { .. } | Action::ApplyFirewall { .. })),
+        "{p:#?}"
+    );
 }
