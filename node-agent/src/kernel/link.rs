@@ -179,22 +179,21 @@ pub async fn ipv4_addrs(h: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
         .try_collect()
         .await
         .map_err(nl_err(format!("listing addresses of link {index}")))?;
-    let mut addrs = Vec::new();
-    for msg in &messages {
-        // IFA_LOCAL is the interface's own address; IFA_ADDRESS differs only on point-to-point links.
-        let local = msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
-            _ => None,
-        });
-        let address = msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
-            _ => None,
-        });
-        if let Some(ip) = local.or(address) {
-            addrs.push((ip, msg.header.prefix_len));
-        }
-    }
-    Ok(addrs)
+    Ok(messages.iter().filter_map(ipv4_of).collect())
+}
+
+/// The IPv4 address and prefix length an address message carries. IFA_LOCAL is the
+/// interface's own address; IFA_ADDRESS differs only on point-to-point links.
+fn ipv4_of(msg: &netlink_packet_route::address::AddressMessage) -> Option<(Ipv4Addr, u8)> {
+    let local = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+        _ => None,
+    });
+    let address = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+        _ => None,
+    });
+    local.or(address).map(|ip| (ip, msg.header.prefix_len))
 }
 
 /// Every IPv4 address in the handle's namespace, by link index (one dump instead of one per link).
@@ -208,18 +207,8 @@ pub async fn ipv4_addrs_all(h: &Handle) -> Result<std::collections::HashMap<u32,
         .map_err(nl_err("listing addresses"))?;
     let mut out: std::collections::HashMap<u32, Vec<(Ipv4Addr, u8)>> = std::collections::HashMap::new();
     for msg in &messages {
-        let local = msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
-            _ => None,
-        });
-        let address = msg.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
-            _ => None,
-        });
-        if let Some(ip) = local.or(address) {
-            out.entry(msg.header.index)
-                .or_default()
-                .push((ip, msg.header.prefix_len));
+        if let Some(a) = ipv4_of(msg) {
+            out.entry(msg.header.index).or_default().push(a);
         }
     }
     Ok(out)
