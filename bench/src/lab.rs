@@ -207,7 +207,10 @@ impl Lab {
             .arg(&pki)
             .output()?;
         if !out.status.success() {
-            bail!("berth cert {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "berth cert {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(())
     }
