@@ -67,7 +67,10 @@ impl SandboxService for SandboxApi {
 
     #[tracing::instrument(skip_all, fields(sandbox = %req.get_ref().sandbox))]
     async fn exec(&self, req: Request<pb::ExecRequest>) -> Result<Response<Self::ExecStream>, Status> {
+        // Every exec is logged with who asked (crate::access put it there).
+        let caller = crate::access::caller_of(&req);
         let r = req.into_inner();
+        tracing::info!(caller = %caller, command = ?r.command, "exec");
         if r.command.is_empty() || r.command[0].is_empty() {
             return Err(Status::invalid_argument(
                 "invalid command: give the program to run",
