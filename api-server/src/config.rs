@@ -31,8 +31,10 @@ pub struct Config {
     #[arg(long, env = "BERTH_ETCD_PREFIX", default_value = "/berth")]
     pub etcd_prefix: String,
 
-    /// TCP address for the gRPC API (agents and remote CLIs). Empty disables TCP.
-    #[arg(long, env = "BERTH_API_LISTEN", default_value = "127.0.0.1:7420")]
+    /// TCP address for the gRPC API (agents and remote CLIs), e.g.
+    /// `0.0.0.0:7420` with TLS. Empty (the default): no TCP listener, only
+    /// the Unix socket, so nothing is served unauthenticated by default.
+    #[arg(long, env = "BERTH_API_LISTEN", default_value = "")]
     pub listen: String,
 
     /// Unix socket for the gRPC API (local CLI). Empty disables it.
