@@ -7,13 +7,12 @@ use berth_core::model::{DEFAULT_BRIDGE, Driver, GW_BRIDGE, HOST_NETWORK, NONE_NE
 use berth_core::names::{validate_label, validate_name};
 use berth_core::net;
 use berth_core::options::{self, NetworkOptions};
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use ipnet::Ipv4Net;
 
 use crate::error::{ApiError, Result};
 use crate::ipam;
 use crate::store::records::{EndpointRecord, NetworkRecord};
-use crate::store::{Store, new_id, now_rfc3339, to_json};
+use crate::store::{Guard, Op, Store, Write, new_id, now_rfc3339};
 
 /// A validated request to create a network.
 #[derive(Debug, Clone)]
@@ -126,8 +125,9 @@ impl Networks {
                 return Err(name_taken(&spec.name));
             }
             let id = new_id();
-            let mut compares = vec![Compare::create_revision(name_key.clone(), CompareOp::Equal, 0)];
-            let mut ops = vec![TxnOp::put(name_key.clone(), id.clone(), None)];
+            let mut write = Write::new()
+                .when(Guard::Absent(name_key.clone()))
+                .then(Op::put(name_key.clone(), id.clone()));
             let mut record = NetworkRecord {
                 id: id.clone(),
                 name: spec.name.clone(),
@@ -150,15 +150,12 @@ impl Networks {
                     names.get(id).cloned().unwrap_or_else(|| id.to_string())
                 })?;
                 let guard = keys.subnet_guard(scope);
-                compares.push(Compare::mod_revision(
-                    guard.clone(),
-                    CompareOp::Equal,
-                    taken.guard_revision,
-                ));
-                ops.push(TxnOp::put(guard, id.clone(), None));
                 let subnet_key = keys.subnet(scope, subnet, &id);
-                compares.push(Compare::create_revision(subnet_key.clone(), CompareOp::Equal, 0));
-                ops.push(TxnOp::put(subnet_key, id.clone(), None));
+                write = write
+                    .when(Guard::Unchanged(guard.clone(), taken.guard_revision))
+                    .then(Op::put(guard, id.clone()))
+                    .when(Guard::Absent(subnet_key.clone()))
+                    .then(Op::put(subnet_key, id.clone()));
                 record.subnet = Some(subnet);
                 record.gateway = Some(spec.gateway.unwrap_or_else(|| net::default_gateway(subnet)));
                 let bridge = spec.bridge.clone().unwrap_or_else(|| match spec.driver {
@@ -166,20 +163,21 @@ impl Networks {
                     _ => format!("br-{}", &id[..12]),
                 });
                 let bridge_key = keys.bridge_name(&bridge);
-                compares.push(Compare::create_revision(bridge_key.clone(), CompareOp::Equal, 0));
-                ops.push(TxnOp::put(bridge_key, id.clone(), None));
+                write = write
+                    .when(Guard::Absent(bridge_key.clone()))
+                    .then(Op::put(bridge_key, id.clone()));
                 record.bridge = Some(bridge);
             }
             if spec.driver == Driver::Overlay {
                 let vni = ipam::choose_vni(&ipam::taken_vnis(&self.store).await?)?;
                 let vni_key = keys.vni(vni);
-                compares.push(Compare::create_revision(vni_key.clone(), CompareOp::Equal, 0));
-                ops.push(TxnOp::put(vni_key, id.clone(), None));
+                write = write
+                    .when(Guard::Absent(vni_key.clone()))
+                    .then(Op::put(vni_key, id.clone()));
                 record.vni = Some(vni);
             }
-            ops.push(TxnOp::put(keys.network(&id), to_json(&record)?, None));
-            let resp = self.store.txn(Txn::new().when(compares).and_then(ops)).await?;
-            if resp.succeeded() {
+            let write = write.then(Op::put_json(keys.network(&id), &record)?);
+            if self.store.write(write).await?.committed() {
                 tracing::info!(network = %record.name, id = %record.id, subnet = ?record.subnet, "network created");
                 return Ok(record);
             }
@@ -320,34 +318,23 @@ impl Networks {
                     names.join(", ")
                 )));
             }
-            let mut ops = vec![
-                TxnOp::delete(keys.network(&net.id), None),
-                TxnOp::delete(keys.network_name(&net.name), None),
-                TxnOp::delete(
-                    keys.ipam_network(&net.id),
-                    Some(etcd_client::DeleteOptions::new().with_prefix()),
-                ),
-            ];
+            let mut write = Write::new()
+                // No endpoint key exists, and the network still does.
+                .when(Guard::NoneUnder(keys.endpoints(&net.id)))
+                .when(Guard::Present(keys.network(&net.id)))
+                .then(Op::delete(keys.network(&net.id)))
+                .then(Op::delete(keys.network_name(&net.name)))
+                .then(Op::delete_under(keys.ipam_network(&net.id)));
             if let Some(subnet) = net.subnet {
-                ops.push(TxnOp::delete(keys.subnet(net.scope, subnet, &net.id), None));
+                write = write.then(Op::delete(keys.subnet(net.scope, subnet, &net.id)));
             }
             if let Some(bridge) = &net.bridge {
-                ops.push(TxnOp::delete(keys.bridge_name(bridge), None));
+                write = write.then(Op::delete(keys.bridge_name(bridge)));
             }
             if let Some(vni) = net.vni {
-                ops.push(TxnOp::delete(keys.vni(vni), None));
+                write = write.then(Op::delete(keys.vni(vni)));
             }
-            let compares = vec![
-                // Over a range: true only when no endpoint key exists.
-                Compare::create_revision(keys.endpoints(&net.id), CompareOp::Equal, 0).with_prefix(),
-                Compare::create_revision(keys.network(&net.id), CompareOp::NotEqual, 0),
-            ];
-            if self
-                .store
-                .txn(Txn::new().when(compares).and_then(ops))
-                .await?
-                .succeeded()
-            {
+            if self.store.write(write).await?.committed() {
                 tracing::info!(network = %net.name, id = %net.id, "network removed");
                 return Ok(net);
             }

@@ -21,13 +21,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
-
 use crate::error::{ApiError, Result};
 use crate::nodes::Nodes;
 use crate::sandboxes::Sandboxes;
-use crate::store::Store;
 use crate::store::records::{EndpointRecord, Phase, SandboxRecord};
+use crate::store::{Guard, Op, Store, Write};
 
 /// What the loop did since the process started, by kind.
 #[derive(Debug, Default)]
@@ -113,19 +111,12 @@ impl Repair {
         let mut client = self.store.client();
         loop {
             let lease = client.lease_grant(ttl, None).await?.id();
-            let resp = self
-                .store
-                .txn(
-                    Txn::new()
-                        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                        .and_then([TxnOp::put(
-                            key.clone(),
-                            self.replica.clone(),
-                            Some(PutOptions::new().with_lease(lease)),
-                        )]),
-                )
-                .await?;
-            if resp.succeeded() {
+            let write = Write::new().when(Guard::Absent(key.clone())).then(Op::put_leased(
+                key.clone(),
+                self.replica.clone(),
+                lease,
+            ));
+            if self.store.write(write).await?.committed() {
                 return Ok(lease);
             }
             let _ = client.lease_revoke(lease).await;
@@ -366,15 +357,10 @@ impl Repair {
                 next.insert(key, mod_rev);
                 continue;
             }
-            let resp = self
-                .store
-                .txn(
-                    Txn::new()
-                        .when([Compare::mod_revision(key.clone(), CompareOp::Equal, mod_rev)])
-                        .and_then([TxnOp::delete(key.clone(), None)]),
-                )
-                .await?;
-            if resp.succeeded() {
+            let write = Write::new()
+                .when(Guard::Unchanged(key.clone(), mod_rev))
+                .then(Op::delete(key.clone()));
+            if self.store.write(write).await?.committed() {
                 Counters::add(&self.counters.orphans_freed);
                 tracing::info!(key = %key, "repair: freed a key without an owner");
             }

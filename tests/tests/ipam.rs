@@ -7,7 +7,7 @@ use std::process::Command;
 use berth_api::error::ApiError;
 use berth_api::ipam::{self, Allocated};
 use berth_api::networks::{NetworkSpec, Networks};
-use berth_api::store::Store;
+use berth_api::store::{Guard, Store, Write};
 use berth_tests::{ApiServer, Etcd, unique};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -83,7 +83,7 @@ async fn explicit_addresses_pools_per_node_and_exhaustion() {
         let store = store.clone();
         async move {
             let pool = ipam::pool_for(&net, node).to_string();
-            ipam::allocate_ip(&store, &net, &pool, want, "owner", |_| Ok((vec![], vec![]))).await
+            ipam::allocate_ip(&store, &net, &pool, want, "owner", |_| Ok(Write::new())).await
         }
     };
     // A /30 has exactly one address besides the gateway, per node.
@@ -122,14 +122,7 @@ async fn explicit_addresses_pools_per_node_and_exhaustion() {
     let guard = format!("{prefix}/v1/guard-test");
     let pool = ipam::pool_for(&wide, "node1").to_string();
     let res = ipam::allocate_ip(&store, &wide, &pool, None, "o", |_| {
-        Ok((
-            vec![etcd_client::Compare::create_revision(
-                guard.clone(),
-                etcd_client::CompareOp::NotEqual,
-                0,
-            )],
-            vec![],
-        ))
+        Ok(Write::new().when(Guard::Present(guard.clone())))
     })
     .await
     .expect("allocate");

@@ -18,7 +18,6 @@ use berth_core::names::validate_name;
 use berth_core::net::parse_ip;
 use berth_core::ports::PortMapping;
 use berth_proto::v1 as pb;
-use etcd_client::{Compare, CompareOp};
 
 use crate::agents::{Agents, agent_error};
 use crate::error::{ApiError, Result};
@@ -26,8 +25,8 @@ use crate::grpc::convert;
 use crate::networks::Networks;
 use crate::nodes::Nodes;
 use crate::overlay::Overlay;
-use crate::store::Store;
 use crate::store::records::{EndpointRecord, NetworkRecord, NodeRecord, SandboxMode, SandboxRecord};
+use crate::store::{Guard, Store};
 
 pub use self::reserved::{DEFAULT_RESERVED_PORTS, ReservedPorts};
 
@@ -130,19 +129,15 @@ fn mode_of(driver: Driver) -> SandboxMode {
     }
 }
 
-/// Compares that hold while nothing else publishes `p` on `node`.
-fn port_free(keys: &crate::store::Keys, node: &str, p: &PortMapping) -> Vec<Compare> {
+/// Guards that hold while nothing else publishes `p` on `node`.
+fn port_free(keys: &crate::store::Keys, node: &str, p: &PortMapping) -> Vec<Guard> {
     match p.host_ip {
         // All addresses: no binding of that port at all.
-        None => vec![Compare::create_revision(keys.port_range(node, p), CompareOp::Equal, 0).with_prefix()],
+        None => vec![Guard::NoneUnder(keys.port_range(node, p))],
         // One address: neither the same address nor all addresses.
         Some(_) => vec![
-            Compare::create_revision(keys.port(node, p), CompareOp::Equal, 0),
-            Compare::create_revision(
-                keys.port(node, &PortMapping { host_ip: None, ..*p }),
-                CompareOp::Equal,
-                0,
-            ),
+            Guard::Absent(keys.port(node, p)),
+            Guard::Absent(keys.port(node, &PortMapping { host_ip: None, ..*p })),
         ],
     }
 }
