@@ -32,14 +32,14 @@ impl NetworkSpec {
     /// Validates a user's request; nothing is touched before this passes.
     pub fn validate(
         name: &str,
-        driver: &str,
+        driver: Option<Driver>,
         subnet: &str,
         gateway: &str,
         options: BTreeMap<String, String>,
         labels: BTreeMap<String, String>,
     ) -> Result<Self> {
         validate_name("name", name)?;
-        let driver: Driver = driver.parse()?;
+        let driver = Driver::for_new_network(driver)?;
         let subnet = match subnet {
             "" => None,
             s => Some(net::parse_subnet("subnet", s)?),
@@ -349,24 +349,28 @@ impl Networks {
 mod tests {
     use super::*;
 
-    fn spec(name: &str, driver: &str, subnet: &str, gw: &str) -> Result<NetworkSpec> {
+    const BRIDGE: Option<Driver> = Some(Driver::Bridge);
+
+    fn spec(name: &str, driver: Option<Driver>, subnet: &str, gw: &str) -> Result<NetworkSpec> {
         NetworkSpec::validate(name, driver, subnet, gw, BTreeMap::new(), BTreeMap::new())
     }
 
     #[test]
     fn validation() {
-        assert!(spec("my-bridge", "bridge", "", "").is_ok());
-        assert!(spec("-bad", "bridge", "", "").is_err());
-        assert!(spec("n", "macvlan", "", "").is_err());
-        assert!(spec("n", "bridge", "", "172.20.0.1").is_err());
-        assert!(spec("n", "bridge", "172.20.0.0/16", "172.21.0.1").is_err());
-        assert!(spec("n", "bridge", "172.20.0.0/16", "172.20.0.0").is_err());
-        let s = spec("n", "overlay", "10.9.0.0/24", "10.9.0.254").unwrap();
+        assert!(spec("my-bridge", BRIDGE, "", "").is_ok());
+        assert_eq!(spec("n", None, "", "").unwrap().driver, Driver::Bridge);
+        assert!(spec("-bad", BRIDGE, "", "").is_err());
+        assert!(spec("n", Some(Driver::Host), "", "").is_err());
+        assert!(spec("n", Some(Driver::Null), "", "").is_err());
+        assert!(spec("n", BRIDGE, "", "172.20.0.1").is_err());
+        assert!(spec("n", BRIDGE, "172.20.0.0/16", "172.21.0.1").is_err());
+        assert!(spec("n", BRIDGE, "172.20.0.0/16", "172.20.0.0").is_err());
+        let s = spec("n", Some(Driver::Overlay), "10.9.0.0/24", "10.9.0.254").unwrap();
         assert_eq!(s.driver, Driver::Overlay);
         assert_eq!(s.gateway, Some(Ipv4Addr::new(10, 9, 0, 254)));
         let mut labels = BTreeMap::new();
         labels.insert("bad key".to_string(), "v".to_string());
-        assert!(NetworkSpec::validate("n", "", "", "", BTreeMap::new(), labels).is_err());
+        assert!(NetworkSpec::validate("n", None, "", "", BTreeMap::new(), labels).is_err());
     }
 
     #[test]
@@ -379,11 +383,11 @@ mod tests {
         let labels = |n: usize| -> BTreeMap<String, String> {
             (0..n).map(|i| (format!("l{i}"), "v".into())).collect()
         };
-        assert!(NetworkSpec::validate("n", "", "", "", BTreeMap::new(), labels(MAX_LABELS)).is_ok());
+        assert!(NetworkSpec::validate("n", None, "", "", BTreeMap::new(), labels(MAX_LABELS)).is_ok());
         assert_eq!(
             invalid(NetworkSpec::validate(
                 "n",
-                "",
+                None,
                 "",
                 "",
                 BTreeMap::new(),
@@ -398,16 +402,16 @@ mod tests {
         let mut over = big.clone();
         over.insert("c".into(), "v".repeat(4096));
         over.insert("d".into(), "v".repeat(4096));
-        assert!(NetworkSpec::validate("n", "", "", "", BTreeMap::new(), big).is_ok());
+        assert!(NetworkSpec::validate("n", None, "", "", BTreeMap::new(), big).is_ok());
         assert_eq!(
-            invalid(NetworkSpec::validate("n", "", "", "", BTreeMap::new(), over)),
+            invalid(NetworkSpec::validate("n", None, "", "", BTreeMap::new(), over)),
             "invalid labels: 16388 bytes of keys and values, at most 16384"
         );
         let opts = |v: String| BTreeMap::from([(options::BRIDGE_NAME.to_string(), v)]);
         assert_eq!(
             invalid(NetworkSpec::validate(
                 "n",
-                "",
+                None,
                 "",
                 "",
                 opts("x".repeat(MAX_OPTION_VALUE_BYTES + 1)),
@@ -417,7 +421,7 @@ mod tests {
         );
         let many: BTreeMap<String, String> = (0..17).map(|i| (format!("k{i}"), String::new())).collect();
         assert_eq!(
-            invalid(NetworkSpec::validate("n", "", "", "", many, BTreeMap::new())),
+            invalid(NetworkSpec::validate("n", None, "", "", many, BTreeMap::new())),
             "invalid options: 17 options, at most 16"
         );
     }

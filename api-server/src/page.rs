@@ -209,7 +209,7 @@ mod tests {
         pb::Network {
             id: "f".repeat(64),
             name: "n".repeat(63),
-            driver: "overlay".into(),
+            driver: pb::NetworkDriver::Overlay as i32,
             scope: "global".into(),
             subnet: "255.255.255.252/30".into(),
             gateway: "255.255.255.253".into(),

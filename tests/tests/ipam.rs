@@ -8,6 +8,7 @@ use berth_api::error::ApiError;
 use berth_api::ipam::{self, Allocated};
 use berth_api::networks::{NetworkSpec, Networks};
 use berth_api::store::{Guard, Store, Write};
+use berth_core::model::Driver;
 use berth_tests::{ApiServer, Etcd, unique};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -75,8 +76,15 @@ async fn explicit_addresses_pools_per_node_and_exhaustion() {
         .expect("store");
     let nets = Networks::new(store.clone());
     let spec = |name: &str, subnet: &str| {
-        NetworkSpec::validate(name, "bridge", subnet, "", Default::default(), Default::default())
-            .expect("spec")
+        NetworkSpec::validate(
+            name,
+            Some(Driver::Bridge),
+            subnet,
+            "",
+            Default::default(),
+            Default::default(),
+        )
+        .expect("spec")
     };
     let tiny = nets.create(spec("tiny", "10.9.0.0/30")).await.expect("tiny");
     let alloc = |net, node: &'static str, want: Option<Ipv4Addr>| {

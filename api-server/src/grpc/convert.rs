@@ -1,16 +1,42 @@
 //! Conversions from records to generated proto types; the only place that
 //! knows both.
+use berth_core::Invalid;
 use berth_core::model::Driver;
 use berth_proto::v1 as pb;
 
 use crate::nodes::NodeStatus;
 use crate::store::records::{EndpointRecord, NetworkRecord, Phase, SandboxMode, SandboxRecord};
 
+/// The proto enum of a driver.
+pub fn driver(d: Driver) -> pb::NetworkDriver {
+    match d {
+        Driver::Bridge => pb::NetworkDriver::Bridge,
+        Driver::Overlay => pb::NetworkDriver::Overlay,
+        Driver::Host => pb::NetworkDriver::Host,
+        Driver::Null => pb::NetworkDriver::Null,
+    }
+}
+
+/// The driver a request names; `None` when unspecified.
+pub fn driver_from_proto(value: i32) -> Result<Option<Driver>, Invalid> {
+    match pb::NetworkDriver::try_from(value) {
+        Ok(pb::NetworkDriver::Unspecified) => Ok(None),
+        Ok(pb::NetworkDriver::Bridge) => Ok(Some(Driver::Bridge)),
+        Ok(pb::NetworkDriver::Overlay) => Ok(Some(Driver::Overlay)),
+        Ok(pb::NetworkDriver::Host) => Ok(Some(Driver::Host)),
+        Ok(pb::NetworkDriver::Null) => Ok(Some(Driver::Null)),
+        Err(_) => Err(Invalid::new(
+            "driver",
+            format!("unknown driver {value} (use bridge or overlay)"),
+        )),
+    }
+}
+
 pub fn network(n: &NetworkRecord) -> pb::Network {
     pb::Network {
         id: n.id.clone(),
         name: n.name.clone(),
-        driver: n.driver.to_string(),
+        driver: driver(n.driver) as i32,
         scope: n.scope.to_string(),
         subnet: n.subnet.map(|s| s.to_string()).unwrap_or_default(),
         gateway: n.gateway.map(|g| g.to_string()).unwrap_or_default(),
@@ -108,5 +134,22 @@ pub fn sandbox(r: &SandboxRecord, endpoints: &[(EndpointRecord, NetworkRecord)])
             Phase::Ready => pb::SandboxPhase::Ready,
             Phase::Removing => pb::SandboxPhase::Removing,
         } as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drivers_both_ways() {
+        for d in [Driver::Bridge, Driver::Overlay, Driver::Host, Driver::Null] {
+            assert_eq!(driver_from_proto(driver(d) as i32).unwrap(), Some(d));
+        }
+        assert_eq!(driver_from_proto(0).unwrap(), None);
+        assert_eq!(
+            driver_from_proto(42).unwrap_err().to_string(),
+            "invalid driver: unknown driver 42 (use bridge or overlay)"
+        );
     }
 }

@@ -25,7 +25,7 @@ impl NetworkService for NetworkApi {
         let r = req.into_inner();
         let spec = NetworkSpec::validate(
             &r.name,
-            &r.driver,
+            convert::driver_from_proto(r.driver).map_err(ApiError::from)?,
             &r.subnet,
             &r.gateway,
             r.options.into_iter().collect(),
