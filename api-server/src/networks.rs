@@ -11,6 +11,7 @@ use ipnet::Ipv4Net;
 
 use crate::error::{ApiError, Result};
 use crate::ipam;
+use crate::page::{Page, PageRequest};
 use crate::store::records::{EndpointRecord, NetworkRecord};
 use crate::store::{Guard, Op, Store, Write, new_id, now_rfc3339};
 
@@ -246,12 +247,15 @@ impl Networks {
 
     /// One page of networks in id order (a range read by key), and
     /// whether more follow.
-    pub async fn list_page(&self, page: &crate::page::PageRequest) -> Result<(Vec<NetworkRecord>, bool)> {
+    pub async fn list_page(&self, page: &PageRequest) -> Result<Page<NetworkRecord>> {
         let read = self
             .store
             .page_json::<NetworkRecord>(&self.store.keys.networks(), &page.after, page.size)
             .await?;
-        Ok((read.items.into_iter().map(|(_, v)| v.value).collect(), read.more))
+        Ok(Page {
+            items: read.items.into_iter().map(|(_, v)| v.value).collect(),
+            more: read.more,
+        })
     }
 
     async fn names_by_id(&self) -> Result<BTreeMap<String, String>> {

@@ -238,16 +238,9 @@ impl Repair {
     async fn resync_diverged(&self, nodes: &BTreeMap<String, crate::nodes::NodeStatus>) {
         for n in nodes.values().filter(|n| n.ready && !n.record.removing) {
             let name = &n.record.name;
-            let Ok(mut client) = self.sandboxes.agents().client(&n.record) else {
-                continue;
-            };
-            let status = match tokio::time::timeout(
-                Duration::from_secs(5),
-                client.status(berth_proto::v1::StatusRequest {}),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s.into_inner(),
+            let agents = self.sandboxes.agents();
+            let status = match tokio::time::timeout(Duration::from_secs(5), agents.status(&n.record)).await {
+                Ok(Ok(s)) => s,
                 _ => continue, // unreachable: its lease decides
             };
             let desired = match self.sandboxes.desired_state(name).await {
@@ -257,11 +250,10 @@ impl Repair {
                     continue;
                 }
             };
-            let failing = status.objects.iter().any(|o| !o.ok);
-            if !failing && status.sandboxes as usize == desired.sandboxes.len() {
+            if !status.failing && status.sandboxes == desired.sandboxes.len() {
                 continue;
             }
-            match client.sync(desired).await {
+            match agents.sync(&n.record, &desired).await {
                 Ok(_) => {
                     Counters::add(&self.counters.nodes_resynced);
                     tracing::info!(node = %name, "repair: node diverged from its records; sent its desired state");

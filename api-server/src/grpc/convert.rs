@@ -1,10 +1,12 @@
-//! Conversions from records to generated proto types; the only place that
-//! knows both.
+//! Conversions between domain types (records, views, requests) and the
+//! generated proto types; the only place that knows both.
 use berth_core::Invalid;
 use berth_core::model::Driver;
 use berth_proto::v1 as pb;
 
 use crate::nodes::NodeStatus;
+use crate::overlay::PeerSet;
+use crate::sandboxes::{NodeState, PortRequest, SandboxRequest, SandboxView};
 use crate::store::records::{EndpointRecord, NetworkRecord, Phase, SandboxMode, SandboxRecord};
 
 /// The proto enum of a driver.
@@ -134,6 +136,82 @@ pub fn sandbox(r: &SandboxRecord, endpoints: &[(EndpointRecord, NetworkRecord)])
             Phase::Ready => pb::SandboxPhase::Ready,
             Phase::Removing => pb::SandboxPhase::Removing,
         } as i32,
+    }
+}
+
+/// A sandbox with its endpoints, at the revision it was read at.
+pub fn sandbox_view(v: &SandboxView) -> pb::Sandbox {
+    pb::Sandbox {
+        generation: v.generation,
+        ..sandbox(&v.record, &v.endpoints)
+    }
+}
+
+/// The networks of a sandbox's endpoints, in attach order.
+pub fn sandbox_networks(v: &SandboxView) -> Vec<pb::Network> {
+    v.endpoints.iter().map(|(_, n)| network(n)).collect()
+}
+
+pub fn peer_set(p: &PeerSet) -> pb::OverlayPeers {
+    pb::OverlayPeers {
+        network_id: p.network_id.clone(),
+        peers: p
+            .peers
+            .iter()
+            .map(|peer| pb::OverlayPeer {
+                ip: peer.ip.to_string(),
+                mac: peer.mac.clone(),
+                vtep: peer.vtep.to_string(),
+                node: peer.node.clone(),
+                sandbox_name: peer.sandbox_name.clone(),
+                aliases: peer.aliases.clone(),
+            })
+            .collect(),
+        vteps: p.vteps.iter().map(|v| v.to_string()).collect(),
+        revision: p.revision,
+    }
+}
+
+pub fn node_state(s: &NodeState) -> pb::NodeState {
+    pb::NodeState {
+        node: s.node.clone(),
+        networks: s.networks.iter().map(network).collect(),
+        sandboxes: s.sandboxes.iter().map(sandbox_view).collect(),
+        peers: s.peers.iter().map(peer_set).collect(),
+        revision: s.revision,
+    }
+}
+
+/// A create request, fields as sent (validated by `SandboxSpec::validate`).
+pub fn sandbox_request(r: pb::CreateSandboxRequest) -> SandboxRequest {
+    // Every field by name: a field added to the proto is a compile error here.
+    let pb::CreateSandboxRequest {
+        name,
+        node,
+        network,
+        ip,
+        aliases,
+        links,
+        ports,
+        command,
+    } = r;
+    SandboxRequest {
+        name,
+        node,
+        network,
+        ip,
+        aliases,
+        command,
+        ports: ports
+            .into_iter()
+            .map(|p| PortRequest {
+                host_ip: p.host_ip,
+                host_port: p.host_port,
+                container_port: p.container_port,
+                protocol: p.protocol,
+            })
+            .collect(),
+        links: links.into_iter().map(|l| (l.name, l.alias)).collect(),
     }
 }
 

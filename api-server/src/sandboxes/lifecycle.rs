@@ -4,7 +4,6 @@
 //! confirmed (or the node is gone), and only if nothing changed the sandbox
 //! since it was marked, so two replicas doing the same thing end in one
 //! outcome and nothing is released twice.
-use berth_proto::v1 as pb;
 
 use super::{SandboxView, Sandboxes};
 use crate::agents::agent_error;
@@ -160,15 +159,7 @@ impl Sandboxes {
             .overlay
             .peers_for_node(&node.name, &view.network_refs())
             .await?;
-        let mut client = self.agents.client(node).map_err(tonic::Status::from)?;
-        client
-            .ensure_sandbox(pb::EnsureSandboxRequest {
-                sandbox: Some(view.to_proto()),
-                networks: view.networks(),
-                peers,
-            })
-            .await?;
-        Ok(())
+        self.agents.ensure_sandbox(node, view, &peers).await
     }
 
     /// RemoveSandbox on the owning agent.
@@ -177,15 +168,6 @@ impl Sandboxes {
         node: &NodeRecord,
         view: &SandboxView,
     ) -> Result<(), tonic::Status> {
-        let mut client = self.agents.client(node).map_err(tonic::Status::from)?;
-        let record = &view.record;
-        client
-            .remove_sandbox(pb::RemoveAgentSandboxRequest {
-                sandbox_id: record.id.clone(),
-                netns: record.netns.clone().unwrap_or_default(),
-                generation: view.generation,
-            })
-            .await?;
-        Ok(())
+        self.agents.remove_sandbox(node, view).await
     }
 }
