@@ -3,4 +3,5 @@
 pub mod convert;
 pub mod network;
 pub mod node;
+pub mod page;
 pub mod sandbox;

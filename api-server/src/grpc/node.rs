@@ -68,6 +68,7 @@ impl RegistryService for NodeApi {
     ) -> Result<Response<pb::NodeState>, Status> {
         let node = &req.get_ref().node;
         self.nodes.get(node).await?;
-        Ok(Response::new(self.sandboxes.desired_state(node).await?))
+        let state = self.sandboxes.desired_state(node).await?;
+        Ok(Response::new(convert::node_state(&state)))
     }
 }
