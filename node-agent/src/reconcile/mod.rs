@@ -38,7 +38,7 @@ use crate::kernel::{netns, sysctl};
 use crate::model::{Desired, NetworkSpec, PeerSet, SandboxSpec};
 use crate::names::NameIndex;
 use crate::nft::Ruleset;
-use crate::state::{Loaded, NsRecord, Owned, StateDir};
+use crate::state::{ExternalRecord, Loaded, NsRecord, Owned, StateDir};
 
 /// What the agent publishes about its convergence (`AgentService.Status`).
 #[derive(Debug, Clone, Default)]
@@ -72,6 +72,8 @@ pub struct PassReport {
     pub actions: usize,
     /// Failed objects, with the sandboxes they fail.
     pub errors: Vec<(ObjectKey, Vec<String>, ObjectError)>,
+    /// Sandboxes whose runtime's namespace is gone (see [`Plan::vanished`]).
+    pub vanished: Vec<String>,
 }
 
 impl PassReport {
@@ -163,7 +165,9 @@ fn desired_keys(d: &Desired, scope: &Scope) -> Vec<(ObjectKey, Option<String>)> 
         let id = Some(s.id.clone());
         if let Some(ns) = &s.netns {
             out.push((ObjectKey::new(ObjectKind::Namespace, ns), id.clone()));
-            out.push((ObjectKey::new(ObjectKind::EtcFiles, ns), id.clone()));
+            if s.external.is_none() {
+                out.push((ObjectKey::new(ObjectKind::EtcFiles, ns), id.clone()));
+            }
         }
         for ep in &s.endpoints {
             out.push((ObjectKey::new(ObjectKind::Endpoint, ep.host_ifname()), id.clone()));
@@ -507,6 +511,12 @@ pub fn observe_request(
         for s in d.sandboxes.values().filter(|s| scope.has_sandbox(&s.id)) {
             links.extend(s.endpoints.iter().map(|e| e.host_ifname()));
         }
+        // berth's interfaces in runtimes' namespaces, to remove the unwanted.
+        for (id, rec) in &owned.external {
+            if scope.has_sandbox(id) {
+                links.extend(rec.links.keys().cloned());
+            }
+        }
         req.links = Some(links);
     }
     for s in d.sandboxes.values() {
@@ -516,7 +526,9 @@ pub fn observe_request(
         };
         if scope.has_sandbox(&s.id) {
             req.inspect.insert(ns.clone());
-            req.etc.insert(ns.clone());
+            if s.external.is_none() {
+                req.etc.insert(ns.clone());
+            }
         } else if !s.links.is_empty() {
             req.etc.insert(ns.clone());
         }
@@ -641,6 +653,15 @@ pub async fn run_pass<E: Executor>(
             failed.push((a.key(), failed_sandboxes(a, d), e));
             continue;
         }
+        // And an interface about to go into a runtime's namespace.
+        if let Action::EnsureEndpoint(e) = a
+            && let Some(x) = d.sandboxes.get(&e.sandbox_id).and_then(|s| s.external.as_ref())
+            && record_external(owned, &e.sandbox_id, x, &e.endpoint)
+            && let Err(err) = exec.persist(owned)
+        {
+            failed.push((a.key(), failed_sandboxes(a, d), err));
+            continue;
+        }
         match exec.execute(a, owned).await {
             Ok(effect) => {
                 record_success(a, effect, owned);
@@ -715,7 +736,29 @@ pub async fn run_pass<E: Executor>(
         );
     }
     report.errors = failed;
+    report.vanished = plan.vanished;
     report
+}
+
+/// Records an endpoint of a runtime's namespace as berth's; whether the record changed.
+fn record_external(
+    owned: &mut Owned,
+    sandbox_id: &str,
+    x: &crate::model::External,
+    ep: &crate::model::EndpointSpec,
+) -> bool {
+    let rec = owned
+        .external
+        .entry(sandbox_id.to_string())
+        .or_insert_with(|| ExternalRecord {
+            netns_path: x.netns_path.clone(),
+            inode: x.inode,
+            links: Default::default(),
+        });
+    let fresh = rec.netns_path != x.netns_path || rec.inode != x.inode;
+    rec.netns_path.clone_from(&x.netns_path);
+    rec.inode = x.inode;
+    fresh | (rec.links.insert(ep.host_ifname(), ep.id.clone()).as_deref() != Some(ep.id.as_str()))
 }
 
 /// Updates berth's record after an action succeeded.
@@ -738,6 +781,9 @@ fn record_success(a: &Action, effect: Effect, owned: &mut Owned) {
         }
         (Action::StopCommand { sandbox_id }, _) => {
             owned.commands.remove(sandbox_id);
+        }
+        (Action::ForgetExternal { sandbox_id, .. }, _) => {
+            owned.external.remove(sandbox_id);
         }
         (Action::RemoveLink { ifname, .. }, _) => {
             owned.bridges.remove(ifname);
