@@ -14,6 +14,7 @@ use tempfile::TempDir;
 pub mod cluster;
 pub mod invariants;
 pub mod tls;
+pub mod unix;
 
 /// Where the workspace's binaries are: `$BERTH_BIN_DIR`, else the cargo
 /// target directory this test binary was built into.
