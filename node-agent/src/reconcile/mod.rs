@@ -10,6 +10,7 @@
 pub mod action;
 pub mod desired;
 pub mod executor;
+pub mod external;
 #[cfg(test)]
 pub mod fake;
 pub mod kernel;
@@ -17,7 +18,7 @@ pub mod observed;
 pub mod plan;
 pub mod report;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -124,6 +125,10 @@ pub struct Reconciler {
     wanted_links: Arc<RwLock<BTreeSet<String>>>,
     /// Asks the convergence loop for a full pass soon.
     wake: Arc<Notify>,
+    /// Attachments whose runtime's namespace vanished, to detach through
+    /// the API server ([`external`]), and the notification that there are some.
+    vanished: std::sync::Mutex<BTreeMap<String, crate::model::External>>,
+    vanished_wake: Arc<Notify>,
 }
 
 /// The sandboxes an action's failure fails.
@@ -230,6 +235,8 @@ impl Reconciler {
             }),
             wanted_links: Arc::default(),
             wake: Arc::new(Notify::new()),
+            vanished: Default::default(),
+            vanished_wake: Arc::new(Notify::new()),
         })
     }
 
@@ -294,8 +301,9 @@ impl Reconciler {
             .iter()
             .flat_map(|s| s.endpoints.iter().map(|e| e.network_id.clone()))
             .collect();
-        // Unknown here but named by the API server: berth's if its marker says so.
-        if spec.is_none() && !netns_name.is_empty() {
+        // Unknown here but named by the API server: berth's if its marker says
+        // so (a runtime's namespace, named by path, never is).
+        if spec.is_none() && !netns_name.is_empty() && !crate::model::is_path(netns_name) {
             let ns = format!("{}{netns_name}", self.netns_prefix);
             if !inner.owned.netns.contains_key(&ns) {
                 if marked_for(&ns, id).await {
@@ -433,6 +441,7 @@ impl Reconciler {
         let report = run_pass(&mut exec, d, owned, saved, scope, &config, results).await;
         drop(exec);
         self.publish_wanted(d);
+        self.note_vanished(d, &report.vanished);
         report
     }
 
@@ -454,6 +463,13 @@ impl Reconciler {
         if netns_name.is_empty() {
             return crate::exec::Target {
                 netns: None,
+                etc_dir: None,
+            };
+        }
+        if crate::model::is_path(netns_name) {
+            // A runtime's namespace: its files are the runtime's business.
+            return crate::exec::Target {
+                netns: Some(netns::path(netns_name)),
                 etc_dir: None,
             };
         }
