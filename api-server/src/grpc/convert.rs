@@ -4,7 +4,9 @@ use berth_core::model::Driver;
 use berth_proto::v1 as pb;
 
 use crate::nodes::NodeStatus;
-use crate::store::records::{EndpointRecord, NetworkRecord, Phase, SandboxMode, SandboxRecord};
+use crate::store::records::{
+    EndpointRecord, NetworkRecord, Phase, SandboxMode, SandboxOrigin, SandboxRecord,
+};
 
 pub fn network(n: &NetworkRecord) -> pb::Network {
     pb::Network {
@@ -108,5 +110,26 @@ pub fn sandbox(r: &SandboxRecord, endpoints: &[(EndpointRecord, NetworkRecord)])
             Phase::Ready => pb::SandboxPhase::Ready,
             Phase::Removing => pb::SandboxPhase::Removing,
         } as i32,
+        origin: origin(r.origin) as i32,
+        container_id: r
+            .external
+            .as_ref()
+            .map(|x| x.container_id.clone())
+            .unwrap_or_default(),
+        netns_path: r
+            .external
+            .as_ref()
+            .map(|x| x.netns_path.clone())
+            .unwrap_or_default(),
+        netns_inode: r.external.as_ref().map_or(0, |x| x.netns_inode),
+        ifname: r.external.as_ref().map(|x| x.ifname.clone()).unwrap_or_default(),
+    }
+}
+
+pub fn origin(o: SandboxOrigin) -> pb::SandboxOrigin {
+    match o {
+        SandboxOrigin::Berth => pb::SandboxOrigin::Berth,
+        SandboxOrigin::Cni => pb::SandboxOrigin::Cni,
+        SandboxOrigin::Docker => pb::SandboxOrigin::Docker,
     }
 }

@@ -70,4 +70,27 @@ impl RegistryService for NodeApi {
         self.nodes.get(node).await?;
         Ok(Response::new(self.sandboxes.desired_state(node).await?))
     }
+
+    #[tracing::instrument(skip_all, fields(node = %req.get_ref().node, netns = %req.get_ref().netns_path, ifname = %req.get_ref().ifname))]
+    async fn attach_local(
+        &self,
+        req: Request<pb::AttachLocalRequest>,
+    ) -> Result<Response<pb::AttachLocalResponse>, Status> {
+        super::local::attach(&self.sandboxes, req.get_ref()).await
+    }
+
+    #[tracing::instrument(skip_all, fields(node = %req.get_ref().node, ifname = %req.get_ref().ifname))]
+    async fn detach_local(
+        &self,
+        req: Request<pb::DetachLocalRequest>,
+    ) -> Result<Response<pb::DetachLocalResponse>, Status> {
+        super::local::detach(&self.sandboxes, req.get_ref()).await
+    }
+
+    async fn list_local(
+        &self,
+        req: Request<pb::ListLocalRequest>,
+    ) -> Result<Response<pb::ListLocalResponse>, Status> {
+        super::local::list(&self.sandboxes, req.get_ref()).await
+    }
 }

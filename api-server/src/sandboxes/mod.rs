@@ -6,6 +6,7 @@ mod attach;
 mod create;
 mod lifecycle;
 mod limits;
+pub mod local;
 mod page;
 mod remove;
 mod reserved;
@@ -27,7 +28,9 @@ use crate::networks::Networks;
 use crate::nodes::Nodes;
 use crate::overlay::Overlay;
 use crate::store::Store;
-use crate::store::records::{EndpointRecord, NetworkRecord, NodeRecord, SandboxMode, SandboxRecord};
+use crate::store::records::{
+    EndpointRecord, ExternalRef, NetworkRecord, NodeRecord, SandboxMode, SandboxOrigin, SandboxRecord,
+};
 
 pub use self::reserved::{DEFAULT_RESERVED_PORTS, ReservedPorts};
 
@@ -42,6 +45,8 @@ pub struct SandboxSpec {
     pub command: Vec<String>,
     pub ports: Vec<PortMapping>,
     pub links: Vec<(String, String)>,
+    /// Set for an attachment of a runtime's namespace (AttachLocal).
+    pub external: Option<(SandboxOrigin, ExternalRef)>,
 }
 
 impl SandboxSpec {
@@ -92,6 +97,7 @@ impl SandboxSpec {
             command: r.command.clone(),
             ports,
             links,
+            external: None,
         })
     }
 }
@@ -351,7 +357,11 @@ impl Sandboxes {
         Ok((
             node.record,
             pb::AgentExecRequest {
-                netns: view.record.netns.clone().unwrap_or_default(),
+                // A runtime's namespace goes by its path.
+                netns: match &view.record.external {
+                    Some(x) => x.netns_path.clone(),
+                    None => view.record.netns.clone().unwrap_or_default(),
+                },
                 command: Vec::new(),
                 sandbox_name: view.record.name.clone(),
             },
