@@ -206,7 +206,7 @@ pub struct NetConf {
     #[serde(default)]
     pub network: String,
     /// The node agent's local socket; default `$BERTH_AGENT_SOCKET`, then `/run/berth/agent.sock`.
-    #[serde(default)]
+    #[serde(rename = "agent_socket", default)]
     pub agent_socket: Option<String>,
     #[serde(default)]
     pub runtime_config: RuntimeConfig,
@@ -374,6 +374,9 @@ mod tests {
         .unwrap();
         assert_eq!((c.version(), c.network().unwrap()), ("1.0.0", "demo"));
         assert_eq!(c.runtime_config.port_mappings[0].host_port, 8080);
+        let c =
+            NetConf::parse(br#"{"cniVersion":"1.0.0","network":"d","agent_socket":"/run/x.sock"}"#).unwrap();
+        assert_eq!(c.agent_socket.as_deref(), Some("/run/x.sock"));
         let e = NetConf::parse(br#"{"cniVersion":"0.3.1"}"#).unwrap_err();
         assert_eq!(e.code, code::INCOMPATIBLE_VERSION);
         assert_eq!(NetConf::parse(b"{").unwrap_err().code, code::DECODE_FAILURE);

@@ -480,7 +480,7 @@ pub async fn ensure_veth_with(node: &Handle, sandbox: &Handle, spec: &VethSpec<'
         Err(e) if e.errno() == Some(libc::EEXIST) && spec.foreign_netns => {
             // Either the host end's name or the peer's is taken; berth's host end is not there,
             // so in a runtime's namespace this is most likely the runtime's own interface.
-            return Err(KernelError::Mismatch(format!(
+            return Err(KernelError::Foreign(format!(
                 "interface {} already exists in netns {} (or {} on the node) and is not berth's",
                 spec.peer_name, spec.netns, spec.host_name
             )));
