@@ -249,10 +249,13 @@ async fn gc(conf: &NetConf) -> Result<(), CniError> {
             "GC needs \"cni.dev/valid-attachments\" in the configuration",
         ));
     };
+    // GC is per network configuration: attachments to other networks stay.
+    let network = conf.network()?.to_string();
     let mut client = connect(&agent_socket(conf)).await?;
     client
         .collect(pb::LocalCollectRequest {
             origin: origin(),
+            network,
             keep: valid
                 .iter()
                 .map(|a| pb::Attachment {

@@ -271,7 +271,11 @@ impl LocalService for LocalApi {
         let mut removed = Vec::new();
         for s in have.sandboxes {
             let key = (s.container_id.clone(), s.ifname.clone());
-            if keep.contains(&key) {
+            // The runtime's interface is the first endpoint; GC is per network.
+            let network = s.endpoints.first();
+            let other_network = !r.network.is_empty()
+                && network.is_none_or(|e| e.network_name != r.network && e.network_id != r.network);
+            if keep.contains(&key) || other_network {
                 continue;
             }
             tracing::info!(sandbox = %s.name, container = %s.container_id, "not among the runtime's attachments; detaching");

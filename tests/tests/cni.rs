@@ -391,13 +391,41 @@ fn the_plugin_attaches_checks_detaches_and_collects_like_libcni_drives_it() {
         &conf("1.1.0", "ov"),
     );
     assert!(a4.ok, "{}", a4.raw);
+    // An attachment to another network on the same node is not the GC's business.
+    let rt5 = RuntimeNs::new("f");
+    let a5 = cni(
+        &c,
+        2,
+        "ADD",
+        "c5eeeeeeeeeeeeeeee",
+        &rt5.path(),
+        "eth0",
+        "",
+        &conf("1.1.0", "br"),
+    );
+    assert!(a5.ok, "{}", a5.raw);
     let mut gc = conf("1.1.0", "ov");
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "c3cccccccccccccccc", "ifname": "eth0"}]);
     let g = cni(&c, 2, "GC", "", "", "", "", &gc);
     assert!(g.ok, "{}", g.raw);
     assert!(sandbox(&c, "cni-c4dddddddddd").is_none(), "collected");
     assert!(sandbox(&c, "cni-c3cccccccccc").is_some(), "kept");
+    assert!(
+        sandbox(&c, "cni-c5eeeeeeeeee").is_some(),
+        "another network's attachment stays"
+    );
     assert!(!rt4.links().contains("eth0"));
+    let d5 = cni(
+        &c,
+        2,
+        "DEL",
+        "c5eeeeeeeeeeeeeeee",
+        &rt5.path(),
+        "eth0",
+        "",
+        &conf("1.1.0", "br"),
+    );
+    assert!(d5.ok, "{}", d5.raw);
 
     // A container killed without DEL: its namespace goes; convergence detaches it and frees the address.
     drop(rt3);

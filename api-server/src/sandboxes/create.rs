@@ -161,7 +161,11 @@ impl Sandboxes {
             name: spec.name.clone(),
             node: node.name.clone(),
             mode,
-            netns: (mode != SandboxMode::Host).then(|| spec.name.clone()),
+            // A runtime's namespace goes by its path; berth's by the sandbox's name.
+            netns: match &spec.external {
+                Some((_, x)) => Some(x.netns_path.clone()),
+                None => (mode != SandboxMode::Host).then(|| spec.name.clone()),
+            },
             networks: std::iter::once(network.id.clone())
                 .chain(gw.iter().map(|(_, n)| n.id.clone()))
                 .collect(),
