@@ -6,7 +6,7 @@
 //! names, convergence) and realises it with the code of its own sandboxes.
 pub mod spec;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
@@ -36,8 +36,8 @@ pub fn agent_socket(conf: &NetConf) -> PathBuf {
         .into()
 }
 
-async fn connect(path: &PathBuf) -> Result<LocalServiceClient<Channel>, CniError> {
-    let p = path.clone();
+async fn connect(path: &Path) -> Result<LocalServiceClient<Channel>, CniError> {
+    let p = path.to_path_buf();
     let channel = Endpoint::from_static("http://localhost")
         .timeout(CALL_TIMEOUT)
         .connect_with_connector(tower::service_fn(move |_| {
