@@ -31,13 +31,32 @@ pub struct Config {
     #[arg(long, env = "BERTH_ETCD_PREFIX", default_value = "/berth")]
     pub etcd_prefix: String,
 
-    /// TCP address for the gRPC API (agents and remote CLIs). Empty disables TCP.
-    #[arg(long, env = "BERTH_API_LISTEN", default_value = "127.0.0.1:7420")]
+    /// TCP address for the gRPC API (agents and remote CLIs), e.g.
+    /// `0.0.0.0:7420` with TLS. Empty (the default): no TCP listener, only
+    /// the Unix socket, so nothing is served unauthenticated by default.
+    #[arg(long, env = "BERTH_API_LISTEN", default_value = "")]
     pub listen: String,
 
     /// Unix socket for the gRPC API (local CLI). Empty disables it.
     #[arg(long, env = "BERTH_API_SOCKET", default_value = "/run/berth/api.sock")]
     pub socket: PathBuf,
+
+    /// Group of the Unix socket (a name or a GID): the socket is created
+    /// with mode 0660, and its members (with root and this user) are admins.
+    /// Default: this process's group.
+    #[arg(
+        long,
+        env = "BERTH_API_SOCKET_GROUP",
+        value_name = "GROUP",
+        default_value = ""
+    )]
+    pub socket_group: String,
+
+    /// Serve --listen without TLS on a non-loopback address, and use plain
+    /// http:// etcd endpoints beyond loopback. Anyone who reaches the port
+    /// controls the cluster; logged as a warning at every start.
+    #[arg(long, env = "BERTH_INSECURE")]
+    pub insecure: bool,
 
     /// Seconds a node stays ready without a heartbeat from its agent.
     #[arg(long, env = "BERTH_NODE_TTL", default_value_t = 10)]
@@ -111,6 +130,45 @@ impl Config {
         Ok(Some(self.listen.parse().map_err(|e| {
             anyhow::anyhow!("--listen {:?}: {e}", self.listen)
         })?))
+    }
+
+    /// Refuses a plain TCP listener or plain etcd endpoints beyond loopback
+    /// unless `--insecure`; returns the warnings to log when `--insecure` is
+    /// what allowed them (none when TLS is on).
+    pub fn check_plain(&self, tls: bool) -> anyhow::Result<Vec<String>> {
+        let mut warnings = Vec::new();
+        if let Some(addr) = self.tcp()?
+            && !tls
+        {
+            berth_core::tls::check_plain_listener("berth-api", "--listen", addr, self.insecure)?;
+            if !addr.ip().is_loopback() {
+                warnings.push(format!(
+                    "--insecure: serving {addr} without TLS; anyone who reaches it can run commands on every node"
+                ));
+            }
+        }
+        for e in &self.etcd_endpoints {
+            let Some(rest) = e.strip_prefix("http://") else {
+                continue;
+            };
+            let host = rest.split('/').next().unwrap_or(rest);
+            let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback =
+                host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                continue;
+            }
+            if !self.insecure {
+                anyhow::bail!(
+                    "refusing plain --etcd-endpoints {e}: etcd holds the whole cluster state; \
+                     use https:// with --etcd-ca, --etcd-cert and --etcd-key (docs/security.md), \
+                     a loopback endpoint, or pass --insecure"
+                );
+            }
+            warnings.push(format!("--insecure: etcd endpoint {e} without TLS"));
+        }
+        Ok(warnings)
     }
 
     /// The Unix socket to listen on, if any.

@@ -13,14 +13,13 @@ use std::net::Ipv4Addr;
 
 use berth_core::model::Scope;
 use berth_core::net::{self, GLOBAL_POOL_TEXT, LOCAL_POOL_TEXT};
-use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use ipnet::Ipv4Net;
 use rand::Rng;
 
 use crate::error::{ApiError, Result};
-use crate::store::Store;
 use crate::store::keys::{CLUSTER_POOL, last_segment};
 use crate::store::records::NetworkRecord;
+use crate::store::{Guard, Op, Outcome, Read, Store, Write};
 
 /// First VXLAN network identifier handed out (Docker's overlay driver starts here too).
 pub const FIRST_VNI: u32 = 4096;
@@ -40,32 +39,23 @@ pub struct TakenSubnets {
 pub async fn taken_subnets(store: &Store, scope: Scope) -> Result<TakenSubnets> {
     let guard = store.keys.subnet_guard(scope);
     let prefix = store.keys.subnets(scope);
-    let resp = store
-        .txn(Txn::new().and_then([
-            TxnOp::get(guard.clone(), None),
-            TxnOp::get(prefix.clone(), Some(etcd_client::GetOptions::new().with_prefix())),
-        ]))
-        .await?;
-    let ops = resp.op_responses();
-    let mut guard_revision = 0;
+    let mut reads = store
+        .read_together(vec![Read::Key(guard), Read::Under(prefix)])
+        .await?
+        .into_iter();
+    let guard_revision = reads
+        .next()
+        .and_then(|g| g.first().map(|e| e.mod_revision))
+        .unwrap_or(0);
     let mut subnets = Vec::new();
-    for (i, op) in ops.into_iter().enumerate() {
-        let TxnOpResponse::Get(get) = op else {
-            continue;
-        };
-        for kv in get.kvs() {
-            if i == 0 {
-                guard_revision = kv.mod_revision();
-            } else {
-                let key = String::from_utf8_lossy(kv.key());
-                // .../subnets/<scope>/<a.b.c.d>-<len>/<network-id>
-                let seg = key.rsplit('/').nth(1).unwrap_or_default().replacen('-', "/", 1);
-                let net: Ipv4Net = seg
-                    .parse()
-                    .map_err(|_| ApiError::Internal(format!("bad subnet key {key}")))?;
-                subnets.push((net, String::from_utf8_lossy(kv.value()).into_owned()));
-            }
-        }
+    for entry in reads.next().unwrap_or_default() {
+        let key = &entry.key;
+        // .../subnets/<scope>/<a.b.c.d>-<len>/<network-id>
+        let seg = key.rsplit('/').nth(1).unwrap_or_default().replacen('-', "/", 1);
+        let net: Ipv4Net = seg
+            .parse()
+            .map_err(|_| ApiError::Internal(format!("bad subnet key {key}")))?;
+        subnets.push((net, String::from_utf8_lossy(&entry.value).into_owned()));
     }
     Ok(TakenSubnets {
         subnets,
@@ -143,7 +133,7 @@ pub enum Allocated {
     /// The address was taken and the caller's operations committed with it,
     /// at this etcd revision.
     Committed(Ipv4Addr, i64),
-    /// One of the caller's own compares failed; nothing was written.
+    /// One of the caller's own guards failed; nothing was written.
     CallerConflict,
 }
 
@@ -183,7 +173,7 @@ pub async fn pick_free(
 }
 
 /// Takes an address of `network` in `pool` for `owner`, in one transaction
-/// together with the caller's compares and operations built by `extra` for
+/// together with the caller's guards and operations built by `extra` for
 /// the chosen address. `requested` is honoured or refused with ALREADY_EXISTS.
 ///
 /// The first attempt takes the lowest free address; after losing a race it
@@ -198,7 +188,7 @@ pub async fn allocate_ip<F>(
     mut extra: F,
 ) -> Result<Allocated>
 where
-    F: FnMut(Ipv4Addr) -> Result<(Vec<Compare>, Vec<TxnOp>)>,
+    F: FnMut(Ipv4Addr) -> Result<Write>,
 {
     let (Some(subnet), Some(gateway)) = (network.subnet, network.gateway) else {
         return Err(ApiError::Internal(format!(
@@ -216,30 +206,15 @@ where
             None => pick_free(store, network, pool, attempt).await?,
         };
         let ip_key = store.keys.ipam(&network.id, pool, ip);
-        let (mut compares, mut ops) = extra(ip)?;
-        compares.push(Compare::create_revision(ip_key.clone(), CompareOp::Equal, 0));
-        compares.push(Compare::create_revision(net_key.clone(), CompareOp::NotEqual, 0));
-        ops.push(TxnOp::put(ip_key.clone(), owner, None));
-        let resp = store
-            .txn(
-                Txn::new()
-                    .when(compares)
-                    .and_then(ops)
-                    .or_else([TxnOp::get(ip_key, None), TxnOp::get(net_key.clone(), None)]),
-            )
-            .await?;
-        if resp.succeeded() {
-            return Ok(Allocated::Committed(
-                ip,
-                resp.header().map_or(0, |h| h.revision()),
-            ));
-        }
-        let gets: Vec<bool> = resp
-            .op_responses()
-            .into_iter()
-            .map(|r| matches!(r, TxnOpResponse::Get(g) if !g.kvs().is_empty()))
-            .collect();
-        let (ip_taken, network_exists) = (gets.first() == Some(&true), gets.get(1) == Some(&true));
+        let write = extra(ip)?
+            .when(Guard::Absent(ip_key.clone()))
+            .when(Guard::Present(net_key.clone()))
+            .then(Op::put(ip_key.clone(), owner));
+        let lost = match store.write(write).await? {
+            Outcome::Committed { revision } => return Ok(Allocated::Committed(ip, revision)),
+            lost => lost,
+        };
+        let (ip_taken, network_exists) = (lost.failed_on(&ip_key), !lost.failed_on(&net_key));
         if !network_exists {
             return Err(ApiError::not_found("network", &network.name));
         }
@@ -260,9 +235,9 @@ where
     )))
 }
 
-/// Returns the delete operation releasing `ip` of `network` in `pool`.
-pub fn release_op(store: &Store, network_id: &str, pool: &str, ip: Ipv4Addr) -> TxnOp {
-    TxnOp::delete(store.keys.ipam(network_id, pool, ip), None)
+/// The operation releasing `ip` of `network` in `pool`.
+pub fn release_op(store: &Store, network_id: &str, pool: &str, ip: Ipv4Addr) -> Op {
+    Op::delete(store.keys.ipam(network_id, pool, ip))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! berth-api: validates requests, keeps every piece of cluster state in etcd,
 //! allocates subnets, addresses and VNIs with transactions, and (with the node
 //! agent) drives the nodes.
+pub mod access;
 pub mod agents;
 pub mod config;
 pub mod error;

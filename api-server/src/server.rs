@@ -1,6 +1,8 @@
 //! Wires the services together and serves them on TCP (mutual TLS when
-//! configured) and a Unix socket (plain; guarded by file permissions), with
-//! gRPC health (following etcd) and reflection (see `tooling`).
+//! configured; plain only on loopback or with `--insecure`) and a Unix
+//! socket (plain; mode 0660 and peer credentials), with gRPC health
+//! (following etcd) and reflection (see `tooling`), every call checked by
+//! `access`.
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,6 +16,7 @@ use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
 use tonic::transport::server::Router;
 
+use crate::access::{AccessLayer, UnixPolicy};
 use crate::agents::Agents;
 use crate::config::Config;
 use crate::grpc::network::NetworkApi;
@@ -22,7 +25,7 @@ use crate::grpc::sandbox::SandboxApi;
 use crate::networks::Networks;
 use crate::nodes::Nodes;
 use crate::sandboxes::{ReservedPorts, Sandboxes};
-use crate::tls::{ApiTls, RegistryGuard, public_check, registry_check};
+use crate::tls::{ApiTls, RegistryGuard};
 use crate::tooling::{API_SERVICES, ApiHealth};
 use crate::unix_authority::FixAuthority;
 
@@ -30,6 +33,13 @@ use crate::unix_authority::FixAuthority;
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let tcp = config.tcp()?;
     let tls = ApiTls::load(&config)?;
+    for warning in config.check_plain(tls.is_some())? {
+        tracing::warn!("{warning}");
+    }
+    let unix_policy = UnixPolicy {
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: socket_group(&config.socket_group)?,
+    };
     let store = crate::tls::connect_store(&config)
         .await
         .context("connecting to etcd")?;
@@ -64,46 +74,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let repair_task = tokio::spawn(repair.run());
     // `tls`: the router serves TCP with TLS, so every call must carry a
     // certificate with the right role; the Unix socket's router has none.
-    let router = |tls: Option<&ApiTls>| -> anyhow::Result<Router> {
+    // The access layer checks every call on both (crate::access).
+    let router = |tls: Option<&ApiTls>| -> anyhow::Result<Router<_>> {
         let (reflection_v1, reflection_v1alpha) = crate::tooling::reflection(&API_SERVICES)?;
         let mut builder = Server::builder();
         if let Some(tls) = tls {
             builder = builder.tls_config(tls.server()).context("TLS configuration")?;
         }
-        let (public, registry) = (public_check(tls.is_some()), registry_check(tls.is_some()));
         Ok(builder
+            .layer(AccessLayer { unix: unix_policy })
             .add_service(health.service())
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(NetworkServiceServer::with_interceptor(
-                NetworkApi {
-                    networks: networks.clone(),
-                    sandboxes: sandboxes.clone(),
-                },
-                public.clone(),
-            ))
-            .add_service(SandboxServiceServer::with_interceptor(
-                SandboxApi {
-                    sandboxes: sandboxes.clone(),
-                },
-                public.clone(),
-            ))
-            .add_service(NodeServiceServer::with_interceptor(
-                NodeApi {
+            .add_service(NetworkServiceServer::new(NetworkApi {
+                networks: networks.clone(),
+                sandboxes: sandboxes.clone(),
+            }))
+            .add_service(SandboxServiceServer::new(SandboxApi {
+                sandboxes: sandboxes.clone(),
+            }))
+            .add_service(NodeServiceServer::new(NodeApi {
+                nodes: nodes.clone(),
+                sandboxes: sandboxes.clone(),
+            }))
+            .add_service(RegistryServiceServer::new(RegistryGuard {
+                inner: NodeApi {
                     nodes: nodes.clone(),
                     sandboxes: sandboxes.clone(),
                 },
-                public,
-            ))
-            .add_service(RegistryServiceServer::with_interceptor(
-                RegistryGuard {
-                    inner: NodeApi {
-                        nodes: nodes.clone(),
-                        sandboxes: sandboxes.clone(),
-                    },
-                },
-                registry,
-            )))
+            })))
     };
 
     let shutdown = shutdown_signal();
@@ -123,9 +122,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         // A socket left by a previous run would make bind fail.
         let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+        // Created 0660 (umask 0117 around bind), so it is never open to
+        // others, not even between bind and chmod; then given its group.
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o117));
+        let bound = UnixListener::bind(path);
+        nix::sys::stat::umask(old);
+        let listener = bound.with_context(|| format!("binding {}", path.display()))?;
         set_mode(path, 0o660)?;
-        tracing::info!(path = %path.display(), "listening on unix socket");
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(unix_policy.gid)))
+            .with_context(|| format!("chgrp {} {}", unix_policy.gid, path.display()))?;
+        tracing::info!(path = %path.display(), gid = unix_policy.gid, "listening on unix socket");
         let r = router(None)?;
         // Clients that send the socket path as :authority work too.
         let incoming = UnixListenerStream::new(listener).map_ok(FixAuthority::new);
@@ -145,6 +151,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// The GID of `--socket-group` (a name or a number); empty: this process's group.
+fn socket_group(group: &str) -> anyhow::Result<u32> {
+    if group.is_empty() {
+        return Ok(nix::unistd::getegid().as_raw());
+    }
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => anyhow::bail!("--socket-group {group:?}: no such group"),
+        Err(e) => anyhow::bail!("--socket-group {group:?}: {e}"),
+    }
 }
 
 fn set_mode(path: &std::path::Path, mode: u32) -> anyhow::Result<()> {

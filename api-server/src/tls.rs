@@ -2,22 +2,16 @@
 //! `--listen` and presented to agents), the CAs it trusts, TLS to etcd, and
 //! who may call what.
 //!
-//! Roles (from the peer certificate's `spiffe://berth/…` URI):
-//! - NetworkService, SandboxService, NodeService: clients and API servers.
-//!   An agent certificate is refused (PERMISSION_DENIED): a node's
-//!   certificate must not become a way to run commands on other nodes
-//!   through `SandboxService.Exec`.
-//! - RegistryService: agents only, each for its own node name (an agent
-//!   cannot re-register another node and redirect its commands); with TLS
-//!   the agent URL it registers must be `https://`.
-//! - Health and reflection: any certificate the CA signed.
-//!
-//! The Unix socket has no TLS; file permissions guard it, and the checks
-//! let its requests through.
+//! Which role may call which RPC is `crate::access` (one layer for every
+//! service). This module adds the registry's per-request rule: an agent
+//! certificate acts only for its own node name (an agent cannot
+//! re-register another node and redirect its commands, nor heartbeat or
+//! read another node), and with TLS the agent URL it registers must be
+//! `https://`.
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use berth_core::tls::{Role, RoleCheck, Tls, TlsFiles, load_ca, peer_role};
+use berth_core::tls::{Role, Tls, TlsFiles, load_ca, peer_role};
 use berth_proto::v1 as pb;
 use berth_proto::v1::registry_service_server::RegistryService;
 use tonic::transport::{Certificate, ClientTlsConfig, ServerTlsConfig};
@@ -64,21 +58,6 @@ impl ApiTls {
     pub fn agent_client(&self) -> ClientTlsConfig {
         self.tls.client()
     }
-}
-
-/// Who may call NetworkService, SandboxService and NodeService.
-pub fn public_check(tls: bool) -> RoleCheck {
-    RoleCheck::new(tls, "the berth API", "a client or api server certificate", |r| {
-        matches!(r, Role::Client(_) | Role::Api)
-    })
-}
-
-/// Who may call RegistryService (the node name is checked per request by
-/// [`RegistryGuard`]).
-pub fn registry_check(tls: bool) -> RoleCheck {
-    RoleCheck::new(tls, "the node registry", "an agent certificate", |r| {
-        matches!(r, Role::Agent(_))
-    })
 }
 
 /// RegistryService with one more check: an agent certificate acts only for

@@ -37,7 +37,7 @@ pub async fn phase_bulk(ctx: &mut Ctx) -> Result<()> {
     for name in NETWORKS {
         net.create_network(pb::CreateNetworkRequest {
             name: name.into(),
-            driver: "bridge".into(),
+            driver: pb::NetworkDriver::Bridge as i32,
             ..Default::default()
         })
         .await
@@ -285,7 +285,8 @@ async fn restart(ctx: &mut Ctx, list: &[pb::Sandbox]) -> Result<Restart> {
         if Instant::now() > deadline {
             bail!("node1's agent did not converge with {expected} sandboxes in 300 s (last status: {last})");
         }
-        let Ok(ch) = crate::client::netns_channel(&ctl, addr, Duration::from_secs(300)).await else {
+        let tls = ctx.lab.agent_tls()?;
+        let Ok(ch) = crate::client::netns_channel(&ctl, addr, Duration::from_secs(300), tls).await else {
             tokio::time::sleep(Duration::from_millis(5)).await;
             continue;
         };

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Result;
 use berth_agent::kernel::netns;
 use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// A channel to berth-api's Unix socket (one HTTP/2 connection).
 pub async fn unix_channel(path: &Path) -> Result<Channel> {
@@ -25,10 +25,21 @@ pub async fn unix_channel(path: &Path) -> Result<Channel> {
 }
 
 /// A channel to `addr` made from inside namespace `ns` (e.g. an agent's
-/// gRPC address on the lab's underlay, seen from the control namespace).
-pub async fn netns_channel(ns: &str, addr: SocketAddr, timeout: Duration) -> Result<Channel> {
+/// gRPC address on the lab's underlay, seen from the control namespace),
+/// with mutual TLS when `tls` is given (the lab's default).
+pub async fn netns_channel(
+    ns: &str,
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<ClientTlsConfig>,
+) -> Result<Channel> {
     let ns = ns.to_string();
-    let ch = Endpoint::from_shared(format!("http://{addr}"))?
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    let ch = endpoint
         .timeout(timeout)
         .connect_with_connector(tower::service_fn(move |_| {
             let ns = ns.clone();

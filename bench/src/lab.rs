@@ -4,6 +4,11 @@
 //! the peers (CNI, the raw floor, hand-built data-plane paths, an underlay
 //! host). Every name starts with the lab's tag; everything is removed on
 //! drop (namespaces, `/etc/netns` files, processes by PID), on failure too.
+//!
+//! Like the local lab it runs berth's default: mutual TLS between berth-api
+//! and the agents (a PKI made with `berth cert` in the lab's directory), so
+//! the figures include the TLS hop API → agent. The bench's own calls to
+//! berth-api go through the Unix socket, as the CLI's do.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -66,6 +71,8 @@ impl Lab {
         ip(&["-n", &ul, "link", "add", "br-ul", "type", "bridge"])?;
         ip(&["-n", &ul, "link", "set", "br-ul", "up"])?;
         lab.attach(&lab.ns("c"), "ulc", CTL_ADDR)?;
+        lab.cert(bin_dir, &["ca"])?;
+        lab.cert(bin_dir, &["api", "--san", CTL_ADDR])?;
         for i in 1..=nodes {
             lab.attach(&lab.node(i), &format!("ul{i}"), &node_addr(i))?;
         }
@@ -108,6 +115,7 @@ impl Lab {
             .args(["--listen", &format!("{CTL_ADDR}:7420")])
             .arg("--socket")
             .arg(&lab.socket)
+            .args(lab.tls_flags("api"))
             .args(["--log", log_filter]);
         lab.api = Some(Proc::spawn("berth-api", &mut cmd, &lab.log_path("api"))?);
         let socket = lab.socket.clone();
@@ -188,12 +196,63 @@ impl Lab {
         ip(&["-n", ns, "link", "set", "eth0", "up"])
     }
 
+    /// Runs `berth cert ARGS… --dir PKI` with the bench's `berth` binary.
+    fn cert(&self, bin_dir: &Path, args: &[&str]) -> Result<()> {
+        let pki = self.dir.path().join("pki");
+        std::fs::create_dir_all(&pki)?;
+        let out = Command::new(bin_dir.join("berth"))
+            .arg("cert")
+            .args(args)
+            .arg("--dir")
+            .arg(&pki)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "berth cert {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// `--tls-ca … --tls-cert STEM.crt --tls-key STEM.key`.
+    fn tls_flags(&self, stem: &str) -> Vec<String> {
+        let pki = self.dir.path().join("pki");
+        let p = |f: &str| pki.join(f).display().to_string();
+        vec![
+            "--tls-ca".into(),
+            p("ca.crt"),
+            "--tls-cert".into(),
+            p(&format!("{stem}.crt")),
+            "--tls-key".into(),
+            p(&format!("{stem}.key")),
+        ]
+    }
+
+    /// The client configuration for calling agents as berth-api does.
+    pub fn agent_tls(&self) -> Result<Option<tonic::transport::ClientTlsConfig>> {
+        let pki = self.dir.path().join("pki");
+        let read = |f: &str| std::fs::read(pki.join(f));
+        let ca = tonic::transport::Certificate::from_pem(read("ca.crt")?);
+        let id = tonic::transport::Identity::from_pem(read("api.crt")?, read("api.key")?);
+        Ok(Some(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(ca)
+                .identity(id),
+        ))
+    }
+
     pub fn start_agent(&mut self, i: usize, bin_dir: &Path) -> Result<()> {
         let name = format!("node{i}");
         let addr = node_addr(i);
+        let stem = format!("agent-{name}");
+        if !self.dir.path().join("pki").join(format!("{stem}.crt")).exists() {
+            self.cert(bin_dir, &["agent", "--node", &name, "--san", &addr])?;
+        }
         let mut cmd = Command::new(bin_dir.join("berth-agent"));
         cmd.args(["--netns", &self.node(i), "--name", &name, "--address", &addr])
-            .args(["--api", &format!("http://{CTL_ADDR}:7420")])
+            .args(["--api", &format!("https://{CTL_ADDR}:7420")])
+            .args(self.tls_flags(&stem))
             .args(["--listen", &format!("{addr}:{AGENT_PORT}")])
             .args(["--netns-prefix", &self.netns_prefix()])
             .arg("--state-dir")

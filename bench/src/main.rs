@@ -57,7 +57,7 @@ fn real_main() -> Result<()> {
             .map(PathBuf::from)
             .context("locating the binaries")?,
     };
-    for b in ["berth-api", "berth-agent"] {
+    for b in ["berth-api", "berth-agent", "berth"] {
         if !bin_dir.join(b).exists() {
             bail!(
                 "{} is missing: build with cargo build --release --workspace --bins",

@@ -244,6 +244,11 @@ pub struct CertClientArgs {
     #[arg(long, value_name = "NAME")]
     pub name: String,
 
+    /// What the holder may do: admin (everything, including exec and node rm),
+    /// operator (networks and sandboxes, no exec), viewer (read only)
+    #[arg(long, value_name = "ROLE", value_parser = ["admin", "operator", "viewer"], required = true)]
+    pub role: String,
+
     #[command(flatten)]
     pub common: CertCommon,
 }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use berth_proto::v1::{Network, Node, PortMapping, Sandbox};
 use serde::Serialize;
 
-use crate::views::node_status;
+use crate::views::{driver_name, node_status};
 
 /// Spaces between table columns, after the widest cell (docker's tabwriter padding).
 const COLUMN_GAP: usize = 3;
@@ -76,7 +76,7 @@ pub fn networks_table(networks: &[Network]) -> String {
     networks.sort_by(|a, b| a.name.cmp(&b.name));
     let rows: Vec<Vec<String>> = networks
         .iter()
-        .map(|n| vec![short_id(&n.id), n.name.clone(), n.driver.clone(), n.scope.clone()])
+        .map(|n| vec![short_id(&n.id), n.name.clone(), driver_name(n), n.scope.clone()])
         .collect();
     render_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows)
 }
@@ -217,7 +217,7 @@ mod tests {
         let mut none = bridge();
         none.id = "0000111122223333".into();
         none.name = "none".into();
-        none.driver = "null".into();
+        none.driver = berth_proto::v1::NetworkDriver::Null as i32;
         let table = networks_table(&[none, my, bridge()]);
         assert_eq!(
             table,

@@ -3,8 +3,31 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use berth_proto::v1::{Endpoint, Network, Node, Sandbox};
+use berth_core::model::Driver;
+use berth_proto::v1::{Endpoint, Network, NetworkDriver, Node, Sandbox};
 use serde::Serialize;
+
+/// The driver's name as people and scripts read it (`bridge`, `overlay`,
+/// `host`, `null`); empty for a value this CLI does not know.
+pub fn driver_name(n: &Network) -> String {
+    match NetworkDriver::try_from(n.driver) {
+        Ok(NetworkDriver::Bridge) => Driver::Bridge.to_string(),
+        Ok(NetworkDriver::Overlay) => Driver::Overlay.to_string(),
+        Ok(NetworkDriver::Host) => Driver::Host.to_string(),
+        Ok(NetworkDriver::Null) => Driver::Null.to_string(),
+        Ok(NetworkDriver::Unspecified) | Err(_) => String::new(),
+    }
+}
+
+/// The proto value of a driver named on the command line.
+pub fn driver_value(d: Driver) -> i32 {
+    (match d {
+        Driver::Bridge => NetworkDriver::Bridge,
+        Driver::Overlay => NetworkDriver::Overlay,
+        Driver::Host => NetworkDriver::Host,
+        Driver::Null => NetworkDriver::Null,
+    }) as i32
+}
 
 fn sorted(map: &HashMap<String, String>) -> BTreeMap<String, String> {
     map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
@@ -32,7 +55,7 @@ impl From<&Network> for NetworkSummary {
         NetworkSummary {
             id: n.id.clone(),
             name: n.name.clone(),
-            driver: n.driver.clone(),
+            driver: driver_name(n),
             scope: n.scope.clone(),
             subnet: n.subnet.clone(),
             gateway: n.gateway.clone(),
@@ -137,7 +160,7 @@ pub fn network_inspect(network: &Network, endpoints: &[Endpoint]) -> NetworkInsp
         id: network.id.clone(),
         created: network.created.clone(),
         scope: network.scope.clone(),
-        driver: network.driver.clone(),
+        driver: driver_name(network),
         enable_ipv6: false,
         ipam: Ipam {
             driver: "default".to_string(),
@@ -145,7 +168,7 @@ pub fn network_inspect(network: &Network, endpoints: &[Endpoint]) -> NetworkInsp
             config,
         },
         internal: false,
-        attachable: network.driver == "overlay",
+        attachable: network.driver == NetworkDriver::Overlay as i32,
         ingress: false,
         config_from: ConfigFrom {
             network: String::new(),
@@ -347,7 +370,7 @@ pub(crate) mod fixtures {
         Network {
             id: NET_ID.into(),
             name: "bridge".into(),
-            driver: "bridge".into(),
+            driver: berth_proto::v1::NetworkDriver::Bridge as i32,
             scope: "local".into(),
             subnet: "172.17.0.0/16".into(),
             gateway: "172.17.0.1".into(),
@@ -535,7 +558,7 @@ mod tests {
     fn host_and_overlay_inspect() {
         let host = Network {
             name: "host".into(),
-            driver: "host".into(),
+            driver: berth_proto::v1::NetworkDriver::Host as i32,
             subnet: String::new(),
             gateway: String::new(),
             options: HashMap::new(),
@@ -554,7 +577,7 @@ mod tests {
         assert_eq!(v["Attachable"], false);
 
         let overlay = Network {
-            driver: "overlay".into(),
+            driver: berth_proto::v1::NetworkDriver::Overlay as i32,
             scope: "global".into(),
             ..bridge()
         };

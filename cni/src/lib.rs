@@ -157,7 +157,7 @@ pub fn result_of(resp: &pb::LocalAttachResponse, netns: &str) -> AddResult {
         let bridge = resp
             .networks
             .iter()
-            .any(|n| n.id == ep.network_id && n.driver == "bridge");
+            .any(|n| n.id == ep.network_id && n.driver() == pb::NetworkDriver::Bridge);
         r.interfaces.push(Interface {
             name: ep.ifname.clone(),
             mac: ep.mac.clone(),

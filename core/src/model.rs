@@ -41,6 +41,22 @@ impl Driver {
     pub fn has_ipam(self) -> bool {
         matches!(self, Driver::Bridge | Driver::Overlay)
     }
+
+    /// The driver of a network a user creates: bridge unless another is
+    /// asked for; host and null networks exist once, built in.
+    pub fn for_new_network(wanted: Option<Driver>) -> Result<Driver, Invalid> {
+        match wanted {
+            None | Some(Driver::Bridge) => Ok(Driver::Bridge),
+            Some(Driver::Overlay) => Ok(Driver::Overlay),
+            Some(d @ (Driver::Host | Driver::Null)) => Err(Invalid::new(
+                "driver",
+                format!(
+                    "only one instance of {:?} network is allowed: use the built-in one",
+                    d.as_str()
+                ),
+            )),
+        }
+    }
 }
 
 impl fmt::Display for Driver {
@@ -49,21 +65,25 @@ impl fmt::Display for Driver {
     }
 }
 
+/// The driver a user names for a new network (`--driver`): empty is
+/// bridge, host and null are refused ([`Driver::for_new_network`]).
 impl FromStr for Driver {
     type Err = Invalid;
     fn from_str(s: &str) -> Result<Self, Invalid> {
-        match s {
-            "" | "bridge" => Ok(Driver::Bridge),
-            "overlay" => Ok(Driver::Overlay),
-            "host" | "null" => Err(Invalid::new(
-                "driver",
-                format!("only one instance of {s:?} network is allowed: use the built-in one"),
-            )),
-            other => Err(Invalid::new(
-                "driver",
-                format!("unknown driver {other:?} (use bridge or overlay)"),
-            )),
-        }
+        let named = match s {
+            "" => None,
+            "bridge" => Some(Driver::Bridge),
+            "overlay" => Some(Driver::Overlay),
+            "host" => Some(Driver::Host),
+            "null" => Some(Driver::Null),
+            other => {
+                return Err(Invalid::new(
+                    "driver",
+                    format!("unknown driver {other:?} (use bridge or overlay)"),
+                ));
+            }
+        };
+        Driver::for_new_network(named)
     }
 }
 
@@ -182,5 +202,30 @@ mod tests {
         let err = "macvlan".parse::<Driver>().unwrap_err();
         assert_eq!(err.field, "driver");
         assert_eq!(serde_json::to_string(&Driver::Null).unwrap(), "\"null\"");
+        assert_eq!(
+            "null".parse::<Driver>().unwrap_err().to_string(),
+            "invalid driver: only one instance of \"null\" network is allowed: use the built-in one"
+        );
+        assert_eq!(Driver::for_new_network(None).unwrap(), Driver::Bridge);
+        assert_eq!(
+            Driver::for_new_network(Some(Driver::Overlay)).unwrap(),
+            Driver::Overlay
+        );
+        assert!(Driver::for_new_network(Some(Driver::Host)).is_err());
+    }
+
+    /// Records in etcd name the driver in lowercase; every one written so
+    /// far must still load.
+    #[test]
+    fn driver_records_keep_their_encoding() {
+        for (d, json) in [
+            (Driver::Bridge, "\"bridge\""),
+            (Driver::Overlay, "\"overlay\""),
+            (Driver::Host, "\"host\""),
+            (Driver::Null, "\"null\""),
+        ] {
+            assert_eq!(serde_json::to_string(&d).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Driver>(json).unwrap(), d);
+        }
     }
 }

@@ -1,15 +1,19 @@
 //! Mutual TLS between berth's processes: the roles a certificate carries
-//! (`spiffe://berth/api`, `spiffe://berth/agent/<node>`,
-//! `spiffe://berth/client/<name>` as a URI subject alternative name), loading
-//! and checking PEM files at start, tonic client and server configurations,
-//! and the interceptor that lets a service accept only some roles.
+//! (`spiffe://berth/api`, `spiffe://berth/agent/<node>`, and for people and
+//! scripts `spiffe://berth/{admin,operator,viewer}/<name>`, as a URI subject
+//! alternative name), loading and checking PEM files at start, tonic client
+//! and server configurations, the interceptor that lets a service accept
+//! only some roles, and the rule that a plain (non-TLS) listener is only for
+//! loopback unless `--insecure`.
 //!
 //! Every TCP connection is verified against one cluster CA; the role is
 //! checked per RPC from the peer's certificate, so a wrong role is
 //! `PERMISSION_DENIED` (a certificate the CA did not sign never gets past the
-//! handshake). Connections without TLS (the API's Unix socket, or a cluster
-//! started without `--tls-*` flags) carry no certificate and are not checked.
+//! handshake). Connections without TLS (the API's Unix socket, checked by
+//! peer credentials, or a loopback / `--insecure` listener) carry no
+//! certificate.
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
@@ -21,6 +25,46 @@ use x509_parser::pem::Pem;
 /// The trust domain of every berth role URI.
 pub const ROLE_URI_PREFIX: &str = "spiffe://berth/";
 
+/// How much a client certificate may do in the public API (ordered: each
+/// level includes the ones below it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Access {
+    /// Read only: list and inspect networks, sandboxes and nodes.
+    Viewer,
+    /// Networks and sandboxes: create, remove, connect, disconnect; no exec.
+    Operator,
+    /// Everything, including exec in sandboxes and `node rm`.
+    Admin,
+}
+
+impl Access {
+    pub const ALL: [Access; 3] = [Access::Admin, Access::Operator, Access::Viewer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Viewer => "viewer",
+            Access::Operator => "operator",
+            Access::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Access {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Access::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("unknown role {s:?}: admin, operator or viewer"))
+    }
+}
+
 /// What a certificate lets its holder do.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -28,17 +72,42 @@ pub enum Role {
     Api,
     /// The agent of one node: registers that node with the API server.
     Agent(String),
-    /// A person or program using the API (the CLI).
-    Client(String),
+    /// A person or program using the API (the CLI), with its access level
+    /// (`spiffe://berth/<access>/<name>`).
+    Client { name: String, access: Access },
+    /// A client certificate made before roles existed
+    /// (`spiffe://berth/client/<name>`): all such certificates were
+    /// all-powerful and meant for administrators only, so it keeps admin
+    /// access (docs/security.md).
+    LegacyClient(String),
 }
 
 impl Role {
+    /// A client role.
+    pub fn client(name: &str, access: Access) -> Role {
+        Role::Client {
+            name: name.to_string(),
+            access,
+        }
+    }
+
     /// The URI subject alternative name that carries this role.
     pub fn uri(&self) -> String {
         match self {
             Role::Api => format!("{ROLE_URI_PREFIX}api"),
             Role::Agent(node) => format!("{ROLE_URI_PREFIX}agent/{node}"),
-            Role::Client(name) => format!("{ROLE_URI_PREFIX}client/{name}"),
+            Role::Client { name, access } => format!("{ROLE_URI_PREFIX}{access}/{name}"),
+            Role::LegacyClient(name) => format!("{ROLE_URI_PREFIX}client/{name}"),
+        }
+    }
+
+    /// What this role may do in the public API: `None` for agents (they
+    /// may only use the node registry).
+    pub fn access(&self) -> Option<Access> {
+        match self {
+            Role::Api | Role::LegacyClient(_) => Some(Access::Admin),
+            Role::Client { access, .. } => Some(*access),
+            Role::Agent(_) => None,
         }
     }
 
@@ -49,7 +118,11 @@ impl Role {
         match rest.split_once('/') {
             None if rest == "api" => Some(Role::Api),
             Some(("agent", node)) if valid(node) => Some(Role::Agent(node.to_string())),
-            Some(("client", name)) if valid(name) => Some(Role::Client(name.to_string())),
+            Some(("client", name)) if valid(name) => Some(Role::LegacyClient(name.to_string())),
+            Some((access, name)) if valid(name) => access
+                .parse::<Access>()
+                .ok()
+                .map(|access| Role::client(name, access)),
             _ => None,
         }
     }
@@ -67,7 +140,8 @@ impl fmt::Display for Role {
         match self {
             Role::Api => write!(f, "api server"),
             Role::Agent(node) => write!(f, "agent of node {node}"),
-            Role::Client(name) => write!(f, "client {name}"),
+            Role::Client { name, access } => write!(f, "{access} {name}"),
+            Role::LegacyClient(name) => write!(f, "client {name}"),
         }
     }
 }
@@ -90,10 +164,29 @@ fn role_of(cert: &X509Certificate<'_>) -> Result<Role, TlsError> {
     match roles.len() {
         1 => Ok(roles.remove(0)),
         0 => Err(TlsError::Cert(format!(
-            "no berth role: expected a URI subjectAltName {ROLE_URI_PREFIX}api|agent/NODE|client/NAME"
+            "no berth role: expected a URI subjectAltName {ROLE_URI_PREFIX}api|agent/NODE|admin/NAME|operator/NAME|viewer/NAME"
         ))),
         _ => Err(TlsError::Cert("more than one berth role URI".to_string())),
     }
+}
+
+/// Whether a plain (non-TLS) TCP listener on `addr` is allowed: only on a
+/// loopback address, or anywhere with `insecure` (the caller then logs a
+/// warning at every start). `flag` names the listen flag in the refusal.
+pub fn check_plain_listener(
+    binary: &str,
+    flag: &str,
+    addr: SocketAddr,
+    insecure: bool,
+) -> Result<(), TlsError> {
+    if addr.ip().is_loopback() || insecure {
+        return Ok(());
+    }
+    Err(TlsError::Flags(format!(
+        "refusing to serve {flag} {addr} without TLS: anyone who can reach it could control the cluster; \
+         give --tls-ca, --tls-cert and --tls-key (see `berth cert` and docs/security.md), \
+         listen on a loopback address, or pass --insecure to {binary}"
+    )))
 }
 
 /// Why TLS material could not be used.
@@ -385,7 +478,10 @@ mod tests {
         for role in [
             Role::Api,
             Role::Agent("node1".into()),
-            Role::Client("alice".into()),
+            Role::client("alice", Access::Admin),
+            Role::client("bob", Access::Operator),
+            Role::client("carol", Access::Viewer),
+            Role::LegacyClient("dave".into()),
         ] {
             assert_eq!(Role::from_uri(&role.uri()), Some(role));
         }
@@ -396,10 +492,45 @@ mod tests {
             "spiffe://berth/agent/a/b",
             "spiffe://berth/client/-x",
             "spiffe://other/api",
-            "spiffe://berth/admin/x",
+            "spiffe://berth/root/x",
+            "spiffe://berth/admin/",
+            "spiffe://berth/viewer/a/b",
         ] {
             assert_eq!(Role::from_uri(bad), None, "{bad}");
         }
+        assert_eq!(
+            Role::from_uri("spiffe://berth/viewer/eve"),
+            Some(Role::client("eve", Access::Viewer))
+        );
+        assert_eq!(
+            Role::from_uri("spiffe://berth/client/old").unwrap().access(),
+            Some(Access::Admin)
+        );
+        assert_eq!(Role::Agent("n".into()).access(), None);
+        assert!(Access::Admin > Access::Operator && Access::Operator > Access::Viewer);
+        assert_eq!("operator".parse::<Access>(), Ok(Access::Operator));
+        assert!("root".parse::<Access>().is_err());
+    }
+
+    #[test]
+    fn plain_listeners_only_on_loopback() {
+        let ok =
+            |a: &str, insecure| check_plain_listener("x", "--listen", a.parse().unwrap(), insecure).is_ok();
+        assert!(ok("127.0.0.1:7420", false));
+        assert!(ok("127.9.9.9:1", false));
+        assert!(ok("[::1]:7420", false));
+        assert!(!ok("0.0.0.0:7421", false));
+        assert!(!ok("[::]:7421", false));
+        assert!(!ok("192.168.205.10:7421", false));
+        assert!(ok("0.0.0.0:7421", true));
+        let err = check_plain_listener("berth-agent", "--listen", "0.0.0.0:7421".parse().unwrap(), false)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains('\n'), "{err}");
+        assert!(
+            err.contains("--listen 0.0.0.0:7421 without TLS") && err.contains("--insecure"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 # host with the repository's `berth` binary into deploy/vagrant/pki/ (kept:
 # an existing CA is reused, missing certificates are added).
 #   pki/ca.crt, api.*, agent-nodeK.*, client-admin.*   the cluster CA (berth)
-#   pki/etcd/ca.crt, etcd-nodeK.*, etcd-berth-api.*   etcd's own CA
+#   pki/etcd/ca.crt, etcd-node1.*, etcd-berth-api.*   etcd's own CA (etcd runs on node1)
+# The CA keys and client-admin.key stay here on the host: provision.sh gives
+# each VM only its own keys (docs/deploy.md).
 set -euo pipefail
 DIR=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$DIR/../.." && pwd)
@@ -28,10 +30,10 @@ api_sans=$(IFS=,; echo "${ips[*]},localhost,127.0.0.1")
 
 issue "$PKI" ca ca
 issue "$PKI" api api --san "$api_sans"
-issue "$PKI" client-admin client --name admin
+issue "$PKI" client-admin client --name admin --role admin
 issue "$PKI/etcd" ca ca --name "berth etcd CA"
 issue "$PKI/etcd" etcd-berth-api etcd --name berth-api
+issue "$PKI/etcd" etcd-node1 etcd --name node1 --san "127.0.0.1,localhost"
 for ((i = 1; i <= NODES; i++)); do
   issue "$PKI" "agent-node$i" agent --node "node$i" --san "${ips[i - 1]},node$i"
-  issue "$PKI/etcd" "etcd-node$i" etcd --name "node$i" --san "${ips[i - 1]},node$i"
 done

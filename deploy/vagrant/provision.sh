@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # deploy/vagrant/provision.sh INDEX COUNT: provisions VM nodeINDEX of COUNT
-# (run by Vagrant as root): Debian's etcd as one member of a TLS cluster of
-# all VMs, berth-api and berth-agent from the repository's release build
-# (synced to /berth) as systemd services with mutual TLS, and the
-# certificates made by pki.sh on the host.
+# (run by Vagrant as root). Every VM runs berth-agent; node1 is also the
+# control node: etcd (TLS, on loopback only: berth-api is its one client)
+# and berth-api (mutual TLS on 192.168.205.10:7420). Binaries come from the
+# repository's release build (synced to /berth), certificates from pki.sh
+# on the host. Each VM gets only its own keys: node1 the API's and etcd's,
+# every node its agent's; no VM gets a CA key or the admin client key (root
+# on node1 is an admin through the Unix socket).
 set -euo pipefail
 
 I=${1:?node index}
@@ -16,6 +19,7 @@ SRC=/berth
 NAME=node$I
 ip_of() { echo "192.168.205.$((9 + $1))"; }
 IP=$(ip_of "$I")
+CONTROL_IP=$(ip_of 1)
 
 for b in berth-api berth-agent berth; do
   [[ -x $SRC/target/release/$b ]] || {
@@ -27,56 +31,57 @@ done
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq etcd-server etcd-client nftables iproute2 iputils-ping >/dev/null
+pkgs=(nftables iproute2 iputils-ping)
+((I == 1)) && pkgs+=(etcd-server etcd-client)
+apt-get install -y -qq "${pkgs[@]}" >/dev/null
 
-install -m 0755 "$SRC/target/release/berth-api" "$SRC/target/release/berth-agent" \
-  "$SRC/target/release/berth" /usr/local/bin/
+install -m 0755 "$SRC/target/release/berth-agent" "$SRC/target/release/berth" /usr/local/bin/
+((I == 1)) && install -m 0755 "$SRC/target/release/berth-api" /usr/local/bin/
 
 # Certificates: berth's in /etc/berth/pki (root only), etcd's in /etc/etcd/pki
-# (the etcd user's).
+# (the etcd user's). Only this VM's own keys.
 PKI=$SRC/deploy/vagrant/pki
-install -d -m 0700 /etc/berth/pki /etc/berth/pki/etcd
-install -m 0644 "$PKI/ca.crt" "$PKI/api.crt" "$PKI/agent-$NAME.crt" "$PKI/client-admin.crt" /etc/berth/pki/
-install -m 0600 "$PKI/api.key" "$PKI/agent-$NAME.key" "$PKI/client-admin.key" /etc/berth/pki/
-install -m 0644 "$PKI/etcd/ca.crt" "$PKI/etcd/etcd-berth-api.crt" /etc/berth/pki/etcd/
-install -m 0600 "$PKI/etcd/etcd-berth-api.key" /etc/berth/pki/etcd/
-install -d -m 0700 -o etcd -g etcd /etc/etcd/pki
-install -m 0644 -o etcd -g etcd "$PKI/etcd/ca.crt" "$PKI/etcd/etcd-$NAME.crt" /etc/etcd/pki/
-install -m 0600 -o etcd -g etcd "$PKI/etcd/etcd-$NAME.key" /etc/etcd/pki/
+install -d -m 0700 /etc/berth/pki
+install -m 0644 "$PKI/ca.crt" "$PKI/agent-$NAME.crt" /etc/berth/pki/
+install -m 0600 "$PKI/agent-$NAME.key" /etc/berth/pki/
 
-# etcd: one member per VM, TLS for clients and peers, client certificates required.
-cluster=() endpoints=()
-for ((k = 1; k <= N; k++)); do
-  cluster+=("node$k=https://$(ip_of "$k"):2380")
-  endpoints+=("https://$(ip_of "$k"):2379")
-done
-cat >/etc/default/etcd <<CONF
-ETCD_NAME=$NAME
+if ((I == 1)); then
+  install -d -m 0700 /etc/berth/pki/etcd
+  install -m 0644 "$PKI/api.crt" /etc/berth/pki/
+  install -m 0600 "$PKI/api.key" /etc/berth/pki/
+  install -m 0644 "$PKI/etcd/ca.crt" "$PKI/etcd/etcd-berth-api.crt" /etc/berth/pki/etcd/
+  install -m 0600 "$PKI/etcd/etcd-berth-api.key" /etc/berth/pki/etcd/
+  install -d -m 0700 -o etcd -g etcd /etc/etcd/pki
+  install -m 0644 -o etcd -g etcd "$PKI/etcd/ca.crt" "$PKI/etcd/etcd-node1.crt" /etc/etcd/pki/
+  install -m 0600 -o etcd -g etcd "$PKI/etcd/etcd-node1.key" /etc/etcd/pki/
+
+  # etcd: one member, TLS for clients and peers, client certificates
+  # required, on loopback only (no etcd traffic leaves the VM).
+  cat >/etc/default/etcd <<CONF
+ETCD_NAME=node1
 ETCD_DATA_DIR=/var/lib/etcd/berth
-ETCD_LISTEN_CLIENT_URLS=https://$IP:2379,https://127.0.0.1:2379
-ETCD_ADVERTISE_CLIENT_URLS=https://$IP:2379
-ETCD_LISTEN_PEER_URLS=https://$IP:2380
-ETCD_INITIAL_ADVERTISE_PEER_URLS=https://$IP:2380
-ETCD_INITIAL_CLUSTER=$(IFS=,; echo "${cluster[*]}")
+ETCD_LISTEN_CLIENT_URLS=https://127.0.0.1:2379
+ETCD_ADVERTISE_CLIENT_URLS=https://127.0.0.1:2379
+ETCD_LISTEN_PEER_URLS=https://127.0.0.1:2380
+ETCD_INITIAL_ADVERTISE_PEER_URLS=https://127.0.0.1:2380
+ETCD_INITIAL_CLUSTER=node1=https://127.0.0.1:2380
 ETCD_INITIAL_CLUSTER_STATE=new
 ETCD_INITIAL_CLUSTER_TOKEN=berth-vagrant
-ETCD_CERT_FILE=/etc/etcd/pki/etcd-$NAME.crt
-ETCD_KEY_FILE=/etc/etcd/pki/etcd-$NAME.key
+ETCD_CERT_FILE=/etc/etcd/pki/etcd-node1.crt
+ETCD_KEY_FILE=/etc/etcd/pki/etcd-node1.key
 ETCD_TRUSTED_CA_FILE=/etc/etcd/pki/ca.crt
 ETCD_CLIENT_CERT_AUTH=true
-ETCD_PEER_CERT_FILE=/etc/etcd/pki/etcd-$NAME.crt
-ETCD_PEER_KEY_FILE=/etc/etcd/pki/etcd-$NAME.key
+ETCD_PEER_CERT_FILE=/etc/etcd/pki/etcd-node1.crt
+ETCD_PEER_KEY_FILE=/etc/etcd/pki/etcd-node1.key
 ETCD_PEER_TRUSTED_CA_FILE=/etc/etcd/pki/ca.crt
 ETCD_PEER_CLIENT_CERT_AUTH=true
 CONF
-# A new member waits for its peers (the other VMs come up later): do not
-# block provisioning on it.
-systemctl enable etcd >/dev/null
-systemctl restart --no-block etcd
+  systemctl enable etcd >/dev/null
+  systemctl restart etcd
 
-# berth: configuration by environment files (docs/configuration.md).
-cat >/etc/berth/api.env <<CONF
-BERTH_ETCD_ENDPOINTS=$(IFS=,; echo "${endpoints[*]}")
+  # berth: configuration by environment files (docs/configuration.md).
+  cat >/etc/berth/api.env <<CONF
+BERTH_ETCD_ENDPOINTS=https://127.0.0.1:2379
 BERTH_ETCD_CA=/etc/berth/pki/etcd/ca.crt
 BERTH_ETCD_CERT=/etc/berth/pki/etcd/etcd-berth-api.crt
 BERTH_ETCD_KEY=/etc/berth/pki/etcd/etcd-berth-api.key
@@ -85,19 +90,29 @@ BERTH_TLS_CA=/etc/berth/pki/ca.crt
 BERTH_TLS_CERT=/etc/berth/pki/api.crt
 BERTH_TLS_KEY=/etc/berth/pki/api.key
 CONF
+  chmod 0600 /etc/berth/api.env
+fi
+
 cat >/etc/berth/agent.env <<CONF
 BERTH_NODE_NAME=$NAME
 BERTH_NODE_ADDRESS=$IP
-BERTH_API_URL=https://$IP:7420
+BERTH_API_URL=https://$CONTROL_IP:7420
 BERTH_AGENT_LISTEN=$IP:7421
 BERTH_TLS_CA=/etc/berth/pki/ca.crt
 BERTH_TLS_CERT=/etc/berth/pki/agent-$NAME.crt
 BERTH_TLS_KEY=/etc/berth/pki/agent-$NAME.key
 CONF
-chmod 0600 /etc/berth/api.env /etc/berth/agent.env
-install -m 0644 "$SRC/deploy/systemd/berth-api.service" "$SRC/deploy/systemd/berth-agent.service" \
-  /etc/systemd/system/
+chmod 0600 /etc/berth/agent.env
+units=(berth-agent)
+((I == 1)) && units+=(berth-api)
+for u in "${units[@]}"; do
+  install -m 0644 "$SRC/deploy/systemd/$u.service" /etc/systemd/system/
+done
 systemctl daemon-reload
-systemctl enable berth-api berth-agent >/dev/null
-systemctl restart berth-api berth-agent
-echo "provision: $NAME ($IP) configured; 'sudo berth node ls' once a majority of VMs is up"
+systemctl enable "${units[@]}" >/dev/null
+systemctl restart "${units[@]}"
+if ((I == 1)); then
+  echo "provision: $NAME ($IP) configured as the control node; 'sudo berth node ls' here"
+else
+  echo "provision: $NAME ($IP) configured; its agent registers with https://$CONTROL_IP:7420"
+fi

@@ -95,6 +95,12 @@ pub struct Config {
     /// The private key of --tls-cert (PEM).
     #[arg(long, env = "BERTH_TLS_KEY", value_name = "PATH")]
     pub tls_key: Option<PathBuf>,
+
+    /// Serve --listen without TLS on a non-loopback address. Anyone who
+    /// reaches the port can run commands as root on this node; logged as a
+    /// warning at every start.
+    #[arg(long, env = "BERTH_INSECURE")]
+    pub insecure: bool,
 }
 
 impl Config {
@@ -118,6 +124,15 @@ impl Config {
                     .map_err(|_| anyhow::anyhow!("--dns-upstream {u:?} is not an IP or IP:PORT"))
             })
             .collect()
+    }
+
+    /// Refuses to serve --listen beyond loopback without TLS unless
+    /// --insecure (docs/security.md).
+    pub fn check_plain(&self) -> anyhow::Result<()> {
+        if !self.tls_enabled() {
+            berth_core::tls::check_plain_listener("berth-agent", "--listen", self.listen, self.insecure)?;
+        }
+        Ok(())
     }
 
     /// Whether the --tls-* flags are given (checked fully at start).

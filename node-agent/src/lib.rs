@@ -21,6 +21,7 @@ pub mod watch;
 
 use anyhow::Context;
 use berth_proto::v1::agent_service_server::AgentServiceServer;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 use std::sync::Arc;
@@ -103,11 +104,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (router, health) = tooling::with_tooling(&mut builder).await?;
     let health_task = tokio::spawn(tooling::follow_convergence(health, reconciler.clone()));
     let server = router
-        .add_service(AgentServiceServer::with_interceptor(
-            AgentApi {
+        .add_service(InterceptedService::new(
+            AgentServiceServer::new(AgentApi {
                 node: config.name.clone(),
                 reconciler,
-            },
+            })
+            .max_decoding_message_size(berth_core::limits::MAX_NODE_STATE_BYTES),
             tls::agent_check(tls.is_some()),
         ))
         .serve_with_incoming_shutdown(

@@ -223,11 +223,16 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 impl NetworkSpec {
     /// Networks with addresses (bridge, overlay); `None` for host and null.
     pub fn from_proto(n: &pb::Network) -> Result<Option<Self>, BadSpec> {
-        let driver = match n.driver.as_str() {
-            "bridge" => Driver::Bridge,
-            "overlay" => Driver::Overlay,
-            "host" | "null" => return Ok(None),
-            d => return Err(BadSpec(format!("network {} has unknown driver {d}", n.name))),
+        let driver = match pb::NetworkDriver::try_from(n.driver) {
+            Ok(pb::NetworkDriver::Bridge) => Driver::Bridge,
+            Ok(pb::NetworkDriver::Overlay) => Driver::Overlay,
+            Ok(pb::NetworkDriver::Host | pb::NetworkDriver::Null) => return Ok(None),
+            Ok(pb::NetworkDriver::Unspecified) | Err(_) => {
+                return Err(BadSpec(format!(
+                    "network {} has unknown driver {}",
+                    n.name, n.driver
+                )));
+            }
         };
         let subnet: Ipv4Net = n
             .subnet
@@ -388,7 +393,7 @@ mod tests {
         let n = pb::Network {
             id: "n1".into(),
             name: "bridge".into(),
-            driver: "bridge".into(),
+            driver: pb::NetworkDriver::Bridge as i32,
             subnet: "172.17.0.0/16".into(),
             gateway: "172.17.0.1".into(),
             bridge: "berth0".into(),
@@ -410,7 +415,7 @@ mod tests {
             assert!(err.0.contains("invalid bridge"), "{hostile}: {err:?}");
         }
         let host = pb::Network {
-            driver: "host".into(),
+            driver: pb::NetworkDriver::Host as i32,
             ..Default::default()
         };
         assert!(NetworkSpec::from_proto(&host).unwrap().is_none());

@@ -31,7 +31,8 @@ pub fn api_channel(config: &Config, tls: Option<ClientTlsConfig>) -> anyhow::Res
 
 /// The node's desired state and the etcd revision it was read at.
 pub async fn pull(channel: &Channel, config: &Config, netns_prefix: &str) -> Result<(Desired, u64), String> {
-    let mut client = RegistryServiceClient::new(channel.clone());
+    let mut client = RegistryServiceClient::new(channel.clone())
+        .max_decoding_message_size(berth_core::limits::MAX_NODE_STATE_BYTES);
     let state = client
         .desired_state(pb::DesiredStateRequest {
             node: config.name.clone(),

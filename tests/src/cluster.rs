@@ -3,6 +3,14 @@
 //! berth-api, and node namespaces each running a berth-agent (entered with
 //! its `--netns` flag). All names start with a per-cluster tag so tests run
 //! in parallel; everything is removed on drop, on failure too.
+//!
+//! Like the lab, a cluster runs with mutual TLS by default: a per-cluster
+//! PKI made with `berth cert` (CA, the API server, one certificate per
+//! agent, made when the agent first starts), agents registering over
+//! `https://`. [`Cluster::cli`] goes through the API's Unix socket (root is
+//! an admin there), so tests need no certificate; [`Cluster::pki`] holds the
+//! certificates for tests that talk TCP. `ClusterOptions::insecure` starts
+//! the old plain-HTTP cluster (`--insecure` on both binaries).
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -10,6 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 
+use crate::tls::Pki;
 use crate::{Proc, bin, expect_ok, json_args, parse_json, run_cli, unique, wait_until};
 
 /// The control namespace's underlay address (berth-api listens here).
@@ -59,6 +68,8 @@ pub struct ClusterOptions {
     pub api_args: Vec<String>,
     /// Appended to node i's agent arguments (`agent_args[i - 1]`).
     pub agent_args: Vec<Vec<String>>,
+    /// No TLS: plain HTTP/2 on the underlay, both binaries with `--insecure`.
+    pub insecure: bool,
 }
 
 pub struct Cluster {
@@ -72,6 +83,8 @@ pub struct Cluster {
     replicas: Vec<Proc>,
     etcd: Option<Proc>,
     namespaces: Vec<String>,
+    /// The cluster's certificates (`None` for an insecure cluster).
+    pki: Option<Pki>,
     dir: TempDir,
 }
 
@@ -86,7 +99,15 @@ impl Cluster {
     pub fn start_with(nodes: usize, opts: ClusterOptions) -> Result<Self> {
         let tag = unique("b");
         let dir = tempfile::Builder::new().prefix("berth-cluster").tempdir()?;
+        let pki = if opts.insecure {
+            None
+        } else {
+            let pki = Pki::new()?;
+            pki.cert(&["api", "--san", CTL_ADDR])?;
+            Some(pki)
+        };
         let mut c = Self {
+            pki,
             opts,
             socket: dir.path().join("api.sock"),
             tag: tag.clone(),
@@ -229,6 +250,7 @@ impl Cluster {
             .arg("--socket")
             .arg(&socket)
             .args(["--node-ttl", "4", "--repair-period", "2"])
+            .args(self.api_security())
             .args(&self.opts.api_args);
         let log = self.dir.path().join(format!("api-{port}.log"));
         self.replicas
@@ -300,6 +322,7 @@ impl Cluster {
                 "--log",
                 "info,berth_api=debug",
             ])
+            .args(self.api_security())
             .args(&self.opts.api_args);
         self.api = Some(Proc::spawn_append(
             "berth-api",
@@ -324,14 +347,20 @@ impl Cluster {
     pub fn start_agent(&mut self, i: usize) -> Result<()> {
         let name = format!("node{i}");
         let addr = node_addr(i);
+        let security = match &self.pki {
+            Some(pki) => {
+                let stem = format!("agent-{name}");
+                if !pki.pair(&stem).0.exists() {
+                    pki.cert(&["agent", "--node", &name, "--san", &addr])?;
+                }
+                pki.flags(&stem)
+            }
+            None => vec!["--insecure".to_string()],
+        };
         let mut cmd = Command::new(bin("berth-agent"));
         cmd.args(["--netns", &self.node(i), "--name", &name, "--address", &addr])
-            .args([
-                "--api",
-                &format!("http://{CTL_ADDR}:7420"),
-                "--listen",
-                &format!("{addr}:7421"),
-            ])
+            .args(["--api", &self.api_url(), "--listen", &format!("{addr}:7421")])
+            .args(security)
             .args(["--netns-prefix", &format!("{}-", self.tag)])
             // Never forward sandbox DNS to the machine's real resolver.
             .args(["--dns-upstream", "none"])
@@ -351,6 +380,91 @@ impl Cluster {
     /// The Unix socket of node `i`'s local service (what berth-cni talks to).
     pub fn local_socket(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("node{i}-agent.sock"))
+    }
+
+    /// berth-api's TLS flags (or `--insecure`).
+    fn api_security(&self) -> Vec<String> {
+        match &self.pki {
+            Some(pki) => pki.flags("api"),
+            None => vec!["--insecure".to_string()],
+        }
+    }
+
+    /// The cluster's certificates; panics for an insecure cluster.
+    pub fn pki(&self) -> &Pki {
+        self.pki
+            .as_ref()
+            .expect("an insecure cluster has no certificates")
+    }
+
+    /// Whether the cluster runs with mutual TLS (the default).
+    pub fn tls(&self) -> bool {
+        self.pki.is_some()
+    }
+
+    /// The URL of berth-api's TCP port (in the control namespace and on the
+    /// underlay): `https://` unless the cluster is insecure.
+    pub fn api_url(&self) -> String {
+        let scheme = if self.tls() { "https" } else { "http" };
+        format!("{scheme}://{CTL_ADDR}:7420")
+    }
+
+    /// The URL of node `i`'s agent.
+    pub fn agent_url(&self, i: usize) -> String {
+        let scheme = if self.tls() { "https" } else { "http" };
+        format!("{scheme}://{}:7421", node_addr(i))
+    }
+
+    /// A gRPC client configuration presenting certificate `stem` (e.g.
+    /// `api` to call agents as the API server does, `client-NAME` for the
+    /// public API); `None` for an insecure cluster.
+    pub fn client_tls(&self, stem: &str) -> Option<tonic::transport::ClientTlsConfig> {
+        self.pki.as_ref().map(|p| p.client_tls(Some(stem)))
+    }
+
+    /// A client certificate `client-NAME` with `role` (admin, operator,
+    /// viewer), made once; returns its stem.
+    pub fn client_cert(&self, name: &str, role: &str) -> String {
+        let stem = format!("client-{name}");
+        let pki = self.pki();
+        if !pki.pair(&stem).0.exists() {
+            must(
+                pki.cert(&["client", "--name", name, "--role", role]),
+                "client cert",
+            );
+        }
+        stem
+    }
+
+    /// A client configuration for the public API as an admin (certificate
+    /// `client-admin`); `None` for an insecure cluster.
+    pub fn admin_tls(&self) -> Option<tonic::transport::ClientTlsConfig> {
+        self.pki.as_ref()?;
+        self.client_tls(&self.client_cert("admin", "admin"))
+    }
+
+    /// A client configuration for calling agents as the API server does.
+    pub fn api_tls(&self) -> Option<tonic::transport::ClientTlsConfig> {
+        self.client_tls("api")
+    }
+
+    /// Runs `berth --api https://CTL:7420 --tls-… ARGS…` from the control
+    /// namespace with the client certificate `stem`.
+    pub fn cli_as(&self, stem: &str, args: &[&str]) -> Output {
+        let (crt, key) = self.pki().pair(stem);
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.ctl()))
+            .arg("--")
+            .arg(bin("berth"))
+            .args(["--api", &self.api_url(), "--tls-ca"])
+            .arg(self.pki().ca())
+            .arg("--tls-cert")
+            .arg(crt)
+            .arg("--tls-key")
+            .arg(key)
+            .args(args)
+            .output()
+            .expect("running berth")
     }
 
     /// SIGTERM to node `i`'s agent.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use berth_proto::v1 as pb;
 use berth_proto::v1::agent_service_client::AgentServiceClient;
-use berth_tests::cluster::{Cluster, ClusterOptions, in_ns, in_ns_ok, ip, node_addr};
+use berth_tests::cluster::{Cluster, ClusterOptions, in_ns, in_ns_ok, ip};
 use berth_tests::tls::{channel, in_netns};
 use berth_tests::{stderr, wait_until};
 use tonic::Code;
@@ -332,9 +332,9 @@ fn stale_commands_lose_and_status_reports_every_object() {
         .as_str()
         .unwrap()
         .to_string();
-    let url = format!("http://{}:7421", node_addr(1));
+    let (url, tls) = (c.agent_url(1), c.api_tls());
     let (older, late, status) = in_netns(&c.node(1), || async {
-        let mut agent = AgentServiceClient::new(channel(&url, None));
+        let mut agent = AgentServiceClient::new(channel(&url, tls));
         // An EnsureSandbox older than the generation the agent holds: it
         // would take s's endpoint away.
         let older = agent

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use berth_proto::v1 as pb;
 use berth_proto::v1::network_service_client::NetworkServiceClient;
 use berth_proto::v1::sandbox_service_client::SandboxServiceClient;
-use berth_tests::cluster::{CTL_ADDR, Cluster, ClusterOptions};
+use berth_tests::cluster::{Cluster, ClusterOptions};
 use berth_tests::stderr;
 use berth_tests::tls::{channel, in_netns};
 use tonic::Code;
@@ -18,11 +18,6 @@ fn cluster_with(api_args: &[&str]) -> Cluster {
         ..Default::default()
     };
     Cluster::start_with(1, opts).unwrap_or_else(|e| panic!("cluster: {e:?}"))
-}
-
-/// The API's TCP address (inside the control namespace).
-fn api_url() -> String {
-    format!("http://{CTL_ADDR}:7420")
 }
 
 /// The error line of a CLI call that must fail with `code`.
@@ -87,8 +82,9 @@ fn reserved_ports_are_refused_before_anything_is_written() {
             "-p {spec}"
         );
     }
+    let (url, tls) = (c.api_url(), c.admin_tls());
     let codes = in_netns(&c.ctl(), || async {
-        let mut sb = SandboxServiceClient::new(channel(&api_url(), None));
+        let mut sb = SandboxServiceClient::new(channel(&url, tls.clone()));
         let mut codes = Vec::new();
         for port in [7421, 22, 2379] {
             let s = sb
@@ -205,9 +201,10 @@ fn requests_over_a_limit_are_refused_with_the_limit_named() {
         "{err}"
     );
 
+    let (url, tls) = (c.api_url(), c.admin_tls());
     let results = in_netns(&c.ctl(), || async {
-        let mut sb = SandboxServiceClient::new(channel(&api_url(), None));
-        let mut net = NetworkServiceClient::new(channel(&api_url(), None));
+        let mut sb = SandboxServiceClient::new(channel(&url, tls.clone()));
+        let mut net = NetworkServiceClient::new(channel(&url, tls.clone()));
         let mut out: Vec<(&str, Result<(), tonic::Status>)> = Vec::new();
         let create = |what: &'static str, r: pb::CreateSandboxRequest| {
             let mut sb = sb.clone();
@@ -400,8 +397,9 @@ fn lists_are_paged() {
     for n in &names {
         c.cli_ok(&["sandbox", "create", n, "--node", "node1", "--network", "none"]);
     }
+    let (url, tls) = (c.api_url(), c.admin_tls());
     let (pages, bad_token, networks) = in_netns(&c.ctl(), || async {
-        let mut sb = SandboxServiceClient::new(channel(&api_url(), None));
+        let mut sb = SandboxServiceClient::new(channel(&url, tls.clone()));
         let mut pages: Vec<(Vec<pb::Sandbox>, String)> = Vec::new();
         let mut page_token = String::new();
         loop {
@@ -426,7 +424,7 @@ fn lists_are_paged() {
             })
             .await
             .unwrap_err();
-        let mut net = NetworkServiceClient::new(channel(&api_url(), None));
+        let mut net = NetworkServiceClient::new(channel(&url, tls.clone()));
         let mut networks = Vec::new();
         let mut page_token = String::new();
         loop {

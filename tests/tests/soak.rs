@@ -752,6 +752,7 @@ fn soak_with_faults() {
     let opts = ClusterOptions {
         api_args: vec!["--repair-period".into(), period.clone()],
         agent_args: vec![vec!["--resync-period".into(), period]; NODES],
+        ..Default::default()
     };
     let mut c = Cluster::start_with(NODES, opts).unwrap_or_else(|e| panic!("cluster: {e:?}"));
     c.cli_ok(&["network", "create", "user"]);

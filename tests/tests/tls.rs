@@ -28,7 +28,7 @@ use berth_proto::v1::agent_service_client::AgentServiceClient;
 use berth_proto::v1::network_service_client::NetworkServiceClient;
 use berth_proto::v1::registry_service_client::RegistryServiceClient;
 use berth_proto::v1::sandbox_service_client::SandboxServiceClient;
-use berth_tests::cluster::{CTL_ADDR, Cluster, ClusterOptions, ip, must, node_addr};
+use berth_tests::cluster::{CTL_ADDR, Cluster, ip, must, node_addr};
 use berth_tests::tls::{Pki, channel, in_netns};
 use berth_tests::{bin, stderr, unique};
 use tonic::Code;
@@ -44,9 +44,10 @@ fn agent_url(i: usize) -> String {
     format!("https://{}:{AGENT_PORT}", node_addr(i))
 }
 
-/// The cluster PKI: CA, the API server (its underlay address), agents
-/// node1..nodeN (theirs), client alice; and a second CA with client mallory.
-fn pki(nodes: usize) -> (Pki, Pki) {
+/// A cluster PKI of its own, for tests without a cluster: CA, the API
+/// server (its underlay address), agents node1..nodeN (theirs), client
+/// alice (admin).
+fn pki(nodes: usize) -> Pki {
     let pki = must(Pki::new(), "cluster CA");
     must(pki.cert(&["api", "--san", CTL_ADDR]), "api cert");
     for i in 1..=nodes {
@@ -56,28 +57,26 @@ fn pki(nodes: usize) -> (Pki, Pki) {
             "agent cert",
         );
     }
-    must(pki.cert(&["client", "--name", "alice"]), "client cert");
+    must(
+        pki.cert(&["client", "--name", "alice", "--role", "admin"]),
+        "client cert",
+    );
+    pki
+}
+
+/// A second CA, with an admin client mallory and an agent node1: valid
+/// certificates the cluster must not trust.
+fn other_ca() -> Pki {
     let other = must(Pki::new(), "other CA");
-    must(other.cert(&["client", "--name", "mallory"]), "other client cert");
+    must(
+        other.cert(&["client", "--name", "mallory", "--role", "admin"]),
+        "other client cert",
+    );
     must(
         other.cert(&["agent", "--node", "node1", "--san", &node_addr(1)]),
         "other agent cert",
     );
-    (pki, other)
-}
-
-fn tls_cluster(pki: &Pki, nodes: usize) -> Cluster {
-    let mut agent_args = Vec::new();
-    for i in 1..=nodes {
-        let mut a = pki.flags(&format!("agent-node{i}"));
-        a.extend(["--api".to_string(), api_url()]);
-        agent_args.push(a);
-    }
-    let opts = ClusterOptions {
-        api_args: pki.flags("api"),
-        agent_args,
-    };
-    must(Cluster::start_with(nodes, opts), "starting a TLS cluster")
+    other
 }
 
 /// `berth --api https://CTL:7420 --tls-ca … ARGS…` run in `ns`.
@@ -166,8 +165,11 @@ fn all(codes: &[(&str, Code)], want: Code) -> bool {
 
 #[test]
 fn mutual_tls_cluster() {
-    let (pki, other) = pki(2);
-    let c = tls_cluster(&pki, 2);
+    // The harness runs clusters with mutual TLS by default.
+    let c = must(Cluster::start(2), "starting a TLS cluster");
+    let pki = c.pki();
+    let other = other_ca();
+    c.client_cert("alice", "admin");
     // Agents registered (the API's TCP port speaks only mTLS) with https URLs.
     let nodes = c.cli_json(&["node", "ls"]);
     for i in 1..=2 {
@@ -183,7 +185,7 @@ fn mutual_tls_cluster() {
 
     // The CLI with a client certificate, over TCP from node1's namespace:
     // sandbox create and exec on node2 go API → agent over mTLS.
-    let alice = client_flags(&pki, Some("client-alice"));
+    let alice = client_flags(pki, Some("client-alice"));
     let out = cli_in(
         &c.node(1),
         &alice,
@@ -198,12 +200,12 @@ fn mutual_tls_cluster() {
     assert!(c.cli_ok(&["sandbox", "ls"]).contains("t1"));
 
     // No certificate: UNAUTHENTICATED from the service.
-    let out = cli_in(&c.node(1), &client_flags(&pki, None), &["network", "ls"]);
+    let out = cli_in(&c.node(1), &client_flags(pki, None), &["network", "ls"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(out.stdout.is_empty());
     assert!(stderr(&out).contains("client certificate"), "{}", stderr(&out));
     // Refused at the handshake: another CA's certificate.
-    let mut flags = client_flags(&pki, None);
+    let mut flags = client_flags(pki, None);
     let (crt, key) = other.pair("client-mallory");
     flags.extend([
         "--tls-cert".into(),
@@ -421,7 +423,7 @@ impl Drop for Ns {
 
 #[test]
 fn bad_tls_flags_stop_the_binaries() {
-    let (pki, other) = pki(1);
+    let (pki, other) = (pki(1), other_ca());
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("api.sock");
     let api = |extra: Vec<String>| {
@@ -721,7 +723,7 @@ fn agent_certificates_carry_the_node_address() {
         eprintln!("skipped: no openssl binary");
         return;
     }
-    let (pki, _other) = pki(1);
+    let pki = pki(1);
     let (crt, key) = pki.pair("agent-node1");
     let text = openssl(&["x509", "-noout", "-text", "-in", &crt.display().to_string()]);
     assert!(text.contains("URI:spiffe://berth/agent/node1"), "{text}");
@@ -741,7 +743,7 @@ fn agent_certificates_carry_the_node_address() {
     assert_eq!(mode & 0o777, 0o600);
     let (ccrt, _) = pki.pair("client-alice");
     let text = openssl(&["x509", "-noout", "-text", "-in", &ccrt.display().to_string()]);
-    assert!(text.contains("URI:spiffe://berth/client/alice"), "{text}");
+    assert!(text.contains("URI:spiffe://berth/admin/alice"), "{text}");
     assert!(!text.contains("TLS Web Server Authentication"), "{text}");
 }
 

@@ -62,6 +62,8 @@ fn grpcurl(test: &str) -> Option<PathBuf> {
 struct Target {
     netns: Option<String>,
     addr: Addr,
+    /// grpcurl's TLS flags (`-cacert … -cert … -key …`); none: `-plaintext`.
+    tls: Vec<String>,
 }
 
 enum Addr {
@@ -74,6 +76,24 @@ impl Target {
         Self {
             netns: netns.map(str::to_string),
             addr: Addr::Tcp(addr),
+            tls: Vec::new(),
+        }
+    }
+
+    /// A TCP target with mutual TLS, presenting the cluster certificate `stem`.
+    fn tls(netns: &str, addr: String, c: &Cluster, stem: &str) -> Self {
+        let (crt, key) = c.pki().pair(stem);
+        let tls = [
+            "-cacert".to_string(),
+            c.pki().ca().display().to_string(),
+            "-cert".to_string(),
+            crt.display().to_string(),
+            "-key".to_string(),
+            key.display().to_string(),
+        ];
+        Self {
+            tls: tls.to_vec(),
+            ..Self::tcp(Some(netns), addr)
         }
     }
 
@@ -81,6 +101,7 @@ impl Target {
         Self {
             netns: None,
             addr: Addr::Unix(path.to_path_buf()),
+            tls: Vec::new(),
         }
     }
 
@@ -92,7 +113,8 @@ impl Target {
         }
     }
 
-    /// `grpcurl -plaintext FLAGS… ADDRESS ARGS…`.
+    /// `grpcurl -plaintext FLAGS… ADDRESS ARGS…` (TLS flags instead of
+    /// `-plaintext` for a TLS target).
     fn run(&self, grpcurl: &Path, flags: &[&str], args: &[&str]) -> Output {
         let mut cmd = match &self.netns {
             Some(ns) => {
@@ -102,7 +124,10 @@ impl Target {
             }
             None => Command::new(grpcurl),
         };
-        cmd.arg("-plaintext").args(flags);
+        if self.tls.is_empty() {
+            cmd.arg("-plaintext");
+        }
+        cmd.args(&self.tls).args(flags);
         match &self.addr {
             Addr::Tcp(a) => cmd.arg(a),
             Addr::Unix(p) => cmd.arg("-unix").arg(p),
@@ -150,7 +175,12 @@ fn grpcurl_lists_describes_and_calls_api_and_agent() {
     let ctl = c.ctl();
     let node = c.node(1);
     let api_targets = [
-        Target::tcp(Some(&ctl), format!("{CTL_ADDR}:7420")),
+        Target::tls(
+            &ctl,
+            format!("{CTL_ADDR}:7420"),
+            &c,
+            &c.client_cert("admin", "admin"),
+        ),
         Target::unix(&c.socket),
     ];
     for t in &api_targets {
@@ -178,7 +208,7 @@ fn grpcurl_lists_describes_and_calls_api_and_agent() {
         }
     }
 
-    let agent = Target::tcp(Some(&node), format!("{}:7421", node_addr(1)));
+    let agent = Target::tls(&node, format!("{}:7421", node_addr(1)), &c, "api");
     assert_eq!(lines(&agent.ok(&grpcurl, &["list"], logs)), AGENT_LIST);
     let described = agent.ok(&grpcurl, &["describe", "berth.v1.AgentService"], logs);
     assert!(described.contains("rpc Status"), "{described}");

@@ -5,18 +5,49 @@ use berth_proto::v1 as pb;
 use tonic::{Response, Status};
 
 use super::convert;
-use crate::sandboxes::Sandboxes;
-use crate::sandboxes::local::{AttachRequest, external_origin, validate_ids};
+use crate::sandboxes::local::{AttachInput, AttachRequest, external_origin, validate_ids};
+use crate::sandboxes::{PortRequest, Sandboxes};
+use crate::store::records::SandboxOrigin;
+
+/// A runtime front's origin; `None` for berth's own or an unknown value.
+fn origin(o: i32) -> Option<SandboxOrigin> {
+    match pb::SandboxOrigin::try_from(o) {
+        Ok(pb::SandboxOrigin::Cni) => Some(SandboxOrigin::Cni),
+        Ok(pb::SandboxOrigin::Docker) => Some(SandboxOrigin::Docker),
+        _ => None,
+    }
+}
 
 pub async fn attach(
     sandboxes: &Sandboxes,
     r: &pb::AttachLocalRequest,
 ) -> Result<Response<pb::AttachLocalResponse>, Status> {
-    let req = AttachRequest::validate(r)?;
+    let input = AttachInput {
+        node: r.node.clone(),
+        origin: origin(r.origin),
+        container_id: r.container_id.clone(),
+        netns_path: r.netns_path.clone(),
+        netns_inode: r.netns_inode,
+        ifname: r.ifname.clone(),
+        network: r.network.clone(),
+        ip: r.ip.clone(),
+        ports: r
+            .ports
+            .iter()
+            .map(|p| PortRequest {
+                host_ip: p.host_ip.clone(),
+                host_port: p.host_port,
+                container_port: p.container_port,
+                protocol: p.protocol.clone(),
+            })
+            .collect(),
+        aliases: r.aliases.clone(),
+    };
+    let req = AttachRequest::validate(&input)?;
     let (view, existing) = sandboxes.attach_local(req).await?;
     Ok(Response::new(pb::AttachLocalResponse {
-        networks: view.endpoints.iter().map(|(_, n)| convert::network(n)).collect(),
-        sandbox: Some(view.to_proto()),
+        networks: convert::sandbox_networks(&view),
+        sandbox: Some(convert::sandbox_view(&view)),
         existing,
     }))
 }
@@ -25,7 +56,7 @@ pub async fn detach(
     sandboxes: &Sandboxes,
     r: &pb::DetachLocalRequest,
 ) -> Result<Response<pb::DetachLocalResponse>, Status> {
-    let origin = external_origin(r.origin)?;
+    let origin = external_origin(origin(r.origin))?;
     validate_ids(&r.node, &r.container_id, &r.ifname)?;
     let id = sandboxes
         .detach_local(&r.node, origin, &r.container_id, &r.ifname)
@@ -42,10 +73,10 @@ pub async fn list(
 ) -> Result<Response<pb::ListLocalResponse>, Status> {
     let origin = match pb::SandboxOrigin::try_from(r.origin) {
         Ok(pb::SandboxOrigin::Unspecified) => None,
-        _ => Some(external_origin(r.origin)?),
+        _ => Some(external_origin(origin(r.origin))?),
     };
     let views = sandboxes.list_local(&r.node, origin).await?;
     Ok(Response::new(pb::ListLocalResponse {
-        sandboxes: views.iter().map(|v| v.to_proto()).collect(),
+        sandboxes: views.iter().map(convert::sandbox_view).collect(),
     }))
 }

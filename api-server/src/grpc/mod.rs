@@ -4,4 +4,5 @@ pub mod convert;
 pub mod local;
 pub mod network;
 pub mod node;
+pub mod page;
 pub mod sandbox;

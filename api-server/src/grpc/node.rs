@@ -68,7 +68,8 @@ impl RegistryService for NodeApi {
     ) -> Result<Response<pb::NodeState>, Status> {
         let node = &req.get_ref().node;
         self.nodes.get(node).await?;
-        Ok(Response::new(self.sandboxes.desired_state(node).await?))
+        let state = self.sandboxes.desired_state(node).await?;
+        Ok(Response::new(convert::node_state(&state)))
     }
 
     #[tracing::instrument(skip_all, fields(node = %req.get_ref().node, netns = %req.get_ref().netns_path, ifname = %req.get_ref().ifname))]

@@ -7,11 +7,26 @@
 //! deleted), named after the container (`cni-<12 of its id>[-<ifname>]`),
 //! idempotent for the same container interface and namespace.
 use berth_core::names::{external_sandbox_names, validate_container_id, validate_ifname, validate_name};
-use berth_proto::v1 as pb;
 
-use super::{SandboxSpec, SandboxView, Sandboxes};
+use super::{PortRequest, SandboxRequest, SandboxSpec, SandboxView, Sandboxes};
 use crate::error::{ApiError, Result};
 use crate::store::records::{ExternalRef, Phase, SandboxOrigin};
+
+/// An `AttachLocal` as it arrived (the gRPC edge builds it).
+#[derive(Debug, Clone, Default)]
+pub struct AttachInput {
+    pub node: String,
+    /// `None`: the request named no runtime front (refused).
+    pub origin: Option<SandboxOrigin>,
+    pub container_id: String,
+    pub netns_path: String,
+    pub netns_inode: u64,
+    pub ifname: String,
+    pub network: String,
+    pub ip: String,
+    pub ports: Vec<PortRequest>,
+    pub aliases: Vec<String>,
+}
 
 /// A validated `AttachLocal`.
 #[derive(Debug, Clone)]
@@ -24,10 +39,9 @@ pub struct AttachRequest {
 }
 
 /// The origin of a runtime front's request: cni or docker.
-pub fn external_origin(o: i32) -> Result<SandboxOrigin> {
-    match pb::SandboxOrigin::try_from(o) {
-        Ok(pb::SandboxOrigin::Cni) => Ok(SandboxOrigin::Cni),
-        Ok(pb::SandboxOrigin::Docker) => Ok(SandboxOrigin::Docker),
+pub fn external_origin(o: Option<SandboxOrigin>) -> Result<SandboxOrigin> {
+    match o {
+        Some(o) if o.is_external() => Ok(o),
         _ => Err(berth_core::Invalid::new("origin", "an attachment comes from cni or docker").into()),
     }
 }
@@ -41,7 +55,7 @@ pub fn validate_ids(node: &str, container_id: &str, ifname: &str) -> Result<()> 
 }
 
 impl AttachRequest {
-    pub fn validate(r: &pb::AttachLocalRequest) -> Result<Self> {
+    pub fn validate(r: &AttachInput) -> Result<Self> {
         let origin = external_origin(r.origin)?;
         validate_ids(&r.node, &r.container_id, &r.ifname)?;
         if !r.netns_path.starts_with('/')
@@ -56,7 +70,7 @@ impl AttachRequest {
             return Err(berth_core::Invalid::new("network", "name the berth network to attach to").into());
         }
         // The same checks as a sandbox create (ports, address, aliases, limits).
-        let mut spec = SandboxSpec::validate(&pb::CreateSandboxRequest {
+        let mut spec = SandboxSpec::validate(&SandboxRequest {
             name: "attachment".into(),
             node: r.node.clone(),
             network: r.network.clone(),
@@ -222,10 +236,10 @@ impl Sandboxes {
 mod tests {
     use super::*;
 
-    fn req() -> pb::AttachLocalRequest {
-        pb::AttachLocalRequest {
+    fn req() -> AttachInput {
+        AttachInput {
             node: "node1".into(),
-            origin: pb::SandboxOrigin::Cni as i32,
+            origin: Some(SandboxOrigin::Cni),
             container_id: "0123456789abcdef".into(),
             netns_path: "/run/netns/netns-1".into(),
             netns_inode: 7,
@@ -240,12 +254,13 @@ mod tests {
         let ok = AttachRequest::validate(&req()).unwrap();
         assert_eq!(ok.origin, SandboxOrigin::Cni);
         assert!(ok.spec.external.is_some());
-        let bad = |f: fn(&mut pb::AttachLocalRequest)| {
+        let bad = |f: fn(&mut AttachInput)| {
             let mut r = req();
             f(&mut r);
             AttachRequest::validate(&r).unwrap_err().to_string()
         };
-        assert!(bad(|r| r.origin = pb::SandboxOrigin::Berth as i32).contains("origin"));
+        assert!(bad(|r| r.origin = Some(SandboxOrigin::Berth)).contains("origin"));
+        assert!(bad(|r| r.origin = None).contains("origin"));
         assert!(bad(|r| r.container_id = "a b".into()).contains("container id"));
         assert!(bad(|r| r.ifname = "e*".into()).contains("ifname"));
         assert!(bad(|r| r.netns_path = "netns-1".into()).contains("netns path"));

@@ -1,15 +1,18 @@
-//! etcd access: the client, the key layout and JSON records.
+//! etcd access: the client, the key layout, JSON records and typed
+//! transactions (`txn`): nothing outside this module builds an etcd `Txn`.
 pub mod keys;
 pub mod page;
 pub mod records;
+pub mod txn;
 
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, Txn, TxnResponse};
+use etcd_client::{Client, ConnectOptions, GetOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use self::keys::Keys;
+pub use self::txn::{Entry, Guard, Op, Outcome, Read, Write};
 use crate::error::{ApiError, Result};
 
 /// A connection to etcd plus the key layout under the configured prefix.
@@ -100,33 +103,16 @@ impl Store {
 
     /// Every record under `prefix`, in key order.
     pub async fn list_json<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>> {
-        let resp = self
-            .client
-            .clone()
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await?;
-        resp.kvs()
-            .iter()
-            .map(|kv| serde_json::from_slice(kv.value()).map_err(ApiError::from))
-            .collect()
+        Ok(self.list_json_rev(prefix).await?.0)
     }
 
     /// Keys under `prefix` with their values as strings.
     pub async fn list_strings(&self, prefix: &str) -> Result<Vec<(String, String)>> {
-        let resp = self
-            .client
-            .clone()
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await?;
-        Ok(resp
-            .kvs()
-            .iter()
-            .map(|kv| {
-                (
-                    String::from_utf8_lossy(kv.key()).into_owned(),
-                    String::from_utf8_lossy(kv.value()).into_owned(),
-                )
-            })
+        Ok(self
+            .list_strings_versioned(prefix, None)
+            .await?
+            .into_iter()
+            .map(|(k, v, _)| (k, v))
             .collect())
     }
 
@@ -137,13 +123,8 @@ impl Store {
         prefix: &str,
         revision: Option<i64>,
     ) -> Result<Vec<(String, String, i64)>> {
-        let mut opts = GetOptions::new().with_prefix();
-        if let Some(rev) = revision {
-            opts = opts.with_revision(rev);
-        }
-        let resp = self.client.clone().get(prefix, Some(opts)).await?;
-        Ok(resp
-            .kvs()
+        let (kvs, _) = self.range_all(prefix, revision, false).await?;
+        Ok(kvs
             .iter()
             .map(|kv| {
                 (
@@ -157,18 +138,8 @@ impl Store {
 
     /// Every record under `prefix` and the store revision they were read at.
     pub async fn list_json_rev<T: DeserializeOwned>(&self, prefix: &str) -> Result<(Vec<T>, i64)> {
-        let resp = self
-            .client
-            .clone()
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await?;
-        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-        let items = resp
-            .kvs()
-            .iter()
-            .map(|kv| serde_json::from_slice(kv.value()).map_err(ApiError::from))
-            .collect::<Result<Vec<T>>>()?;
-        Ok((items, rev))
+        let (items, rev) = self.list_json_versioned(prefix, None).await?;
+        Ok((items.into_iter().map(|v| v.value).collect(), rev))
     }
 
     /// Every record under `prefix` with its mod revision, read at
@@ -178,14 +149,8 @@ impl Store {
         prefix: &str,
         revision: Option<i64>,
     ) -> Result<(Vec<Versioned<T>>, i64)> {
-        let mut opts = GetOptions::new().with_prefix();
-        if let Some(rev) = revision {
-            opts = opts.with_revision(rev);
-        }
-        let resp = self.client.clone().get(prefix, Some(opts)).await?;
-        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-        let items = resp
-            .kvs()
+        let (kvs, rev) = self.range_all(prefix, revision, false).await?;
+        let items = kvs
             .iter()
             .map(|kv| {
                 Ok(Versioned {
@@ -199,20 +164,11 @@ impl Store {
 
     /// Keys under `prefix`.
     pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
-        let resp = self
-            .client
-            .clone()
-            .get(prefix, Some(GetOptions::new().with_prefix().with_keys_only()))
-            .await?;
-        Ok(resp
-            .kvs()
+        let (kvs, _) = self.range_all(prefix, None, true).await?;
+        Ok(kvs
             .iter()
             .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
             .collect())
-    }
-
-    pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-        Ok(self.client.clone().txn(txn).await?)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Paged reads: one range of a prefix by key, and many keys at one
 //! revision (etcd allows 128 operations per transaction by default, so
 //! reads are chunked).
-use etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse};
 use serde::de::DeserializeOwned;
 
 use super::{Store, Versioned};
@@ -9,6 +9,12 @@ use crate::error::{ApiError, Result};
 
 /// Operations per read transaction: etcd's default `--max-txn-ops`.
 const TXN_OPS: usize = 128;
+
+/// Keys per range read of a whole prefix. The largest records the limits
+/// allow are about 47 KB encoded (docs/limits.md), so a chunk stays under
+/// the etcd client's 4 MiB message limit; one get of a whole prefix does
+/// not once a cluster has some 10,000 sandboxes.
+const RANGE_CHUNK: i64 = 50;
 
 /// One page of a prefix: records in key order after a key, whether more
 /// follow, and the revision they were read at.
@@ -31,6 +37,43 @@ pub fn prefix_end(prefix: &str) -> Vec<u8> {
 }
 
 impl Store {
+    /// Every key-value under `prefix` at `revision` (`None`: now), read in
+    /// chunks of [`RANGE_CHUNK`] at one revision, and that revision.
+    pub(super) async fn range_all(
+        &self,
+        prefix: &str,
+        revision: Option<i64>,
+        keys_only: bool,
+    ) -> Result<(Vec<KeyValue>, i64)> {
+        let end = prefix_end(prefix);
+        let mut start = prefix.as_bytes().to_vec();
+        let mut revision = revision.unwrap_or(0);
+        let mut out = Vec::new();
+        loop {
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(RANGE_CHUNK);
+            if revision > 0 {
+                opts = opts.with_revision(revision);
+            }
+            if keys_only {
+                opts = opts.with_keys_only();
+            }
+            let mut resp = self.client.clone().get(start.clone(), Some(opts)).await?;
+            if revision == 0 {
+                revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            let more = resp.more();
+            let kvs = resp.take_kvs();
+            if let Some(last) = kvs.last() {
+                start = last.key().to_vec();
+                start.push(0);
+            }
+            out.extend(kvs);
+            if !more {
+                return Ok((out, revision));
+            }
+        }
+    }
+
     /// Up to `limit` records under `prefix` whose keys sort after
     /// `prefix + after` (all of them from the start when `after` is empty).
     pub async fn page_json<T: DeserializeOwned>(
@@ -82,7 +125,7 @@ impl Store {
                 .iter()
                 .map(|k| TxnOp::get(k.as_str(), Some(GetOptions::new().with_revision(revision))))
                 .collect();
-            let resp = self.txn(Txn::new().and_then(ops)).await?;
+            let resp = self.client.clone().txn(Txn::new().and_then(ops)).await?;
             for r in resp.op_responses() {
                 let TxnOpResponse::Get(g) = r else {
                     return Err(ApiError::Internal("a read transaction answered a write".into()));

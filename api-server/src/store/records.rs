@@ -149,3 +149,31 @@ impl Phase {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Network records as berth has always written them (the driver and
+    /// scope in lowercase) load, and are written back byte for byte.
+    #[test]
+    fn network_records_keep_their_encoding() {
+        let stored = [
+            r#"{"id":"aa","name":"demo","driver":"overlay","scope":"global","subnet":"10.0.0.0/24","gateway":"10.0.0.1","options":{},"labels":{},"created":"2025-01-01T10:00:00Z","vni":4096,"bridge":"ov-aa","builtin":false}"#,
+            r#"{"id":"bb","name":"bridge","driver":"bridge","scope":"local","subnet":"172.17.0.0/16","gateway":"172.17.0.1","options":{},"labels":{},"created":"2025-01-01T10:00:00Z","bridge":"berth0","builtin":true}"#,
+            r#"{"id":"cc","name":"none","driver":"null","scope":"local","options":{},"labels":{},"created":"2025-01-01T10:00:00Z","builtin":true}"#,
+        ];
+        let drivers = [Driver::Overlay, Driver::Bridge, Driver::Null];
+        for (json, driver) in stored.iter().zip(drivers) {
+            let n: NetworkRecord = serde_json::from_str(json).expect(json);
+            assert_eq!(n.driver, driver);
+            assert_eq!(n.scope, driver.scope());
+            assert_eq!(&serde_json::to_string(&n).unwrap(), json);
+        }
+        // The oldest records had no options, labels or builtin flag.
+        let n: NetworkRecord =
+            serde_json::from_str(r#"{"id":"dd","name":"h","driver":"host","scope":"local","created":""}"#)
+                .unwrap();
+        assert_eq!((n.driver, n.builtin), (Driver::Host, false));
+    }
+}

@@ -1,8 +1,8 @@
 //! `berth cert`: the cluster CA and the certificates of API servers, agents
 //! and clients, made locally with rcgen (ECDSA P-256). The role goes into a
 //! URI subject alternative name (`spiffe://berth/api`,
-//! `spiffe://berth/agent/NODE`, `spiffe://berth/client/NAME`) that the
-//! servers check on every call. `berth cert etcd` issues certificates with
+//! `spiffe://berth/agent/NODE`, `spiffe://berth/{admin,operator,viewer}/NAME`)
+//! that the servers check on every call. `berth cert etcd` issues certificates with
 //! no berth role, for etcd members and berth-api's etcd client.
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -48,7 +48,11 @@ pub fn run(cmd: CertCommand) -> Result<i32> {
         CertCommand::Client(a) => {
             validate_name("client name", &a.name)?;
             let stem = format!("client-{}", a.name);
-            leaf(Some(Role::Client(a.name.clone())), &a.name, &[], &a.common, stem)
+            let access = a
+                .role
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("invalid --role: {e}"))?;
+            leaf(Some(Role::client(&a.name, access)), &a.name, &[], &a.common, stem)
         }
     }?;
     Ok(0)
@@ -168,7 +172,7 @@ fn leaf(role: Option<Role>, name: &str, sans: &[String], common: &CertCommon, st
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     // API servers and agents are both servers and clients of each other.
     params.extended_key_usages = match role {
-        Some(Role::Client(_)) => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        Some(Role::Client { .. } | Role::LegacyClient(_)) => vec![ExtendedKeyUsagePurpose::ClientAuth],
         _ => vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
