@@ -237,6 +237,24 @@ pub struct SandboxView {
     pub ports: Vec<PortView>,
     pub links: Vec<LinkView>,
     pub networks: BTreeMap<String, SandboxNetwork>,
+    /// berth, cni or docker.
+    pub origin: String,
+    /// For a runtime's sandbox: its container id, namespace path and interface.
+    #[serde(rename = "ContainerID", skip_serializing_if = "String::is_empty")]
+    pub container_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub netns_path: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub interface: String,
+}
+
+/// The origin of a sandbox by name.
+pub fn origin_name(s: &Sandbox) -> &'static str {
+    match s.origin() {
+        berth_proto::v1::SandboxOrigin::Cni => "cni",
+        berth_proto::v1::SandboxOrigin::Docker => "docker",
+        _ => "berth",
+    }
 }
 
 /// One published port of a sandbox.
@@ -296,6 +314,10 @@ impl From<&Sandbox> for SandboxView {
             .to_string(),
             created: s.created.clone(),
             netns: s.netns.clone(),
+            origin: origin_name(s).to_string(),
+            container_id: s.container_id.clone(),
+            netns_path: s.netns_path.clone(),
+            interface: s.ifname.clone(),
             command: s.command.clone(),
             ports: s
                 .ports
@@ -451,6 +473,7 @@ pub(crate) mod fixtures {
             netns: "test1".into(),
             generation: 7,
             phase: berth_proto::v1::SandboxPhase::Ready as i32,
+            ..Default::default()
         }
     }
 }

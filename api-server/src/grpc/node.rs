@@ -72,4 +72,27 @@ impl RegistryService for NodeApi {
         let state = self.sandboxes.desired_state(node).await?;
         Ok(Response::new(convert::node_state(&state)))
     }
+
+    #[tracing::instrument(skip_all, fields(node = %req.get_ref().node, netns = %req.get_ref().netns_path, ifname = %req.get_ref().ifname))]
+    async fn attach_local(
+        &self,
+        req: Request<pb::AttachLocalRequest>,
+    ) -> Result<Response<pb::AttachLocalResponse>, Status> {
+        super::local::attach(&self.sandboxes, req.get_ref()).await
+    }
+
+    #[tracing::instrument(skip_all, fields(node = %req.get_ref().node, ifname = %req.get_ref().ifname))]
+    async fn detach_local(
+        &self,
+        req: Request<pb::DetachLocalRequest>,
+    ) -> Result<Response<pb::DetachLocalResponse>, Status> {
+        super::local::detach(&self.sandboxes, req.get_ref()).await
+    }
+
+    async fn list_local(
+        &self,
+        req: Request<pb::ListLocalRequest>,
+    ) -> Result<Response<pb::ListLocalResponse>, Status> {
+        super::local::list(&self.sandboxes, req.get_ref()).await
+    }
 }
