@@ -56,7 +56,10 @@ pub fn need(path: &str) -> Option<Need> {
         ("berth.v1.SandboxService", "Exec") => Need::Access(Admin),
         ("berth.v1.NodeService", "ListNodes") => Need::Access(Viewer),
         ("berth.v1.NodeService", "RemoveNode") => Need::Access(Admin),
-        ("berth.v1.RegistryService", "Register" | "Heartbeat" | "DesiredState") => Need::Agent,
+        (
+            "berth.v1.RegistryService",
+            "Register" | "Heartbeat" | "DesiredState" | "AttachLocal" | "DetachLocal" | "ListLocal",
+        ) => Need::Agent,
         _ => return None,
     })
 }

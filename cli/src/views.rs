@@ -192,6 +192,9 @@ pub struct NodeView {
     pub agent: String,
     pub registered: String,
     pub mtu: u32,
+    /// The node's own routes (`DESTINATION dev DEVICE`), which berth's
+    /// subnets do not overlap.
+    pub routes: Vec<String>,
 }
 
 pub fn node_status(node: &Node) -> &'static str {
@@ -207,6 +210,11 @@ impl From<&Node> for NodeView {
             agent: n.agent_url.clone(),
             registered: n.registered.clone(),
             mtu: n.mtu,
+            routes: n
+                .routes
+                .iter()
+                .map(|r| format!("{} dev {}", r.destination, r.device))
+                .collect(),
         }
     }
 }
@@ -229,6 +237,24 @@ pub struct SandboxView {
     pub ports: Vec<PortView>,
     pub links: Vec<LinkView>,
     pub networks: BTreeMap<String, SandboxNetwork>,
+    /// berth, cni or docker.
+    pub origin: String,
+    /// For a runtime's sandbox: its container id, namespace path and interface.
+    #[serde(rename = "ContainerID", skip_serializing_if = "String::is_empty")]
+    pub container_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub netns_path: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub interface: String,
+}
+
+/// The origin of a sandbox by name.
+pub fn origin_name(s: &Sandbox) -> &'static str {
+    match s.origin() {
+        berth_proto::v1::SandboxOrigin::Cni => "cni",
+        berth_proto::v1::SandboxOrigin::Docker => "docker",
+        _ => "berth",
+    }
 }
 
 /// One published port of a sandbox.
@@ -288,6 +314,10 @@ impl From<&Sandbox> for SandboxView {
             .to_string(),
             created: s.created.clone(),
             netns: s.netns.clone(),
+            origin: origin_name(s).to_string(),
+            container_id: s.container_id.clone(),
+            netns_path: s.netns_path.clone(),
+            interface: s.ifname.clone(),
             command: s.command.clone(),
             ports: s
                 .ports
@@ -390,6 +420,13 @@ pub(crate) mod fixtures {
         }
     }
 
+    fn pb_route(destination: &str, device: &str) -> berth_proto::v1::NodeRoute {
+        berth_proto::v1::NodeRoute {
+            destination: destination.into(),
+            device: device.into(),
+        }
+    }
+
     pub fn nodes() -> [Node; 2] {
         [
             Node {
@@ -399,6 +436,7 @@ pub(crate) mod fixtures {
                 ready: false,
                 registered: "t".into(),
                 mtu: 1500,
+                routes: vec![pb_route("192.168.205.0/24", "eth0")],
             },
             Node {
                 name: "node1".into(),
@@ -407,6 +445,7 @@ pub(crate) mod fixtures {
                 ready: true,
                 registered: "t".into(),
                 mtu: 1500,
+                routes: vec![pb_route("192.168.205.0/24", "eth0")],
             },
         ]
     }
@@ -434,6 +473,7 @@ pub(crate) mod fixtures {
             netns: "test1".into(),
             generation: 7,
             phase: berth_proto::v1::SandboxPhase::Ready as i32,
+            ..Default::default()
         }
     }
 }
@@ -569,7 +609,8 @@ mod tests {
         assert_eq!(
             v,
             json!({"Name": "node1", "Address": "192.168.205.10", "Status": "ready",
-                   "Agent": "http://192.168.205.10:7001", "Registered": "t", "Mtu": 1500})
+                   "Agent": "http://192.168.205.10:7001", "Registered": "t", "Mtu": 1500,
+                   "Routes": ["192.168.205.0/24 dev eth0"]})
         );
     }
 

@@ -133,6 +133,47 @@ impl SandboxMode {
     }
 }
 
+/// Who asked for a sandbox: berth's own API, or a container runtime through
+/// the node's agent (then the network namespace is the runtime's: berth
+/// never creates, marks or deletes it, only its own interfaces inside).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxOrigin {
+    /// `berth sandbox create` (records written before origins existed too).
+    #[default]
+    Berth,
+    /// The `berth-cni` plugin.
+    Cni,
+    /// Docker's remote network driver.
+    Docker,
+}
+
+impl SandboxOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxOrigin::Berth => "berth",
+            SandboxOrigin::Cni => "cni",
+            SandboxOrigin::Docker => "docker",
+        }
+    }
+
+    /// Whether the namespace is a runtime's, not one berth names.
+    pub fn is_external(self) -> bool {
+        self != SandboxOrigin::Berth
+    }
+
+    /// Whether a sandbox of this origin is `berth`'s default.
+    pub fn is_berth(&self) -> bool {
+        *self == SandboxOrigin::Berth
+    }
+}
+
+impl fmt::Display for SandboxOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Name, subnet and bridge device of the default bridge network.
 pub const DEFAULT_BRIDGE: (&str, &str, &str) = ("bridge", "172.17.0.0/16", "berth0");
 /// Name and bridge device of the per-node gateway network that gives

@@ -7,7 +7,9 @@ use berth_proto::v1 as pb;
 use crate::nodes::NodeStatus;
 use crate::overlay::PeerSet;
 use crate::sandboxes::{NodeState, PortRequest, SandboxRequest, SandboxView};
-use crate::store::records::{EndpointRecord, NetworkRecord, Phase, SandboxMode, SandboxRecord};
+use crate::store::records::{
+    EndpointRecord, NetworkRecord, Phase, SandboxMode, SandboxOrigin, SandboxRecord,
+};
 
 /// The proto enum of a driver.
 pub fn driver(d: Driver) -> pb::NetworkDriver {
@@ -82,6 +84,15 @@ pub fn node(n: &NodeStatus) -> pb::Node {
         ready: n.ready,
         registered: n.record.registered.clone(),
         mtu: n.record.mtu,
+        routes: n
+            .record
+            .routes
+            .iter()
+            .map(|r| pb::NodeRoute {
+                destination: r.destination.to_string(),
+                device: r.device.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -136,6 +147,27 @@ pub fn sandbox(r: &SandboxRecord, endpoints: &[(EndpointRecord, NetworkRecord)])
             Phase::Ready => pb::SandboxPhase::Ready,
             Phase::Removing => pb::SandboxPhase::Removing,
         } as i32,
+        origin: origin(r.origin) as i32,
+        container_id: r
+            .external
+            .as_ref()
+            .map(|x| x.container_id.clone())
+            .unwrap_or_default(),
+        netns_path: r
+            .external
+            .as_ref()
+            .map(|x| x.netns_path.clone())
+            .unwrap_or_default(),
+        netns_inode: r.external.as_ref().map_or(0, |x| x.netns_inode),
+        ifname: r.external.as_ref().map(|x| x.ifname.clone()).unwrap_or_default(),
+    }
+}
+
+pub fn origin(o: SandboxOrigin) -> pb::SandboxOrigin {
+    match o {
+        SandboxOrigin::Berth => pb::SandboxOrigin::Berth,
+        SandboxOrigin::Cni => pb::SandboxOrigin::Cni,
+        SandboxOrigin::Docker => pb::SandboxOrigin::Docker,
     }
 }
 

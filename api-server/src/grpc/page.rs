@@ -139,6 +139,12 @@ mod tests {
             netns: name.clone(),
             generation: u64::MAX,
             phase: pb::SandboxPhase::Removing as i32,
+            // A runtime's sandbox has no command, but count its fields too.
+            origin: pb::SandboxOrigin::Docker as i32,
+            container_id: "c".repeat(1024),
+            netns_path: format!("/{}", "p".repeat(4095)),
+            netns_inode: u64::MAX,
+            ifname: "i".repeat(15),
         }
     }
 

@@ -15,7 +15,9 @@ use super::{SandboxSpec, SandboxView, Sandboxes, mode_of, port_free};
 use crate::agents::agent_error;
 use crate::error::{ApiError, Result};
 use crate::ipam::{self, Allocated};
-use crate::store::records::{EndpointRecord, NetworkRecord, NodeRecord, Phase, SandboxMode, SandboxRecord};
+use crate::store::records::{
+    EndpointRecord, NetworkRecord, NodeRecord, Phase, SandboxMode, SandboxOrigin, SandboxRecord,
+};
 use crate::store::{Guard, Op, Write, new_id, now_rfc3339};
 
 /// What recording a new sandbox came to.
@@ -151,7 +153,10 @@ impl Sandboxes {
                 node: node.name.clone(),
                 ip: Some(ip),
                 mac: format_mac(mac_from_ip(ip)),
-                ifname: "eth1".into(),
+                ifname: match &spec.external {
+                    Some((_, x)) => super::local::gateway_ifname(&x.ifname),
+                    None => "eth1".into(),
+                },
                 aliases: Vec::new(),
                 removing: false,
             };
@@ -162,7 +167,11 @@ impl Sandboxes {
             name: spec.name.clone(),
             node: node.name.clone(),
             mode,
-            netns: (mode != SandboxMode::Host).then(|| spec.name.clone()),
+            // A runtime's namespace goes by its path; berth's by the sandbox's name.
+            netns: match &spec.external {
+                Some((_, x)) => Some(x.netns_path.clone()),
+                None => (mode != SandboxMode::Host).then(|| spec.name.clone()),
+            },
             networks: std::iter::once(network.id.clone())
                 .chain(gw.iter().map(|(_, n)| n.id.clone()))
                 .collect(),
@@ -172,6 +181,8 @@ impl Sandboxes {
             created: now.clone(),
             phase: Phase::Creating,
             phase_since: now,
+            origin: spec.external.as_ref().map_or(SandboxOrigin::Berth, |(o, _)| *o),
+            external: spec.external.as_ref().map(|(_, x)| x.clone()),
         };
         let mut endpoint = EndpointRecord {
             id: new_id(),
@@ -181,7 +192,9 @@ impl Sandboxes {
             node: node.name.clone(),
             ip: None,
             mac: String::new(),
-            ifname: if mode == SandboxMode::Namespace {
+            ifname: if let Some((_, x)) = &spec.external {
+                x.ifname.clone()
+            } else if mode == SandboxMode::Namespace {
                 "eth0".into()
             } else {
                 String::new()

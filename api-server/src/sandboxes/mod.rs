@@ -6,6 +6,7 @@ mod attach;
 mod create;
 mod lifecycle;
 mod limits;
+pub mod local;
 mod page;
 mod remove;
 mod reserved;
@@ -23,7 +24,9 @@ use crate::error::{ApiError, Result};
 use crate::networks::Networks;
 use crate::nodes::Nodes;
 use crate::overlay::Overlay;
-use crate::store::records::{EndpointRecord, NetworkRecord, NodeRecord, SandboxMode, SandboxRecord};
+use crate::store::records::{
+    EndpointRecord, ExternalRef, NetworkRecord, NodeRecord, SandboxMode, SandboxOrigin, SandboxRecord,
+};
 use crate::store::{Guard, Store};
 
 pub use self::reserved::{DEFAULT_RESERVED_PORTS, ReservedPorts};
@@ -76,6 +79,8 @@ pub struct SandboxSpec {
     pub command: Vec<String>,
     pub ports: Vec<PortMapping>,
     pub links: Vec<(String, String)>,
+    /// Set for an attachment of a runtime's namespace (AttachLocal).
+    pub external: Option<(SandboxOrigin, ExternalRef)>,
 }
 
 impl SandboxSpec {
@@ -126,6 +131,7 @@ impl SandboxSpec {
             command: r.command.clone(),
             ports,
             links,
+            external: None,
         })
     }
 }

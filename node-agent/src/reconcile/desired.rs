@@ -194,6 +194,7 @@ mod tests {
             ports: vec![],
             links: vec![],
             generation,
+            external: None,
         }
     }
 
