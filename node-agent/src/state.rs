@@ -3,7 +3,7 @@
 //! inside the namespace and costs a thread to read), the names of links it
 //! is about to create (the marker is set right after creation), and
 //! detached commands. Kept in `<state-dir>/owned.json`, written atomically
-//! (temporary file, fsync, rename, fsync of the directory). A missing or
+//! (temporary file, rename; not fsynced, see [`StateDir::save`]). A missing or
 //! corrupt file is reported as such, never read as "nothing": the agent then
 //! rebuilds its record from the markers.
 use std::collections::{BTreeMap, BTreeSet};
@@ -119,15 +119,20 @@ impl StateDir {
         }
     }
 
-    /// Replaces the file atomically and durably.
+    /// Replaces the file atomically (a temporary file renamed over it).
+    ///
+    /// Not fsynced: what the file records (namespaces, links, processes)
+    /// are kernel objects that a crash of the machine takes with it, while
+    /// a crash of the agent loses nothing the page cache holds. After a
+    /// power loss the file is the old one, the new one, or one that does
+    /// not parse, which is reported and rebuilt from the markers. The two
+    /// fsyncs cost 5 ms at p50 (16 ms at p90) of every sandbox create here.
     pub fn save(&self, owned: &Owned) -> std::io::Result<()> {
         let tmp = self.dir.join("owned.json.tmp");
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&serde_json::to_vec(owned).map_err(std::io::Error::other)?)?;
-        f.sync_all()?;
         drop(f);
-        std::fs::rename(tmp, self.file())?;
-        std::fs::File::open(&self.dir)?.sync_all()
+        std::fs::rename(tmp, self.file())
     }
 }
 

@@ -110,9 +110,13 @@ impl Sandboxes {
             self.undo_create(node, view).await;
             return Err(err);
         }
-        let view = self.mark_ready(view).await?;
-        self.overlay.notify(&view.network_refs(), &node.name).await;
-        Ok(view)
+        // The peers learn of the new endpoint while the phase is written:
+        // neither waits for the other (a failed mark is undone by the repair
+        // loop, which finds the sandbox `creating` and realises it again).
+        let networks: Vec<NetworkRecord> = view.endpoints.iter().map(|(_, n)| n.clone()).collect();
+        let refs: Vec<&NetworkRecord> = networks.iter().collect();
+        let (view, ()) = tokio::join!(self.mark_ready(view), self.overlay.notify(&refs, &node.name));
+        view
     }
 
     /// Rolls a create back: marked removing, removed by the agent, then the
