@@ -7,7 +7,8 @@
 //! - endpoints marked removing (an interrupted disconnect): finished;
 //! - nodes marked removing (an interrupted `node rm`): finished;
 //! - ready nodes whose agent reports failing objects or holds a different
-//!   number of sandboxes than the records say: sent their desired state
+//!   number of sandboxes than the node's index (counted by etcd) in two
+//!   passes in a row: sent their desired state
 //!   (`AgentService.Sync`), so records without kernel objects are realised
 //!   again without waiting for the agent's own period;
 //! - endpoint, address, port and name keys without an owner: freed, when
@@ -60,6 +61,8 @@ pub struct Repair {
     pub counters: Arc<Counters>,
     /// Actions counted when the totals were last logged.
     acted: Arc<AtomicU64>,
+    /// Per node, (index count, agent's count) as the last pass saw them.
+    differed: Arc<std::sync::Mutex<HashMap<String, (usize, usize)>>>,
 }
 
 /// Keys seen unowned in the previous pass, with their mod revision.
@@ -82,6 +85,7 @@ impl Repair {
             replica: format!("{}:{}", host.trim(), std::process::id()),
             counters: Arc::default(),
             acted: Arc::default(),
+            differed: Arc::default(),
         }
     }
 
@@ -248,6 +252,27 @@ impl Repair {
                 Ok(Ok(s)) => s,
                 _ => continue, // unreachable: its lease decides
             };
+            // The node's index counted by etcd first (no record is read).
+            // Creates in flight make the counts differ for a moment, so a
+            // difference counts only when the previous pass saw the same
+            // one: the whole desired state is read and pushed only then, or
+            // when objects fail, not every period of a bulk create.
+            let counted = self
+                .store
+                .count_under(&[self.store.keys.node_sandboxes(name)])
+                .await
+                .ok()
+                .and_then(|c| c.first().copied())
+                .map(|c| c as usize);
+            let seen = (counted.unwrap_or(usize::MAX), status.sandboxes);
+            let before = self
+                .differed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.clone(), seen);
+            if !status.failing && (seen.0 == seen.1 || before != Some(seen)) {
+                continue;
+            }
             let desired = match self.sandboxes.desired_state(name).await {
                 Ok(d) => d,
                 Err(e) => {

@@ -34,8 +34,16 @@ pub async fn run(config: Config, reconciler: Arc<Reconciler>, channel: Channel) 
             _ = tokio::time::sleep(wait) => {}
             _ = wake.notified() => tokio::time::sleep(DEBOUNCE).await,
         }
+        let pulling = std::time::Instant::now();
         let res = match registration::pull(&channel, &config, reconciler.netns_prefix()).await {
-            Ok((desired, revision)) => reconciler.sync(desired, revision).await,
+            Ok((desired, revision)) => {
+                tracing::debug!(
+                    sandboxes = desired.sandboxes.len(),
+                    pull_ms = pulling.elapsed().as_millis() as u64,
+                    "pulled the desired state"
+                );
+                reconciler.sync(desired, revision).await
+            }
             Err(e) => {
                 tracing::warn!(node = %config.name, error = %e, "cannot pull the desired state; converging to the state held");
                 let held = reconciler.full_pass().await;

@@ -500,6 +500,16 @@ impl Cluster {
         Ok(())
     }
 
+    /// The PID of the running berth-api.
+    pub fn api_pid(&self) -> Option<u32> {
+        self.api.as_ref().map(Proc::pid)
+    }
+
+    /// The PID of node `i`'s running agent.
+    pub fn agent_pid(&self, i: usize) -> Option<u32> {
+        self.agents.get(i - 1)?.as_ref().map(Proc::pid)
+    }
+
     pub fn api_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("api.log")).unwrap_or_default()
     }

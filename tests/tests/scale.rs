@@ -4,7 +4,9 @@
 //! namespaces: every one has its records, its name key and its agent's
 //! confirmation. Then the paged list returns each exactly once, the CLI's
 //! `sandbox ls` follows every page, and the agent, which pulls the node's
-//! whole desired state every period, still can.
+//! whole desired state every period, still can. Printed (not asserted: the
+//! machine is shared): the creates' time, bridge create p50 in the empty
+//! cluster and with the sandboxes, the processes' RSS and one full sync.
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -36,6 +38,10 @@ fn ten_thousand_sandboxes_are_listed_and_converged() {
         .build()
         .expect("runtime");
     let n = sandboxes();
+    // Sequential creates of real bridge sandboxes (namespace, veth,
+    // address) in the empty cluster, to compare with the same once the
+    // cluster holds n more: the cost of a create must not grow with it.
+    let empty = timed_creates(&rt, &c, "e");
     let started = Instant::now();
     rt.block_on(async {
         let mut tasks = Vec::new();
@@ -59,6 +65,17 @@ fn ten_thousand_sandboxes_are_listed_and_converged() {
         }
     });
     println!("{n} creates in {:?}", started.elapsed());
+    let full = timed_creates(&rt, &c, "f");
+    let (p50_empty, p50_full) = (p50(&empty), p50(&full));
+    println!(
+        "bridge create p50: {p50_empty:.1} ms in the empty cluster, {p50_full:.1} ms with {n} more sandboxes (ratio {:.2})",
+        p50_full / p50_empty
+    );
+    for (what, pid) in [("berth-api", c.api_pid()), ("berth-agent", c.agent_pid(1))] {
+        if let Some(rss) = pid.and_then(rss_kib) {
+            println!("{what} RSS with {n} sandboxes: {:.1} MiB", rss as f64 / 1024.0);
+        }
+    }
 
     let listed = rt.block_on(async {
         let mut sb = SandboxServiceClient::new(unix_channel(c.socket.clone()));
@@ -84,11 +101,16 @@ fn ten_thousand_sandboxes_are_listed_and_converged() {
         names
     });
     let unique: BTreeSet<&String> = listed.iter().collect();
-    assert_eq!(listed.len(), n, "each sandbox once");
-    assert_eq!(unique.len(), n, "each sandbox once");
+    let total = n + 2 * TIMED;
+    assert_eq!(listed.len(), total, "each sandbox once");
+    assert_eq!(unique.len(), total, "each sandbox once");
 
     let ls = c.cli_json(&["sandbox", "ls"]);
-    assert_eq!(ls.as_array().map(Vec::len), Some(n), "the CLI follows every page");
+    assert_eq!(
+        ls.as_array().map(Vec::len),
+        Some(total),
+        "the CLI follows every page"
+    );
 
     // Two more periods: the agent pulled the whole desired state of its
     // node (10,000 sandboxes) and passed over it.
@@ -102,4 +124,63 @@ fn ten_thousand_sandboxes_are_listed_and_converged() {
     );
     let nodes = c.cli_json(&["node", "ls"]);
     assert_eq!(nodes[0]["Status"], "ready", "{nodes}");
+    // One full sync of the node: the pull of its desired state, then the pass.
+    let field = |line: &str, f: &str| -> Option<u64> {
+        let at = line.find(&format!("{f}="))? + f.len() + 1;
+        line[at..]
+            .split(|ch: char| !ch.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    let pull = since
+        .lines()
+        .rev()
+        .find(|l| l.contains("pulled the desired state"));
+    let pass = since.lines().rev().find(|l| l.contains("full pass done"));
+    if let (Some(pull), Some(pass)) = (pull, pass) {
+        println!(
+            "full sync of node1 ({} sandboxes): pull {} ms, pass {} ms",
+            field(pass, "sandboxes").unwrap_or(0),
+            field(pull, "pull_ms").unwrap_or(0),
+            field(pass, "elapsed_ms").unwrap_or(0)
+        );
+    }
+}
+
+/// Sandboxes created one after another by [`timed_creates`].
+const TIMED: usize = 30;
+
+/// Creates `TIMED` bridge sandboxes `<prefix>00…` on node1, one at a
+/// time, and returns each call's milliseconds.
+fn timed_creates(rt: &tokio::runtime::Runtime, c: &Cluster, prefix: &str) -> Vec<f64> {
+    rt.block_on(async {
+        let mut sb = SandboxServiceClient::new(unix_channel(c.socket.clone()));
+        let mut out = Vec::new();
+        for i in 0..TIMED {
+            let t = Instant::now();
+            sb.create_sandbox(pb::CreateSandboxRequest {
+                name: format!("{prefix}{i:02}"),
+                node: "node1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("create {prefix}{i:02}: {e:?}"));
+            out.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        out
+    })
+}
+
+fn p50(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Resident set size of a process, from /proc.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -16,6 +16,11 @@ const TXN_OPS: usize = 128;
 /// not once a cluster has some 10,000 sandboxes.
 const RANGE_CHUNK: i64 = 50;
 
+/// Keys per range read of a keys-only read: keys are at most a few hundred
+/// bytes, so 5,000 stay far below the message limit (a node's index of
+/// 10,000 sandboxes is two reads, not 200).
+const KEYS_CHUNK: i64 = 5000;
+
 /// One page of a prefix: records in key order after a key, whether more
 /// follow, and the revision they were read at.
 pub struct Page<T> {
@@ -50,7 +55,8 @@ impl Store {
         let mut revision = revision.unwrap_or(0);
         let mut out = Vec::new();
         loop {
-            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(RANGE_CHUNK);
+            let chunk = if keys_only { KEYS_CHUNK } else { RANGE_CHUNK };
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(chunk);
             if revision > 0 {
                 opts = opts.with_revision(revision);
             }
