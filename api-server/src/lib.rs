@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod ipam;
+pub mod metrics;
 pub mod networks;
 pub mod nodes;
 pub mod overlay;

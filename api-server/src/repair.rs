@@ -144,7 +144,12 @@ impl Repair {
                 Some(r) if r.ttl() > 0 => {}
                 _ => return Err(ApiError::Unavailable("repair lease lapsed".into())),
             }
-            if let Err(e) = self.pass(&mut suspects).await {
+            let start = std::time::Instant::now();
+            let result = self.pass(&mut suspects).await;
+            let m = &crate::metrics::METRICS;
+            m.repair_passes.inc();
+            m.repair_duration.observe(start.elapsed().as_secs_f64());
+            if let Err(e) = result {
                 tracing::warn!(error = %e, "repair pass failed");
             }
             tokio::time::sleep(self.period).await;
@@ -165,6 +170,7 @@ impl Repair {
             match self.sandboxes.remove_node(&n.record.name, true).await {
                 Ok(k) => {
                     Counters::add(&self.counters.nodes_removed);
+                    crate::metrics::repaired("node_removed");
                     tracing::info!(node = %n.record.name, sandboxes = k, "repair: finished removing node");
                 }
                 Err(e) => {
@@ -186,6 +192,7 @@ impl Repair {
                     match self.sandboxes.finish_removal_on(agent, view, false).await {
                         Ok(_) => {
                             Counters::add(&self.counters.removals_finished);
+                            crate::metrics::repaired("removal_finished");
                             tracing::info!(sandbox = %name, "repair: finished an interrupted removal");
                         }
                         Err(e) => tracing::warn!(sandbox = %name, error = %e, "repair: removal not finished"),
@@ -198,10 +205,12 @@ impl Repair {
                     match self.sandboxes.finish_create(&node.record, view).await {
                         Ok(true) => {
                             Counters::add(&self.counters.creates_finished);
+                            crate::metrics::repaired("create_finished");
                             tracing::info!(sandbox = %name, "repair: finished an interrupted create");
                         }
                         Ok(false) => {
                             Counters::add(&self.counters.creates_undone);
+                            crate::metrics::repaired("create_undone");
                             tracing::info!(sandbox = %name, "repair: undid a create its agent refused");
                         }
                         Err(e) => tracing::warn!(sandbox = %name, error = %e, "repair: create not finished"),
@@ -273,6 +282,7 @@ impl Repair {
             match client.sync(desired).await {
                 Ok(_) => {
                     Counters::add(&self.counters.nodes_resynced);
+                    crate::metrics::repaired("node_resynced");
                     tracing::info!(node = %name, "repair: node diverged from its records; sent its desired state");
                 }
                 Err(s) => tracing::warn!(node = %name, error = %s.message(), "repair: resync failed"),
@@ -313,6 +323,7 @@ impl Repair {
             {
                 Ok(()) => {
                     Counters::add(&self.counters.detaches_finished);
+                    crate::metrics::repaired("detach_finished");
                     tracing::info!(sandbox = %ep.value.sandbox_name, network = %network.name, "repair: finished an interrupted disconnect");
                 }
                 Err(e) => {
@@ -376,6 +387,7 @@ impl Repair {
                 .await?;
             if resp.succeeded() {
                 Counters::add(&self.counters.orphans_freed);
+                crate::metrics::repaired("orphan_freed");
                 tracing::info!(key = %key, "repair: freed a key without an owner");
             }
         }

@@ -36,6 +36,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for warning in config.check_plain(tls.is_some())? {
         tracing::warn!("{warning}");
     }
+    crate::metrics::registry_started(&config.metrics_listen).await?;
     let unix_policy = UnixPolicy {
         uid: nix::unistd::geteuid().as_raw(),
         gid: socket_group(&config.socket_group)?,
@@ -82,6 +83,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             builder = builder.tls_config(tls.server()).context("TLS configuration")?;
         }
         Ok(builder
+            .layer(berth_core::metrics::RpcLayer {
+                metrics: crate::metrics::METRICS.rpc.clone(),
+                known: crate::metrics::known_rpc,
+            })
             .layer(AccessLayer { unix: unix_policy })
             .add_service(health.service())
             .add_service(reflection_v1)

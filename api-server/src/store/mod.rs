@@ -168,8 +168,17 @@ impl Store {
             .collect())
     }
 
+    /// One transaction, timed and counted by outcome (`berth_etcd_txn_duration_seconds`).
     pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-        Ok(self.client.clone().txn(txn).await?)
+        let start = std::time::Instant::now();
+        let resp = self.client.clone().txn(txn).await;
+        let outcome = match &resp {
+            Ok(r) if r.succeeded() => "committed",
+            Ok(_) => "compare_failed",
+            Err(_) => "error",
+        };
+        crate::metrics::txn(start, outcome);
+        Ok(resp?)
     }
 }
 

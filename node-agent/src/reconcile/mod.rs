@@ -399,6 +399,7 @@ impl Reconciler {
 
     /// One pass: observe, plan, execute, record.
     async fn pass(&self, inner: &mut Inner, scope: &Scope) -> PassReport {
+        let start = std::time::Instant::now();
         inner.passes += 1;
         self.names.rebuild(inner.desired.get());
         let config = PassConfig {
@@ -429,6 +430,8 @@ impl Reconciler {
         let report = run_pass(&mut exec, d, owned, saved, scope, &config, results).await;
         drop(exec);
         self.publish_wanted(d);
+        crate::metrics::pass(scope.is_full(), report.errors.is_empty(), start);
+        crate::metrics::objects(results);
         report
     }
 
@@ -641,7 +644,13 @@ pub async fn run_pass<E: Executor>(
             failed.push((a.key(), failed_sandboxes(a, d), e));
             continue;
         }
-        match exec.execute(a, owned).await {
+        let executed = exec.execute(a, owned).await;
+        crate::metrics::action(
+            scope.is_full(),
+            a.key().kind,
+            executed.as_ref().err().map(|e| e.kind),
+        );
+        match executed {
             Ok(effect) => {
                 record_success(a, effect, owned);
                 done_ok.push(a.key());
