@@ -232,6 +232,30 @@ fn both_exporters_parse_and_count_real_work() {
             &[("node", "node2")]
         ) >= 1.0
     );
+
+    // Every series the Grafana dashboard queries exists.
+    let served: std::collections::BTreeSet<&str> = [&api, &n1, &n2]
+        .iter()
+        .flat_map(|m| m.values())
+        .flat_map(|f| f.samples.iter().map(|(n, _, _)| n.as_str()))
+        .collect();
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/berth-dashboard.json"),
+    )
+    .unwrap();
+    let mut used = 0;
+    for (i, _) in dashboard.match_indices("berth_") {
+        let name: String = dashboard[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        used += 1;
+        assert!(
+            served.contains(name.as_str()),
+            "the dashboard queries {name}, which nobody serves"
+        );
+    }
+    assert!(used >= 15, "{used}");
 }
 
 #[test]
