@@ -5,6 +5,7 @@ pub mod access;
 pub mod agents;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod ipam;
 pub mod metrics;

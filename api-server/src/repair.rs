@@ -84,6 +84,28 @@ impl Repair {
         }
     }
 
+    /// Counts a repair (`berth_repair_actions_total`) and publishes it as a
+    /// `repair` event: a put of the one key `events/repair`, whose every
+    /// revision etcd's history keeps until compaction, so `berth events`
+    /// on any replica sees it (docs/events.md). Publishing is best effort.
+    async fn announce(&self, action: &'static str, subject: &[(&str, &str)]) {
+        crate::metrics::repaired(action);
+        let mut record: BTreeMap<&str, &str> = subject.iter().copied().collect();
+        record.insert("action", action);
+        record.insert("replica", &self.replica);
+        let Ok(value) = serde_json::to_string(&record) else {
+            return;
+        };
+        if let Err(e) = self
+            .store
+            .client()
+            .put(self.store.keys.repair_event(), value, None)
+            .await
+        {
+            tracing::debug!(error = %e, action, "repair: could not publish the event");
+        }
+    }
+
     /// How old a `creating` sandbox must be before the loop takes it over
     /// (its request may still be in flight before that).
     fn create_deadline(&self) -> Duration {
@@ -170,7 +192,7 @@ impl Repair {
             match self.sandboxes.remove_node(&n.record.name, true).await {
                 Ok(k) => {
                     Counters::add(&self.counters.nodes_removed);
-                    crate::metrics::repaired("node_removed");
+                    self.announce("node_removed", &[("node", &n.record.name)]).await;
                     tracing::info!(node = %n.record.name, sandboxes = k, "repair: finished removing node");
                 }
                 Err(e) => {
@@ -183,6 +205,7 @@ impl Repair {
             let r = &view.record;
             let node = nodes.get(&r.node);
             let name = r.name.clone();
+            let node_name = r.node.clone();
             match r.phase {
                 Phase::Removing => {
                     let agent = node.filter(|n| n.ready).map(|n| &n.record);
@@ -192,7 +215,8 @@ impl Repair {
                     match self.sandboxes.finish_removal_on(agent, view, false).await {
                         Ok(_) => {
                             Counters::add(&self.counters.removals_finished);
-                            crate::metrics::repaired("removal_finished");
+                            self.announce("removal_finished", &[("sandbox", &name), ("node", &node_name)])
+                                .await;
                             tracing::info!(sandbox = %name, "repair: finished an interrupted removal");
                         }
                         Err(e) => tracing::warn!(sandbox = %name, error = %e, "repair: removal not finished"),
@@ -205,12 +229,14 @@ impl Repair {
                     match self.sandboxes.finish_create(&node.record, view).await {
                         Ok(true) => {
                             Counters::add(&self.counters.creates_finished);
-                            crate::metrics::repaired("create_finished");
+                            self.announce("create_finished", &[("sandbox", &name), ("node", &node_name)])
+                                .await;
                             tracing::info!(sandbox = %name, "repair: finished an interrupted create");
                         }
                         Ok(false) => {
                             Counters::add(&self.counters.creates_undone);
-                            crate::metrics::repaired("create_undone");
+                            self.announce("create_undone", &[("sandbox", &name), ("node", &node_name)])
+                                .await;
                             tracing::info!(sandbox = %name, "repair: undid a create its agent refused");
                         }
                         Err(e) => tracing::warn!(sandbox = %name, error = %e, "repair: create not finished"),
@@ -282,7 +308,7 @@ impl Repair {
             match client.sync(desired).await {
                 Ok(_) => {
                     Counters::add(&self.counters.nodes_resynced);
-                    crate::metrics::repaired("node_resynced");
+                    self.announce("node_resynced", &[("node", name)]).await;
                     tracing::info!(node = %name, "repair: node diverged from its records; sent its desired state");
                 }
                 Err(s) => tracing::warn!(node = %name, error = %s.message(), "repair: resync failed"),
@@ -323,7 +349,15 @@ impl Repair {
             {
                 Ok(()) => {
                     Counters::add(&self.counters.detaches_finished);
-                    crate::metrics::repaired("detach_finished");
+                    self.announce(
+                        "detach_finished",
+                        &[
+                            ("sandbox", &ep.value.sandbox_name),
+                            ("node", &ep.value.node),
+                            ("network", &network.name),
+                        ],
+                    )
+                    .await;
                     tracing::info!(sandbox = %ep.value.sandbox_name, network = %network.name, "repair: finished an interrupted disconnect");
                 }
                 Err(e) => {
@@ -387,7 +421,7 @@ impl Repair {
                 .await?;
             if resp.succeeded() {
                 Counters::add(&self.counters.orphans_freed);
-                crate::metrics::repaired("orphan_freed");
+                self.announce("orphan_freed", &[("key", &key)]).await;
                 tracing::info!(key = %key, "repair: freed a key without an owner");
             }
         }

@@ -137,6 +137,8 @@ pub enum Command {
     Sandbox(SandboxCommand),
     /// Run a command in a sandbox's network namespace and stream its output
     Exec(ExecArgs),
+    /// Stream what happens in the cluster (networks, sandboxes, nodes, repairs), as docker events
+    Events(crate::commands::events::EventsArgs),
     /// Create the cluster CA and certificates for API servers, agents and clients (no API call)
     #[command(subcommand)]
     Cert(CertCommand),

@@ -37,6 +37,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Command::Node(cmd) => commands::node::run(channel, out, cmd).await,
             Command::Sandbox(cmd) => commands::sandbox::run(channel, out, cmd).await,
             Command::Exec(args) => commands::sandbox::exec(channel, args).await,
+            Command::Events(args) => commands::events::run(channel, out, args).await,
             Command::Cert(cmd) => commands::cert::run(cmd),
         }
     })
