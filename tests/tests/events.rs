@@ -334,4 +334,23 @@ fn bad_event_requests_are_one_line() {
     let out = c.cli(&["events", "--since", "1m", "--until", "2m"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid until: is before --since"));
+
+    // History that etcd compacted away is refused with a clear error.
+    let t = now_unix();
+    c.cli_ok(&["network", "create", "cnet"]);
+    c.cli_ok(&["network", "rm", "cnet"]);
+    let etcdctl = |args: &[&str]| {
+        let mut all = vec!["etcdctl", "--endpoints", "http://127.0.0.1:2379"];
+        all.extend_from_slice(args);
+        in_ns_ok(&c.ctl(), &all)
+    };
+    let status: Value = serde_json::from_str(&etcdctl(&["get", "/", "-w", "json"])).unwrap();
+    let rev = status["header"]["revision"].as_i64().unwrap().to_string();
+    etcdctl(&["compact", &rev]);
+    let (events, err, code) = finite(&c, &["--since", &t, "--until", &now_unix()]);
+    assert_eq!(code, Some(1), "{events:?}");
+    assert!(
+        err.starts_with("berth: etcd has compacted its history past revision"),
+        "{err}"
+    );
 }

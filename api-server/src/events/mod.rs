@@ -134,9 +134,15 @@ fn compacted(e: &etcd_client::Error) -> bool {
     e.to_string().contains("compacted")
 }
 
-fn compacted_error(rev: i64) -> ApiError {
+/// `rev`: etcd's compaction revision if it said, else where --since begins.
+fn compacted_error(rev: i64, known: bool) -> ApiError {
+    let at = if known {
+        format!("up to revision {rev}")
+    } else {
+        format!("past revision {rev}, where --since begins")
+    };
     ApiError::OutOfRange(format!(
-        "etcd has compacted its history up to revision {rev}: events that old are gone; use a later --since"
+        "etcd has compacted its history {at}: events that old are gone; use a later --since"
     ))
 }
 
@@ -198,7 +204,7 @@ impl EventService for EventApi {
         {
             Ok(x) => x,
             Err(ApiError::Unavailable(m)) if m.contains("compacted") => {
-                return Err(compacted_error(start.unwrap_or_default()).into());
+                return Err(compacted_error(start.unwrap_or_default(), false).into());
             }
             Err(e) => return Err(e.into()),
         };
@@ -217,7 +223,7 @@ impl EventService for EventApi {
             .with_start_revision(start);
         let stream = client.watch(keys.root(), Some(opts)).await.map_err(|e| {
             if compacted(&e) {
-                compacted_error(start)
+                compacted_error(start, false)
             } else {
                 ApiError::from(e)
             }
@@ -283,7 +289,7 @@ impl Stream {
                         }
                     };
                     if resp.compact_revision() > 0 {
-                        let _ = self.tx.send(Err(compacted_error(resp.compact_revision()).into())).await;
+                        let _ = self.tx.send(Err(compacted_error(resp.compact_revision(), true).into())).await;
                         return;
                     }
                     if resp.canceled() {
