@@ -184,6 +184,13 @@ fn events_stream_replay_and_filters() {
         "{order:?}: {:#?}",
         all.seen
     );
+    // Within the removal's transaction: the disconnect before the removal.
+    let left = all
+        .seen
+        .iter()
+        .position(|e| matches(e, "sandbox", "disconnect", "es1") && e["Network"] == "evnet")
+        .expect("es1 left evnet");
+    assert!(left < all.index("sandbox", "remove", "es1"), "{:#?}", all.seen);
     // Revisions never go back, times neither.
     for w in all.seen.windows(2) {
         assert!(w[0]["Revision"].as_i64() <= w[1]["Revision"].as_i64());

@@ -250,6 +250,19 @@ impl EventService for EventApi {
     }
 }
 
+/// Where an event goes among those of one revision.
+fn rank(e: &Event) -> u8 {
+    match (e.kind, e.action.as_str()) {
+        ("network", "create") | ("node", "register") => 0,
+        ("sandbox", "create") => 1,
+        ("sandbox", "connect") => 2,
+        ("sandbox", "disconnect") => 4,
+        ("sandbox", "remove") => 5,
+        ("network", "remove") | ("node", "remove") => 6,
+        _ => 3,
+    }
+}
+
 struct Stream {
     tx: mpsc::Sender<Result<pb::Event, Status>>,
     decoder: Decoder,
@@ -322,6 +335,7 @@ impl Stream {
     /// stream is over (the client left, or an event is past --until).
     async fn forward(&mut self, resp: &etcd_client::WatchResponse) -> bool {
         let now = now_nanos();
+        let mut events = Vec::new();
         for ev in resp.events() {
             let Some(kv) = ev.kv() else { continue };
             let prev = ev.prev_kv().map(|p| p.value());
@@ -343,17 +357,23 @@ impl Stream {
             });
             for mut e in self.decoder.decode(&key, change, rev) {
                 e.time_nanos = t;
-                if self.until.is_some_and(|u| t > u) {
-                    return false;
-                }
-                if !self.filters.matches(&e) {
-                    continue;
-                }
-                if self.tx.send(Ok(to_pb(e))).await.is_err() {
-                    return false;
-                }
-                crate::metrics::METRICS.events_sent.inc();
+                events.push(e);
             }
+        }
+        // One transaction, in the order things happen to the objects: a
+        // create before its connects, disconnects before the removal.
+        events.sort_by_key(|e| (e.revision, rank(e)));
+        for e in events {
+            if self.until.is_some_and(|u| e.time_nanos > u) {
+                return false;
+            }
+            if !self.filters.matches(&e) {
+                continue;
+            }
+            if self.tx.send(Ok(to_pb(e))).await.is_err() {
+                return false;
+            }
+            crate::metrics::METRICS.events_sent.inc();
         }
         true
     }
