@@ -57,7 +57,10 @@ pub fn need(path: &str) -> Option<Need> {
         ("berth.v1.NodeService", "ListNodes" | "Version") => Need::Access(Viewer),
         ("berth.v1.EventService", "Watch") => Need::Access(Viewer),
         ("berth.v1.NodeService", "RemoveNode") => Need::Access(Admin),
-        ("berth.v1.RegistryService", "Register" | "Heartbeat" | "DesiredState") => Need::Agent,
+        (
+            "berth.v1.RegistryService",
+            "Register" | "Heartbeat" | "DesiredState" | "AttachLocal" | "DetachLocal" | "ListLocal",
+        ) => Need::Agent,
         _ => return None,
     })
 }

@@ -1,14 +1,20 @@
-//! Clients for the node agents: one lazily connected channel per agent URL
-//! (mutual TLS for `https://` URLs), and the mapping of agent failures to
-//! UNAVAILABLE.
+//! The agent client edge: one lazily connected channel per agent URL
+//! (mutual TLS for `https://` URLs), one typed call per agent command
+//! (domain values in, proto messages built here and in `grpc::convert`),
+//! and the mapping of agent failures to API errors.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use berth_proto::v1 as pb;
 use berth_proto::v1::agent_service_client::AgentServiceClient;
+use tonic::Status;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::{ApiError, Result};
+use crate::grpc::convert;
+use crate::overlay::PeerSet;
+use crate::sandboxes::{ExecTarget, NodeState, SandboxView};
 use crate::store::records::NodeRecord;
 
 /// How long one agent command may take before the node counts as unavailable.
@@ -31,10 +37,100 @@ impl Agents {
     }
 
     /// A client for the agent of `node`.
-    pub fn client(&self, node: &NodeRecord) -> Result<AgentServiceClient<Channel>> {
+    fn client(&self, node: &NodeRecord) -> Result<AgentServiceClient<Channel>, Status> {
+        self.channel(node)
+            .map(AgentServiceClient::new)
+            .map_err(Status::from)
+    }
+
+    /// EnsureSandbox: the sandbox as `view` has it, with its networks and
+    /// the peer sets of its overlays.
+    pub async fn ensure_sandbox(
+        &self,
+        node: &NodeRecord,
+        view: &SandboxView,
+        peers: &[PeerSet],
+    ) -> Result<(), Status> {
+        self.client(node)?
+            .ensure_sandbox(pb::EnsureSandboxRequest {
+                sandbox: Some(convert::sandbox_view(view)),
+                networks: convert::sandbox_networks(view),
+                peers: peers.iter().map(convert::peer_set).collect(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// RemoveSandbox of the record `view` has, at its generation.
+    pub async fn remove_sandbox(&self, node: &NodeRecord, view: &SandboxView) -> Result<(), Status> {
+        self.client(node)?
+            .remove_sandbox(pb::RemoveAgentSandboxRequest {
+                sandbox_id: view.record.id.clone(),
+                netns: view.record.netns.clone().unwrap_or_default(),
+                generation: view.generation,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// SetOverlayPeers.
+    pub async fn set_overlay_peers(&self, node: &NodeRecord, set: &PeerSet) -> Result<(), Status> {
+        self.client(node)?
+            .set_overlay_peers(convert::peer_set(set))
+            .await?;
+        Ok(())
+    }
+
+    /// Sync: the node converges to exactly `state`.
+    pub async fn sync(&self, node: &NodeRecord, state: &NodeState) -> Result<(), Status> {
+        self.client(node)?.sync(convert::node_state(state)).await?;
+        Ok(())
+    }
+
+    /// Status, as far as the repair loop needs it.
+    pub async fn status(&self, node: &NodeRecord) -> Result<AgentStatus, Status> {
+        let s = self
+            .client(node)?
+            .status(pb::StatusRequest {})
+            .await?
+            .into_inner();
+        Ok(AgentStatus {
+            sandboxes: s.sandboxes as usize,
+            failing: s.objects.iter().any(|o| !o.ok),
+        })
+    }
+
+    /// Exec: runs `command` where `target` says and streams its output
+    /// (the gRPC edge relays the stream as it is). An agent that cannot be
+    /// reached is UNAVAILABLE naming the node; what the agent refused
+    /// (a missing program, a bad namespace) keeps the agent's own status.
+    pub async fn exec(
+        &self,
+        node: &NodeRecord,
+        target: &ExecTarget,
+        command: Vec<String>,
+    ) -> Result<tonic::Streaming<pb::ExecOutput>, Status> {
+        let stream = self
+            .client(node)?
+            .exec(pb::AgentExecRequest {
+                netns: target.netns.clone(),
+                command,
+                sandbox_name: target.sandbox_name.clone(),
+            })
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
+                    Status::from(agent_error(&node.name, s))
+                }
+                _ => s,
+            })?;
+        Ok(stream.into_inner())
+    }
+
+    fn channel(&self, node: &NodeRecord) -> Result<Channel> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ch) = channels.get(&node.agent_url) {
-            return Ok(AgentServiceClient::new(ch.clone()));
+            return Ok(ch.clone());
         }
         let mut endpoint = Endpoint::from_shared(node.agent_url.clone())
             .map_err(|e| ApiError::Internal(format!("agent url {}: {e}", node.agent_url)))?;
@@ -55,8 +151,17 @@ impl Agents {
             .tcp_nodelay(true)
             .connect_lazy();
         channels.insert(node.agent_url.clone(), ch.clone());
-        Ok(AgentServiceClient::new(ch))
+        Ok(ch)
     }
+}
+
+/// What an agent's `Status` says, as far as the repair loop needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentStatus {
+    /// Sandboxes the agent holds.
+    pub sandboxes: usize,
+    /// Some object failed its last pass.
+    pub failing: bool,
 }
 
 /// The error a failed agent call becomes, by what the agent said: it could

@@ -13,14 +13,13 @@ use std::net::Ipv4Addr;
 
 use berth_core::model::Scope;
 use berth_core::net::{self, GLOBAL_POOL_TEXT, LOCAL_POOL_TEXT};
-use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use ipnet::Ipv4Net;
 use rand::Rng;
 
 use crate::error::{ApiError, Result};
-use crate::store::Store;
 use crate::store::keys::{CLUSTER_POOL, last_segment};
 use crate::store::records::NetworkRecord;
+use crate::store::{Guard, Op, Outcome, Read, Store, Write};
 
 /// First VXLAN network identifier handed out (Docker's overlay driver starts here too).
 pub const FIRST_VNI: u32 = 4096;
@@ -40,32 +39,23 @@ pub struct TakenSubnets {
 pub async fn taken_subnets(store: &Store, scope: Scope) -> Result<TakenSubnets> {
     let guard = store.keys.subnet_guard(scope);
     let prefix = store.keys.subnets(scope);
-    let resp = store
-        .txn(Txn::new().and_then([
-            TxnOp::get(guard.clone(), None),
-            TxnOp::get(prefix.clone(), Some(etcd_client::GetOptions::new().with_prefix())),
-        ]))
-        .await?;
-    let ops = resp.op_responses();
-    let mut guard_revision = 0;
+    let mut reads = store
+        .read_together(vec![Read::Key(guard), Read::Under(prefix)])
+        .await?
+        .into_iter();
+    let guard_revision = reads
+        .next()
+        .and_then(|g| g.first().map(|e| e.mod_revision))
+        .unwrap_or(0);
     let mut subnets = Vec::new();
-    for (i, op) in ops.into_iter().enumerate() {
-        let TxnOpResponse::Get(get) = op else {
-            continue;
-        };
-        for kv in get.kvs() {
-            if i == 0 {
-                guard_revision = kv.mod_revision();
-            } else {
-                let key = String::from_utf8_lossy(kv.key());
-                // .../subnets/<scope>/<a.b.c.d>-<len>/<network-id>
-                let seg = key.rsplit('/').nth(1).unwrap_or_default().replacen('-', "/", 1);
-                let net: Ipv4Net = seg
-                    .parse()
-                    .map_err(|_| ApiError::Internal(format!("bad subnet key {key}")))?;
-                subnets.push((net, String::from_utf8_lossy(kv.value()).into_owned()));
-            }
-        }
+    for entry in reads.next().unwrap_or_default() {
+        let key = &entry.key;
+        // .../subnets/<scope>/<a.b.c.d>-<len>/<network-id>
+        let seg = key.rsplit('/').nth(1).unwrap_or_default().replacen('-', "/", 1);
+        let net: Ipv4Net = seg
+            .parse()
+            .map_err(|_| ApiError::Internal(format!("bad subnet key {key}")))?;
+        subnets.push((net, String::from_utf8_lossy(&entry.value).into_owned()));
     }
     Ok(TakenSubnets {
         subnets,
@@ -73,19 +63,36 @@ pub async fn taken_subnets(store: &Store, scope: Scope) -> Result<TakenSubnets> 
     })
 }
 
+/// A subnet a new network must not overlap whatever its scope, and what it
+/// is, for the refusal: a node's own route, or a network of the other scope
+/// (an overlay and a local bridge network meet on every node).
+#[derive(Debug, Clone)]
+pub struct Avoid {
+    pub subnet: Ipv4Net,
+    pub what: String,
+}
+
 /// Chooses the subnet for a new network: `requested` if it overlaps nothing
 /// taken (local scope; a global network's explicit subnet may overlap
-/// others, since overlays never share a routing table), else the first free
-/// subnet of the scope's pool.
+/// other global ones, since overlays never share a routing table) and
+/// nothing in `avoid`, else the first subnet of the scope's pool that
+/// overlaps neither.
 /// `name_of` turns a network id into a name for the error message.
 pub fn choose_subnet(
     scope: Scope,
     requested: Option<Ipv4Net>,
     taken: &[(Ipv4Net, String)],
+    avoid: &[Avoid],
     name_of: impl Fn(&str) -> String,
 ) -> Result<Ipv4Net> {
     match requested {
         Some(want) => {
+            if let Some(a) = avoid.iter().find(|a| net::overlaps(want, a.subnet)) {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "subnet {want} overlaps {}",
+                    a.what
+                )));
+            }
             if scope == Scope::Global {
                 return Ok(want);
             }
@@ -98,7 +105,11 @@ pub fn choose_subnet(
             Ok(want)
         }
         None => {
-            let nets: Vec<Ipv4Net> = taken.iter().map(|(n, _)| *n).collect();
+            let nets: Vec<Ipv4Net> = taken
+                .iter()
+                .map(|(n, _)| *n)
+                .chain(avoid.iter().map(|a| a.subnet))
+                .collect();
             let (free, pools) = match scope {
                 Scope::Local => (net::first_free(net::local_pool(), &nets), LOCAL_POOL_TEXT),
                 Scope::Global => (net::first_free(net::global_pool(), &nets), GLOBAL_POOL_TEXT),
@@ -143,7 +154,7 @@ pub enum Allocated {
     /// The address was taken and the caller's operations committed with it,
     /// at this etcd revision.
     Committed(Ipv4Addr, i64),
-    /// One of the caller's own compares failed; nothing was written.
+    /// One of the caller's own guards failed; nothing was written.
     CallerConflict,
 }
 
@@ -183,7 +194,7 @@ pub async fn pick_free(
 }
 
 /// Takes an address of `network` in `pool` for `owner`, in one transaction
-/// together with the caller's compares and operations built by `extra` for
+/// together with the caller's guards and operations built by `extra` for
 /// the chosen address. `requested` is honoured or refused with ALREADY_EXISTS.
 ///
 /// The first attempt takes the lowest free address; after losing a race it
@@ -198,7 +209,7 @@ pub async fn allocate_ip<F>(
     mut extra: F,
 ) -> Result<Allocated>
 where
-    F: FnMut(Ipv4Addr) -> Result<(Vec<Compare>, Vec<TxnOp>)>,
+    F: FnMut(Ipv4Addr) -> Result<Write>,
 {
     let (Some(subnet), Some(gateway)) = (network.subnet, network.gateway) else {
         return Err(ApiError::Internal(format!(
@@ -216,30 +227,15 @@ where
             None => pick_free(store, network, pool, attempt).await?,
         };
         let ip_key = store.keys.ipam(&network.id, pool, ip);
-        let (mut compares, mut ops) = extra(ip)?;
-        compares.push(Compare::create_revision(ip_key.clone(), CompareOp::Equal, 0));
-        compares.push(Compare::create_revision(net_key.clone(), CompareOp::NotEqual, 0));
-        ops.push(TxnOp::put(ip_key.clone(), owner, None));
-        let resp = store
-            .txn(
-                Txn::new()
-                    .when(compares)
-                    .and_then(ops)
-                    .or_else([TxnOp::get(ip_key, None), TxnOp::get(net_key.clone(), None)]),
-            )
-            .await?;
-        if resp.succeeded() {
-            return Ok(Allocated::Committed(
-                ip,
-                resp.header().map_or(0, |h| h.revision()),
-            ));
-        }
-        let gets: Vec<bool> = resp
-            .op_responses()
-            .into_iter()
-            .map(|r| matches!(r, TxnOpResponse::Get(g) if !g.kvs().is_empty()))
-            .collect();
-        let (ip_taken, network_exists) = (gets.first() == Some(&true), gets.get(1) == Some(&true));
+        let write = extra(ip)?
+            .when(Guard::Absent(ip_key.clone()))
+            .when(Guard::Present(net_key.clone()))
+            .then(Op::put(ip_key.clone(), owner));
+        let lost = match store.write(write).await? {
+            Outcome::Committed { revision } => return Ok(Allocated::Committed(ip, revision)),
+            lost => lost,
+        };
+        let (ip_taken, network_exists) = (lost.failed_on(&ip_key), !lost.failed_on(&net_key));
         if !network_exists {
             return Err(ApiError::not_found("network", &network.name));
         }
@@ -261,9 +257,9 @@ where
     )))
 }
 
-/// Returns the delete operation releasing `ip` of `network` in `pool`.
-pub fn release_op(store: &Store, network_id: &str, pool: &str, ip: Ipv4Addr) -> TxnOp {
-    TxnOp::delete(store.keys.ipam(network_id, pool, ip), None)
+/// The operation releasing `ip` of `network` in `pool`.
+pub fn release_op(store: &Store, network_id: &str, pool: &str, ip: Ipv4Addr) -> Op {
+    Op::delete(store.keys.ipam(network_id, pool, ip))
 }
 
 #[cfg(test)]
@@ -279,28 +275,59 @@ mod tests {
         let taken = vec![(n("172.17.0.0/16"), "id-bridge".to_string())];
         let name = |id: &str| id.trim_start_matches("id-").to_string();
         assert_eq!(
-            choose_subnet(Scope::Local, None, &taken, name).unwrap(),
+            choose_subnet(Scope::Local, None, &taken, &[], name).unwrap(),
             n("172.18.0.0/16")
         );
         assert_eq!(
-            choose_subnet(Scope::Global, None, &[], name).unwrap(),
+            choose_subnet(Scope::Global, None, &[], &[], name).unwrap(),
             n("10.0.0.0/24")
         );
-        let e = choose_subnet(Scope::Local, Some(n("172.17.3.0/24")), &taken, name).unwrap_err();
+        let e = choose_subnet(Scope::Local, Some(n("172.17.3.0/24")), &taken, &[], name).unwrap_err();
         assert!(
             matches!(e, ApiError::FailedPrecondition(ref m) if m.contains("bridge")),
             "{e}"
         );
         assert_eq!(
-            choose_subnet(Scope::Local, Some(n("172.30.3.0/24")), &taken, name).unwrap(),
+            choose_subnet(Scope::Local, Some(n("172.30.3.0/24")), &taken, &[], name).unwrap(),
             n("172.30.3.0/24")
         );
         let all: Vec<_> = net::local_pool().map(|p| (p, "x".to_string())).collect();
-        let e = choose_subnet(Scope::Local, None, &all, name).unwrap_err();
+        let e = choose_subnet(Scope::Local, None, &all, &[], name).unwrap_err();
         assert!(
             matches!(e, ApiError::Exhausted(ref m) if m.contains("172.17.0.0/16")),
             "{e}"
         );
+    }
+
+    /// A node's route is skipped by the pool and refuses an explicit subnet
+    /// of either scope, named in the message.
+    #[test]
+    fn subnets_avoid_node_routes() {
+        let name = |id: &str| id.to_string();
+        let route = Avoid {
+            subnet: n("172.18.5.0/24"),
+            what: "route 172.18.5.0/24 (dev eth0) of node node1".into(),
+        };
+        let taken = vec![(n("172.17.0.0/16"), "bridge".to_string())];
+        assert_eq!(
+            choose_subnet(Scope::Local, None, &taken, std::slice::from_ref(&route), name).unwrap(),
+            n("172.19.0.0/16")
+        );
+        for scope in [Scope::Local, Scope::Global] {
+            let e = choose_subnet(
+                scope,
+                Some(n("172.18.0.0/16")),
+                &taken,
+                std::slice::from_ref(&route),
+                name,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(e, ApiError::FailedPrecondition(ref m)
+                    if m == "subnet 172.18.0.0/16 overlaps route 172.18.5.0/24 (dev eth0) of node node1"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

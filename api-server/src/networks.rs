@@ -3,17 +3,17 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use berth_core::model::{DEFAULT_BRIDGE, Driver, GW_BRIDGE, HOST_NETWORK, NONE_NETWORK};
+use berth_core::model::{DEFAULT_BRIDGE, Driver, GW_BRIDGE, HOST_NETWORK, NONE_NETWORK, Scope};
 use berth_core::names::{validate_label, validate_name};
 use berth_core::net;
 use berth_core::options::{self, NetworkOptions};
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use ipnet::Ipv4Net;
 
 use crate::error::{ApiError, Result};
 use crate::ipam;
-use crate::store::records::{EndpointRecord, NetworkRecord};
-use crate::store::{Store, new_id, now_rfc3339, to_json};
+use crate::page::{Page, PageRequest};
+use crate::store::records::{EndpointRecord, NetworkRecord, NodeRecord};
+use crate::store::{Guard, Op, Store, Write, new_id, now_rfc3339};
 
 /// A validated request to create a network.
 #[derive(Debug, Clone)]
@@ -33,14 +33,14 @@ impl NetworkSpec {
     /// Validates a user's request; nothing is touched before this passes.
     pub fn validate(
         name: &str,
-        driver: &str,
+        driver: Option<Driver>,
         subnet: &str,
         gateway: &str,
         options: BTreeMap<String, String>,
         labels: BTreeMap<String, String>,
     ) -> Result<Self> {
         validate_name("name", name)?;
-        let driver: Driver = driver.parse()?;
+        let driver = Driver::for_new_network(driver)?;
         let subnet = match subnet {
             "" => None,
             s => Some(net::parse_subnet("subnet", s)?),
@@ -114,6 +114,20 @@ impl Networks {
         Self { store }
     }
 
+    /// Every node's own routes, as subnets a new network must not overlap.
+    async fn node_routes(&self) -> Result<Vec<ipam::Avoid>> {
+        let nodes: Vec<NodeRecord> = self.store.list_json(&self.store.keys.nodes()).await?;
+        Ok(nodes
+            .iter()
+            .flat_map(|n| {
+                n.routes.iter().map(|r| ipam::Avoid {
+                    subnet: r.destination,
+                    what: format!("route {} (dev {}) of node {}", r.destination, r.device, n.name),
+                })
+            })
+            .collect())
+    }
+
     /// Creates a network: name, subnet, VNI and bridge device are taken in one
     /// transaction, retried when another allocation in the same scope wins.
     pub async fn create(&self, spec: NetworkSpec) -> Result<NetworkRecord> {
@@ -126,8 +140,9 @@ impl Networks {
                 return Err(name_taken(&spec.name));
             }
             let id = new_id();
-            let mut compares = vec![Compare::create_revision(name_key.clone(), CompareOp::Equal, 0)];
-            let mut ops = vec![TxnOp::put(name_key.clone(), id.clone(), None)];
+            let mut write = Write::new()
+                .when(Guard::Absent(name_key.clone()))
+                .then(Op::put(name_key.clone(), id.clone()));
             let mut record = NetworkRecord {
                 id: id.clone(),
                 name: spec.name.clone(),
@@ -145,20 +160,37 @@ impl Networks {
             };
             if spec.driver.has_ipam() {
                 let taken = ipam::taken_subnets(&self.store, scope).await?;
+                let other_scope = match scope {
+                    Scope::Local => Scope::Global,
+                    Scope::Global => Scope::Local,
+                };
+                let other = ipam::taken_subnets(&self.store, other_scope).await?;
                 let names = self.names_by_id().await?;
-                let subnet = ipam::choose_subnet(scope, spec.subnet, &taken.subnets, |id| {
-                    names.get(id).cloned().unwrap_or_else(|| id.to_string())
-                })?;
+                let name_of = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_string());
+                // The built-in networks come before any node registers and
+                // keep Docker's subnets.
+                let avoid = if spec.builtin {
+                    Vec::new()
+                } else {
+                    let mut avoid = self.node_routes().await?;
+                    avoid.extend(other.subnets.iter().map(|(net, id)| ipam::Avoid {
+                        subnet: *net,
+                        what: format!("{net} of {other_scope} network {}", name_of(id)),
+                    }));
+                    avoid
+                };
+                let subnet = ipam::choose_subnet(scope, spec.subnet, &taken.subnets, &avoid, name_of)?;
                 let guard = keys.subnet_guard(scope);
-                compares.push(Compare::mod_revision(
-                    guard.clone(),
-                    CompareOp::Equal,
-                    taken.guard_revision,
-                ));
-                ops.push(TxnOp::put(guard, id.clone(), None));
                 let subnet_key = keys.subnet(scope, subnet, &id);
-                compares.push(Compare::create_revision(subnet_key.clone(), CompareOp::Equal, 0));
-                ops.push(TxnOp::put(subnet_key, id.clone(), None));
+                write = write
+                    .when(Guard::Unchanged(
+                        keys.subnet_guard(other_scope),
+                        other.guard_revision,
+                    ))
+                    .when(Guard::Unchanged(guard.clone(), taken.guard_revision))
+                    .then(Op::put(guard, id.clone()))
+                    .when(Guard::Absent(subnet_key.clone()))
+                    .then(Op::put(subnet_key, id.clone()));
                 record.subnet = Some(subnet);
                 record.gateway = Some(spec.gateway.unwrap_or_else(|| net::default_gateway(subnet)));
                 let bridge = spec.bridge.clone().unwrap_or_else(|| match spec.driver {
@@ -166,20 +198,21 @@ impl Networks {
                     _ => format!("br-{}", &id[..12]),
                 });
                 let bridge_key = keys.bridge_name(&bridge);
-                compares.push(Compare::create_revision(bridge_key.clone(), CompareOp::Equal, 0));
-                ops.push(TxnOp::put(bridge_key, id.clone(), None));
+                write = write
+                    .when(Guard::Absent(bridge_key.clone()))
+                    .then(Op::put(bridge_key, id.clone()));
                 record.bridge = Some(bridge);
             }
             if spec.driver == Driver::Overlay {
                 let vni = ipam::choose_vni(&ipam::taken_vnis(&self.store).await?)?;
                 let vni_key = keys.vni(vni);
-                compares.push(Compare::create_revision(vni_key.clone(), CompareOp::Equal, 0));
-                ops.push(TxnOp::put(vni_key, id.clone(), None));
+                write = write
+                    .when(Guard::Absent(vni_key.clone()))
+                    .then(Op::put(vni_key, id.clone()));
                 record.vni = Some(vni);
             }
-            ops.push(TxnOp::put(keys.network(&id), to_json(&record)?, None));
-            let resp = self.store.txn(Txn::new().when(compares).and_then(ops)).await?;
-            if resp.succeeded() {
+            let write = write.then(Op::put_json(keys.network(&id), &record)?);
+            if self.store.write(write).await?.committed() {
                 tracing::info!(network = %record.name, id = %record.id, subnet = ?record.subnet, "network created");
                 return Ok(record);
             }
@@ -249,12 +282,15 @@ impl Networks {
 
     /// One page of networks in id order (a range read by key), and
     /// whether more follow.
-    pub async fn list_page(&self, page: &crate::page::PageRequest) -> Result<(Vec<NetworkRecord>, bool)> {
+    pub async fn list_page(&self, page: &PageRequest) -> Result<Page<NetworkRecord>> {
         let read = self
             .store
             .page_json::<NetworkRecord>(&self.store.keys.networks(), &page.after, page.size)
             .await?;
-        Ok((read.items.into_iter().map(|(_, v)| v.value).collect(), read.more))
+        Ok(Page {
+            items: read.items.into_iter().map(|(_, v)| v.value).collect(),
+            more: read.more,
+        })
     }
 
     async fn names_by_id(&self) -> Result<BTreeMap<String, String>> {
@@ -321,34 +357,23 @@ impl Networks {
                     names.join(", ")
                 )));
             }
-            let mut ops = vec![
-                TxnOp::delete(keys.network(&net.id), None),
-                TxnOp::delete(keys.network_name(&net.name), None),
-                TxnOp::delete(
-                    keys.ipam_network(&net.id),
-                    Some(etcd_client::DeleteOptions::new().with_prefix()),
-                ),
-            ];
+            let mut write = Write::new()
+                // No endpoint key exists, and the network still does.
+                .when(Guard::NoneUnder(keys.endpoints(&net.id)))
+                .when(Guard::Present(keys.network(&net.id)))
+                .then(Op::delete(keys.network(&net.id)))
+                .then(Op::delete(keys.network_name(&net.name)))
+                .then(Op::delete_under(keys.ipam_network(&net.id)));
             if let Some(subnet) = net.subnet {
-                ops.push(TxnOp::delete(keys.subnet(net.scope, subnet, &net.id), None));
+                write = write.then(Op::delete(keys.subnet(net.scope, subnet, &net.id)));
             }
             if let Some(bridge) = &net.bridge {
-                ops.push(TxnOp::delete(keys.bridge_name(bridge), None));
+                write = write.then(Op::delete(keys.bridge_name(bridge)));
             }
             if let Some(vni) = net.vni {
-                ops.push(TxnOp::delete(keys.vni(vni), None));
+                write = write.then(Op::delete(keys.vni(vni)));
             }
-            let compares = vec![
-                // Over a range: true only when no endpoint key exists.
-                Compare::create_revision(keys.endpoints(&net.id), CompareOp::Equal, 0).with_prefix(),
-                Compare::create_revision(keys.network(&net.id), CompareOp::NotEqual, 0),
-            ];
-            if self
-                .store
-                .txn(Txn::new().when(compares).and_then(ops))
-                .await?
-                .succeeded()
-            {
+            if self.store.write(write).await?.committed() {
                 tracing::info!(network = %net.name, id = %net.id, "network removed");
                 return Ok(net);
             }
@@ -363,24 +388,28 @@ impl Networks {
 mod tests {
     use super::*;
 
-    fn spec(name: &str, driver: &str, subnet: &str, gw: &str) -> Result<NetworkSpec> {
+    const BRIDGE: Option<Driver> = Some(Driver::Bridge);
+
+    fn spec(name: &str, driver: Option<Driver>, subnet: &str, gw: &str) -> Result<NetworkSpec> {
         NetworkSpec::validate(name, driver, subnet, gw, BTreeMap::new(), BTreeMap::new())
     }
 
     #[test]
     fn validation() {
-        assert!(spec("my-bridge", "bridge", "", "").is_ok());
-        assert!(spec("-bad", "bridge", "", "").is_err());
-        assert!(spec("n", "macvlan", "", "").is_err());
-        assert!(spec("n", "bridge", "", "172.20.0.1").is_err());
-        assert!(spec("n", "bridge", "172.20.0.0/16", "172.21.0.1").is_err());
-        assert!(spec("n", "bridge", "172.20.0.0/16", "172.20.0.0").is_err());
-        let s = spec("n", "overlay", "10.9.0.0/24", "10.9.0.254").unwrap();
+        assert!(spec("my-bridge", BRIDGE, "", "").is_ok());
+        assert_eq!(spec("n", None, "", "").unwrap().driver, Driver::Bridge);
+        assert!(spec("-bad", BRIDGE, "", "").is_err());
+        assert!(spec("n", Some(Driver::Host), "", "").is_err());
+        assert!(spec("n", Some(Driver::Null), "", "").is_err());
+        assert!(spec("n", BRIDGE, "", "172.20.0.1").is_err());
+        assert!(spec("n", BRIDGE, "172.20.0.0/16", "172.21.0.1").is_err());
+        assert!(spec("n", BRIDGE, "172.20.0.0/16", "172.20.0.0").is_err());
+        let s = spec("n", Some(Driver::Overlay), "10.9.0.0/24", "10.9.0.254").unwrap();
         assert_eq!(s.driver, Driver::Overlay);
         assert_eq!(s.gateway, Some(Ipv4Addr::new(10, 9, 0, 254)));
         let mut labels = BTreeMap::new();
         labels.insert("bad key".to_string(), "v".to_string());
-        assert!(NetworkSpec::validate("n", "", "", "", BTreeMap::new(), labels).is_err());
+        assert!(NetworkSpec::validate("n", None, "", "", BTreeMap::new(), labels).is_err());
     }
 
     #[test]
@@ -393,11 +422,11 @@ mod tests {
         let labels = |n: usize| -> BTreeMap<String, String> {
             (0..n).map(|i| (format!("l{i}"), "v".into())).collect()
         };
-        assert!(NetworkSpec::validate("n", "", "", "", BTreeMap::new(), labels(MAX_LABELS)).is_ok());
+        assert!(NetworkSpec::validate("n", None, "", "", BTreeMap::new(), labels(MAX_LABELS)).is_ok());
         assert_eq!(
             invalid(NetworkSpec::validate(
                 "n",
-                "",
+                None,
                 "",
                 "",
                 BTreeMap::new(),
@@ -412,16 +441,16 @@ mod tests {
         let mut over = big.clone();
         over.insert("c".into(), "v".repeat(4096));
         over.insert("d".into(), "v".repeat(4096));
-        assert!(NetworkSpec::validate("n", "", "", "", BTreeMap::new(), big).is_ok());
+        assert!(NetworkSpec::validate("n", None, "", "", BTreeMap::new(), big).is_ok());
         assert_eq!(
-            invalid(NetworkSpec::validate("n", "", "", "", BTreeMap::new(), over)),
+            invalid(NetworkSpec::validate("n", None, "", "", BTreeMap::new(), over)),
             "invalid labels: 16388 bytes of keys and values, at most 16384"
         );
         let opts = |v: String| BTreeMap::from([(options::BRIDGE_NAME.to_string(), v)]);
         assert_eq!(
             invalid(NetworkSpec::validate(
                 "n",
-                "",
+                None,
                 "",
                 "",
                 opts("x".repeat(MAX_OPTION_VALUE_BYTES + 1)),
@@ -431,7 +460,7 @@ mod tests {
         );
         let many: BTreeMap<String, String> = (0..17).map(|i| (format!("k{i}"), String::new())).collect();
         assert_eq!(
-            invalid(NetworkSpec::validate("n", "", "", "", many, BTreeMap::new())),
+            invalid(NetworkSpec::validate("n", None, "", "", many, BTreeMap::new())),
             "invalid options: 17 options, at most 16"
         );
     }

@@ -7,11 +7,10 @@
 use std::net::Ipv4Addr;
 
 use berth_core::names::validate_name;
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 
 use crate::error::{ApiError, Result};
-use crate::store::records::NodeRecord;
-use crate::store::{Store, now_rfc3339, to_json};
+use crate::store::records::{NodeRecord, NodeRoute};
+use crate::store::{Guard, Op, Read, Store, Write, now_rfc3339};
 
 /// A node as listed: its record and whether its lease is alive.
 #[derive(Debug, Clone)]
@@ -27,10 +26,17 @@ pub struct Registration {
     pub address: Ipv4Addr,
     pub agent_url: String,
     pub mtu: u32,
+    pub routes: Vec<NodeRoute>,
 }
 
 impl Registration {
-    pub fn validate(name: &str, address: &str, agent_url: &str, mtu: u32) -> Result<Self> {
+    pub fn validate(
+        name: &str,
+        address: &str,
+        agent_url: &str,
+        mtu: u32,
+        routes: &[(String, String)],
+    ) -> Result<Self> {
         validate_name("node name", name)?;
         let address = berth_core::net::parse_ip("node address", address)?;
         if !(agent_url.starts_with("http://") || agent_url.starts_with("https://")) {
@@ -40,11 +46,36 @@ impl Registration {
             )
             .into());
         }
+        berth_core::limits::check_count(
+            "routes",
+            "routes",
+            routes.len(),
+            berth_core::limits::MAX_NODE_ROUTES,
+        )?;
+        let routes = routes
+            .iter()
+            .map(|(destination, device)| {
+                let destination: ipnet::Ipv4Net = destination.parse().map_err(|_| {
+                    berth_core::Invalid::new("routes", format!("{destination:?} is not an IPv4 CIDR"))
+                })?;
+                if device.len() > 15 || !device.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(berth_core::Invalid::new(
+                        "routes",
+                        format!("{device:?} is not an interface name"),
+                    ));
+                }
+                Ok(NodeRoute {
+                    destination: destination.trunc(),
+                    device: device.clone(),
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, berth_core::Invalid>>()?;
         Ok(Self {
             name: name.to_string(),
             address,
             agent_url: agent_url.to_string(),
             mtu: if mtu == 0 { 1500 } else { mtu },
+            routes,
         })
     }
 }
@@ -88,24 +119,20 @@ impl Nodes {
             registered: now_rfc3339(),
             lease,
             removing: false,
+            routes: reg.routes.clone(),
         };
         // Not ready yet: the liveness key comes with the first heartbeat, which
         // the agent sends once it has converged to its desired state, so no
         // command races with that first full sync.
         // Unless `node rm` started meanwhile.
         let unchanged = match &existing {
-            Some(r) => Compare::mod_revision(keys.node(&reg.name), CompareOp::Equal, r.mod_revision),
-            None => Compare::create_revision(keys.node(&reg.name), CompareOp::Equal, 0),
+            Some(r) => Guard::Unchanged(keys.node(&reg.name), r.mod_revision),
+            None => Guard::Absent(keys.node(&reg.name)),
         };
-        let resp = self
-            .store
-            .txn(Txn::new().when([unchanged]).and_then([TxnOp::put(
-                keys.node(&reg.name),
-                to_json(&record)?,
-                None,
-            )]))
-            .await?;
-        if !resp.succeeded() {
+        let write = Write::new()
+            .when(unchanged)
+            .then(Op::put_json(keys.node(&reg.name), &record)?);
+        if !self.store.write(write).await?.committed() {
             return Err(ApiError::Aborted(format!(
                 "node {} changed while registering; try again",
                 reg.name
@@ -147,23 +174,10 @@ impl Nodes {
             _ => return Err(ApiError::not_found("lease of node", name)),
         };
         // Ready while the lease lives and the registration is the same one.
-        let resp = self
-            .store
-            .txn(
-                Txn::new()
-                    .when([Compare::mod_revision(
-                        keys.node(name),
-                        CompareOp::Equal,
-                        record.mod_revision,
-                    )])
-                    .and_then([TxnOp::put(
-                        keys.alive(name),
-                        lease.to_string(),
-                        Some(PutOptions::new().with_lease(lease)),
-                    )]),
-            )
-            .await?;
-        if !resp.succeeded() {
+        let write = Write::new()
+            .when(Guard::Unchanged(keys.node(name), record.mod_revision))
+            .then(Op::put_leased(keys.alive(name), lease.to_string(), lease));
+        if !self.store.write(write).await?.committed() {
             return Err(ApiError::not_found("node", name));
         }
         Ok(ttl)
@@ -193,23 +207,18 @@ impl Nodes {
     pub async fn get(&self, name: &str) -> Result<NodeStatus> {
         let keys = &self.store.keys;
         // Record and liveness in one consistent read.
-        let resp = self
+        let mut reads = self
             .store
-            .txn(Txn::new().and_then([
-                TxnOp::get(keys.node(name), None),
-                TxnOp::get(keys.alive(name), None),
-            ]))
-            .await?;
-        let mut gets = resp.op_responses().into_iter().map(|r| match r {
-            etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
-            _ => None,
-        });
-        let record = gets
+            .read_together(vec![Read::Key(keys.node(name)), Read::Key(keys.alive(name))])
+            .await?
+            .into_iter()
+            .map(|entries| entries.into_iter().next());
+        let record = reads
             .next()
             .flatten()
             .ok_or_else(|| ApiError::not_found("node", name))?;
-        let record: NodeRecord = serde_json::from_slice(&record)?;
-        let ready = gets.next().flatten().is_some();
+        let record: NodeRecord = serde_json::from_slice(&record.value)?;
+        let ready = reads.next().flatten().is_some();
         Ok(NodeStatus { record, ready })
     }
 
@@ -227,22 +236,11 @@ impl Nodes {
             }
             let mut marked = rec.value.clone();
             marked.removing = true;
-            let resp = self
-                .store
-                .txn(
-                    Txn::new()
-                        .when([Compare::mod_revision(
-                            keys.node(name),
-                            CompareOp::Equal,
-                            rec.mod_revision,
-                        )])
-                        .and_then([
-                            TxnOp::put(keys.node(name), to_json(&marked)?, None),
-                            TxnOp::delete(keys.alive(name), None),
-                        ]),
-                )
-                .await?;
-            if resp.succeeded() {
+            let write = Write::new()
+                .when(Guard::Unchanged(keys.node(name), rec.mod_revision))
+                .then(Op::put_json(keys.node(name), &marked)?)
+                .then(Op::delete(keys.alive(name)));
+            if self.store.write(write).await?.committed() {
                 return Ok(());
             }
         }
@@ -253,18 +251,11 @@ impl Nodes {
     /// whole removal).
     pub async fn remove_record(&self, name: &str) -> Result<()> {
         let keys = &self.store.keys;
-        let resp = self
-            .store
-            .txn(
-                Txn::new()
-                    .when([Compare::create_revision(keys.node(name), CompareOp::NotEqual, 0)])
-                    .and_then([
-                        TxnOp::delete(keys.node(name), None),
-                        TxnOp::delete(keys.alive(name), None),
-                    ]),
-            )
-            .await?;
-        if !resp.succeeded() {
+        let write = Write::new()
+            .when(Guard::Present(keys.node(name)))
+            .then(Op::delete(keys.node(name)))
+            .then(Op::delete(keys.alive(name)));
+        if !self.store.write(write).await?.committed() {
             return Err(ApiError::not_found("node", name));
         }
         tracing::info!(node = %name, "node removed");

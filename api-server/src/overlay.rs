@@ -4,9 +4,9 @@
 //! revision it was read at, so an agent drops a set older than one it has.
 //! A node that misses an update catches up at its next full sync.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
 
 use berth_core::model::Driver;
-use berth_proto::v1 as pb;
 
 use crate::agents::Agents;
 use crate::error::Result;
@@ -21,6 +21,31 @@ pub struct Overlay {
     agents: Agents,
 }
 
+/// A remote endpoint of an overlay network, as a node programs it (FDB,
+/// neighbour entry, name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    /// Underlay address of the node hosting it.
+    pub vtep: Ipv4Addr,
+    pub node: String,
+    pub sandbox_name: String,
+    pub aliases: Vec<String>,
+}
+
+/// Everything one node must know of one overlay network's other nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSet {
+    pub network_id: String,
+    pub peers: Vec<Peer>,
+    /// Every remote node hosting the network.
+    pub vteps: BTreeSet<Ipv4Addr>,
+    /// The etcd revision the set was read at (an older set never
+    /// overwrites a newer one on the agent).
+    pub revision: u64,
+}
+
 /// The peer set of `network` as seen from `node`: every endpoint elsewhere.
 pub fn peers_for(
     node: &str,
@@ -28,16 +53,16 @@ pub fn peers_for(
     members: &[EndpointRecord],
     nodes: &HashMap<String, NodeRecord>,
     revision: i64,
-) -> pb::OverlayPeers {
+) -> PeerSet {
     let mut vteps = BTreeSet::new();
     let peers = members
         .iter()
         .filter(|e| e.node != node)
         .filter_map(|e| {
-            let vtep = nodes.get(&e.node)?.address.to_string();
-            vteps.insert(vtep.clone());
-            Some(pb::OverlayPeer {
-                ip: e.ip?.to_string(),
+            let vtep = nodes.get(&e.node)?.address;
+            vteps.insert(vtep);
+            Some(Peer {
+                ip: e.ip?,
                 mac: e.mac.clone(),
                 vtep,
                 node: e.node.clone(),
@@ -46,10 +71,10 @@ pub fn peers_for(
             })
         })
         .collect();
-    pb::OverlayPeers {
+    PeerSet {
         network_id: network_id.to_string(),
         peers,
-        vteps: vteps.into_iter().collect(),
+        vteps,
         revision: revision.max(0) as u64,
     }
 }
@@ -80,11 +105,7 @@ impl Overlay {
     }
 
     /// Peer sets `node` needs for the overlay networks among `networks`.
-    pub async fn peers_for_node(
-        &self,
-        node: &str,
-        networks: &[&NetworkRecord],
-    ) -> Result<Vec<pb::OverlayPeers>> {
+    pub async fn peers_for_node(&self, node: &str, networks: &[&NetworkRecord]) -> Result<Vec<PeerSet>> {
         let overlays: Vec<&&NetworkRecord> =
             networks.iter().filter(|n| n.driver == Driver::Overlay).collect();
         if overlays.is_empty() {
@@ -115,7 +136,7 @@ impl Overlay {
                 return;
             }
         };
-        let mut by_node: BTreeMap<String, Vec<pb::OverlayPeers>> = BTreeMap::new();
+        let mut by_node: BTreeMap<String, Vec<PeerSet>> = BTreeMap::new();
         for n in overlays {
             let (members, rev) = match self.members(&n.id).await {
                 Ok(m) => m,
@@ -137,11 +158,7 @@ impl Overlay {
             let agents = self.agents.clone();
             Some(async move {
                 for set in sets {
-                    let res = match agents.client(&record) {
-                        Ok(mut c) => c.set_overlay_peers(set).await.map(|_| ()),
-                        Err(e) => Err(tonic::Status::from(e)),
-                    };
-                    if let Err(s) = res {
+                    if let Err(s) = agents.set_overlay_peers(&record, &set).await {
                         tracing::warn!(node = %record.name, error = %s.message(), "overlay peer update failed; the node catches up at its next sync");
                     }
                 }

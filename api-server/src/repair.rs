@@ -21,13 +21,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
-
 use crate::error::{ApiError, Result};
 use crate::nodes::Nodes;
 use crate::sandboxes::Sandboxes;
-use crate::store::Store;
 use crate::store::records::{EndpointRecord, Phase, SandboxRecord};
+use crate::store::{Guard, Op, Store, Write};
 
 /// What the loop did since the process started, by kind.
 #[derive(Debug, Default)]
@@ -135,19 +133,12 @@ impl Repair {
         let mut client = self.store.client();
         loop {
             let lease = client.lease_grant(ttl, None).await?.id();
-            let resp = self
-                .store
-                .txn(
-                    Txn::new()
-                        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                        .and_then([TxnOp::put(
-                            key.clone(),
-                            self.replica.clone(),
-                            Some(PutOptions::new().with_lease(lease)),
-                        )]),
-                )
-                .await?;
-            if resp.succeeded() {
+            let write = Write::new().when(Guard::Absent(key.clone())).then(Op::put_leased(
+                key.clone(),
+                self.replica.clone(),
+                lease,
+            ));
+            if self.store.write(write).await?.committed() {
                 return Ok(lease);
             }
             let _ = client.lease_revoke(lease).await;
@@ -282,16 +273,9 @@ impl Repair {
     async fn resync_diverged(&self, nodes: &BTreeMap<String, crate::nodes::NodeStatus>) {
         for n in nodes.values().filter(|n| n.ready && !n.record.removing) {
             let name = &n.record.name;
-            let Ok(mut client) = self.sandboxes.agents().client(&n.record) else {
-                continue;
-            };
-            let status = match tokio::time::timeout(
-                Duration::from_secs(5),
-                client.status(berth_proto::v1::StatusRequest {}),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s.into_inner(),
+            let agents = self.sandboxes.agents();
+            let status = match tokio::time::timeout(Duration::from_secs(5), agents.status(&n.record)).await {
+                Ok(Ok(s)) => s,
                 _ => continue, // unreachable: its lease decides
             };
             let desired = match self.sandboxes.desired_state(name).await {
@@ -301,11 +285,10 @@ impl Repair {
                     continue;
                 }
             };
-            let failing = status.objects.iter().any(|o| !o.ok);
-            if !failing && status.sandboxes as usize == desired.sandboxes.len() {
+            if !status.failing && status.sandboxes == desired.sandboxes.len() {
                 continue;
             }
-            match client.sync(desired).await {
+            match agents.sync(&n.record, &desired).await {
                 Ok(_) => {
                     Counters::add(&self.counters.nodes_resynced);
                     self.announce("node_resynced", &[("node", name)]).await;
@@ -411,15 +394,10 @@ impl Repair {
                 next.insert(key, mod_rev);
                 continue;
             }
-            let resp = self
-                .store
-                .txn(
-                    Txn::new()
-                        .when([Compare::mod_revision(key.clone(), CompareOp::Equal, mod_rev)])
-                        .and_then([TxnOp::delete(key.clone(), None)]),
-                )
-                .await?;
-            if resp.succeeded() {
+            let write = Write::new()
+                .when(Guard::Unchanged(key.clone(), mod_rev))
+                .then(Op::delete(key.clone()));
+            if self.store.write(write).await?.committed() {
                 Counters::add(&self.counters.orphans_freed);
                 self.announce("orphan_freed", &[("key", &key)]).await;
                 tracing::info!(key = %key, "repair: freed a key without an owner");

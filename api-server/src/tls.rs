@@ -108,6 +108,30 @@ impl<S: RegistryService> RegistryService for RegistryGuard<S> {
         own_node(&req, &req.get_ref().node)?;
         self.inner.desired_state(req).await
     }
+
+    async fn attach_local(
+        &self,
+        req: Request<pb::AttachLocalRequest>,
+    ) -> Result<Response<pb::AttachLocalResponse>, Status> {
+        own_node(&req, &req.get_ref().node)?;
+        self.inner.attach_local(req).await
+    }
+
+    async fn detach_local(
+        &self,
+        req: Request<pb::DetachLocalRequest>,
+    ) -> Result<Response<pb::DetachLocalResponse>, Status> {
+        own_node(&req, &req.get_ref().node)?;
+        self.inner.detach_local(req).await
+    }
+
+    async fn list_local(
+        &self,
+        req: Request<pb::ListLocalRequest>,
+    ) -> Result<Response<pb::ListLocalResponse>, Status> {
+        own_node(&req, &req.get_ref().node)?;
+        self.inner.list_local(req).await
+    }
 }
 
 /// TLS options for etcd from `--etcd-ca`, `--etcd-cert`, `--etcd-key`;

@@ -37,7 +37,7 @@ pub async fn phase_bulk(ctx: &mut Ctx) -> Result<()> {
     for name in NETWORKS {
         net.create_network(pb::CreateNetworkRequest {
             name: name.into(),
-            driver: "bridge".into(),
+            driver: pb::NetworkDriver::Bridge as i32,
             ..Default::default()
         })
         .await

@@ -257,6 +257,8 @@ impl Lab {
             .args(["--netns-prefix", &self.netns_prefix()])
             .arg("--state-dir")
             .arg(self.dir.path().join(&name))
+            .arg("--local-socket")
+            .arg(self.dir.path().join(format!("{name}-agent.sock")))
             .args(["--log", &self.log_filter]);
         let proc = Proc::spawn(&name, &mut cmd, &self.log_path(&name))?;
         self.agents[i - 1] = Some(proc);

@@ -53,6 +53,7 @@ impl RawFloor {
             addr,
             prefix: 16,
             gateway: Some(self.gateway),
+            foreign_netns: false,
         };
         link::ensure_veth_with(&self.node, &sandbox, &spec).await?;
         Ok(start.elapsed())

@@ -460,7 +460,7 @@ async fn phase_reach(ctx: &mut Ctx) -> Result<()> {
         let mut net = ctx.networks();
         net.create_network(pb::CreateNetworkRequest {
             name: "bench-ovl".into(),
-            driver: "overlay".into(),
+            driver: pb::NetworkDriver::Overlay as i32,
             subnet: "10.213.0.0/24".into(),
             ..Default::default()
         })

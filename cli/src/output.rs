@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use berth_proto::v1::{Network, Node, PortMapping, Sandbox};
 use serde::Serialize;
 
-use crate::views::node_status;
+use crate::views::{driver_name, node_status};
 
 /// Spaces between table columns, after the widest cell (docker's tabwriter padding).
 const COLUMN_GAP: usize = 3;
@@ -76,7 +76,7 @@ pub fn networks_table(networks: &[Network]) -> String {
     networks.sort_by(|a, b| a.name.cmp(&b.name));
     let rows: Vec<Vec<String>> = networks
         .iter()
-        .map(|n| vec![short_id(&n.id), n.name.clone(), n.driver.clone(), n.scope.clone()])
+        .map(|n| vec![short_id(&n.id), n.name.clone(), driver_name(n), n.scope.clone()])
         .collect();
     render_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows)
 }
@@ -141,7 +141,18 @@ pub fn format_ports(ports: &[PortMapping]) -> String {
         .join(", ")
 }
 
-/// `sandbox ls`: SANDBOX ID, NAME, NODE, NETWORKS, IP ADDRESSES, PORTS.
+/// Who made a sandbox: `berth`, or a runtime front with the container's
+/// short id (`cni:3f1c0e2a9b7d`).
+pub fn origin_label(s: &Sandbox) -> String {
+    let origin = crate::views::origin_name(s);
+    if s.container_id.is_empty() {
+        origin.to_string()
+    } else {
+        format!("{origin}:{}", short_id(&s.container_id))
+    }
+}
+
+/// `sandbox ls`: SANDBOX ID, NAME, NODE, ORIGIN, NETWORKS, IP ADDRESSES, PORTS.
 pub fn sandboxes_table(sandboxes: &[Sandbox]) -> String {
     let rows: Vec<Vec<String>> = sandboxes
         .iter()
@@ -157,6 +168,7 @@ pub fn sandboxes_table(sandboxes: &[Sandbox]) -> String {
                 short_id(&s.id),
                 s.name.clone(),
                 s.node.clone(),
+                origin_label(s),
                 networks.join(","),
                 ips.join(","),
                 format_ports(&s.ports),
@@ -164,7 +176,15 @@ pub fn sandboxes_table(sandboxes: &[Sandbox]) -> String {
         })
         .collect();
     render_table(
-        &["SANDBOX ID", "NAME", "NODE", "NETWORKS", "IP ADDRESSES", "PORTS"],
+        &[
+            "SANDBOX ID",
+            "NAME",
+            "NODE",
+            "ORIGIN",
+            "NETWORKS",
+            "IP ADDRESSES",
+            "PORTS",
+        ],
         &rows,
     )
 }
@@ -197,7 +217,7 @@ mod tests {
         let mut none = bridge();
         none.id = "0000111122223333".into();
         none.name = "none".into();
-        none.driver = "null".into();
+        none.driver = berth_proto::v1::NetworkDriver::Null as i32;
         let table = networks_table(&[none, my, bridge()]);
         assert_eq!(
             table,
@@ -234,8 +254,17 @@ mod tests {
     fn sandboxes_table_lists_networks_ips_ports() {
         assert_eq!(
             sandboxes_table(&[sandbox()]),
-            "SANDBOX ID     NAME    NODE    NETWORKS           IP ADDRESSES            PORTS\n\
-             9b8a7c6d5e4f   test1   node1   bridge,my-bridge   172.17.0.2,172.18.0.3   0.0.0.0:8080->80/tcp"
+            "SANDBOX ID     NAME    NODE    ORIGIN   NETWORKS           IP ADDRESSES            PORTS\n\
+             9b8a7c6d5e4f   test1   node1   berth    bridge,my-bridge   172.17.0.2,172.18.0.3   0.0.0.0:8080->80/tcp"
+        );
+        let mut cni = sandbox();
+        cni.name = "cni-3f1c0e2a9b7d".into();
+        cni.origin = berth_proto::v1::SandboxOrigin::Cni as i32;
+        cni.container_id = "3f1c0e2a9b7d44aa0011".into();
+        cni.ports.clear();
+        assert!(
+            sandboxes_table(&[cni]).contains("   node1   cni:3f1c0e2a9b7d   bridge,my-bridge"),
+            "marked as CNI's, with the container id"
         );
     }
 }

@@ -3,8 +3,31 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use berth_proto::v1::{Endpoint, Network, Node, Sandbox};
+use berth_core::model::Driver;
+use berth_proto::v1::{Endpoint, Network, NetworkDriver, Node, Sandbox};
 use serde::Serialize;
+
+/// The driver's name as people and scripts read it (`bridge`, `overlay`,
+/// `host`, `null`); empty for a value this CLI does not know.
+pub fn driver_name(n: &Network) -> String {
+    match NetworkDriver::try_from(n.driver) {
+        Ok(NetworkDriver::Bridge) => Driver::Bridge.to_string(),
+        Ok(NetworkDriver::Overlay) => Driver::Overlay.to_string(),
+        Ok(NetworkDriver::Host) => Driver::Host.to_string(),
+        Ok(NetworkDriver::Null) => Driver::Null.to_string(),
+        Ok(NetworkDriver::Unspecified) | Err(_) => String::new(),
+    }
+}
+
+/// The proto value of a driver named on the command line.
+pub fn driver_value(d: Driver) -> i32 {
+    (match d {
+        Driver::Bridge => NetworkDriver::Bridge,
+        Driver::Overlay => NetworkDriver::Overlay,
+        Driver::Host => NetworkDriver::Host,
+        Driver::Null => NetworkDriver::Null,
+    }) as i32
+}
 
 fn sorted(map: &HashMap<String, String>) -> BTreeMap<String, String> {
     map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
@@ -32,7 +55,7 @@ impl From<&Network> for NetworkSummary {
         NetworkSummary {
             id: n.id.clone(),
             name: n.name.clone(),
-            driver: n.driver.clone(),
+            driver: driver_name(n),
             scope: n.scope.clone(),
             subnet: n.subnet.clone(),
             gateway: n.gateway.clone(),
@@ -137,7 +160,7 @@ pub fn network_inspect(network: &Network, endpoints: &[Endpoint]) -> NetworkInsp
         id: network.id.clone(),
         created: network.created.clone(),
         scope: network.scope.clone(),
-        driver: network.driver.clone(),
+        driver: driver_name(network),
         enable_ipv6: false,
         ipam: Ipam {
             driver: "default".to_string(),
@@ -145,7 +168,7 @@ pub fn network_inspect(network: &Network, endpoints: &[Endpoint]) -> NetworkInsp
             config,
         },
         internal: false,
-        attachable: network.driver == "overlay",
+        attachable: network.driver == NetworkDriver::Overlay as i32,
         ingress: false,
         config_from: ConfigFrom {
             network: String::new(),
@@ -169,6 +192,9 @@ pub struct NodeView {
     pub agent: String,
     pub registered: String,
     pub mtu: u32,
+    /// The node's own routes (`DESTINATION dev DEVICE`), which berth's
+    /// subnets do not overlap.
+    pub routes: Vec<String>,
 }
 
 pub fn node_status(node: &Node) -> &'static str {
@@ -184,6 +210,11 @@ impl From<&Node> for NodeView {
             agent: n.agent_url.clone(),
             registered: n.registered.clone(),
             mtu: n.mtu,
+            routes: n
+                .routes
+                .iter()
+                .map(|r| format!("{} dev {}", r.destination, r.device))
+                .collect(),
         }
     }
 }
@@ -206,6 +237,24 @@ pub struct SandboxView {
     pub ports: Vec<PortView>,
     pub links: Vec<LinkView>,
     pub networks: BTreeMap<String, SandboxNetwork>,
+    /// berth, cni or docker.
+    pub origin: String,
+    /// For a runtime's sandbox: its container id, namespace path and interface.
+    #[serde(rename = "ContainerID", skip_serializing_if = "String::is_empty")]
+    pub container_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub netns_path: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub interface: String,
+}
+
+/// The origin of a sandbox by name.
+pub fn origin_name(s: &Sandbox) -> &'static str {
+    match s.origin() {
+        berth_proto::v1::SandboxOrigin::Cni => "cni",
+        berth_proto::v1::SandboxOrigin::Docker => "docker",
+        _ => "berth",
+    }
 }
 
 /// One published port of a sandbox.
@@ -265,6 +314,10 @@ impl From<&Sandbox> for SandboxView {
             .to_string(),
             created: s.created.clone(),
             netns: s.netns.clone(),
+            origin: origin_name(s).to_string(),
+            container_id: s.container_id.clone(),
+            netns_path: s.netns_path.clone(),
+            interface: s.ifname.clone(),
             command: s.command.clone(),
             ports: s
                 .ports
@@ -325,7 +378,7 @@ pub(crate) mod fixtures {
         Network {
             id: NET_ID.into(),
             name: "bridge".into(),
-            driver: "bridge".into(),
+            driver: berth_proto::v1::NetworkDriver::Bridge as i32,
             scope: "local".into(),
             subnet: "172.17.0.0/16".into(),
             gateway: "172.17.0.1".into(),
@@ -367,6 +420,13 @@ pub(crate) mod fixtures {
         }
     }
 
+    fn pb_route(destination: &str, device: &str) -> berth_proto::v1::NodeRoute {
+        berth_proto::v1::NodeRoute {
+            destination: destination.into(),
+            device: device.into(),
+        }
+    }
+
     pub fn nodes() -> [Node; 2] {
         [
             Node {
@@ -376,6 +436,7 @@ pub(crate) mod fixtures {
                 ready: false,
                 registered: "t".into(),
                 mtu: 1500,
+                routes: vec![pb_route("192.168.205.0/24", "eth0")],
             },
             Node {
                 name: "node1".into(),
@@ -384,6 +445,7 @@ pub(crate) mod fixtures {
                 ready: true,
                 registered: "t".into(),
                 mtu: 1500,
+                routes: vec![pb_route("192.168.205.0/24", "eth0")],
             },
         ]
     }
@@ -411,6 +473,7 @@ pub(crate) mod fixtures {
             netns: "test1".into(),
             generation: 7,
             phase: berth_proto::v1::SandboxPhase::Ready as i32,
+            ..Default::default()
         }
     }
 }
@@ -512,7 +575,7 @@ mod tests {
     fn host_and_overlay_inspect() {
         let host = Network {
             name: "host".into(),
-            driver: "host".into(),
+            driver: berth_proto::v1::NetworkDriver::Host as i32,
             subnet: String::new(),
             gateway: String::new(),
             options: HashMap::new(),
@@ -531,7 +594,7 @@ mod tests {
         assert_eq!(v["Attachable"], false);
 
         let overlay = Network {
-            driver: "overlay".into(),
+            driver: berth_proto::v1::NetworkDriver::Overlay as i32,
             scope: "global".into(),
             ..bridge()
         };
@@ -546,7 +609,8 @@ mod tests {
         assert_eq!(
             v,
             json!({"Name": "node1", "Address": "192.168.205.10", "Status": "ready",
-                   "Agent": "http://192.168.205.10:7001", "Registered": "t", "Mtu": 1500})
+                   "Agent": "http://192.168.205.10:7001", "Registered": "t", "Mtu": 1500,
+                   "Routes": ["192.168.205.0/24 dev eth0"]})
         );
     }
 

@@ -27,7 +27,12 @@ fn network(name: &str, driver: &str) -> Network {
     Network {
         id: format!("{:0<64}", name.len()),
         name: name.into(),
-        driver: driver.into(),
+        driver: match driver {
+            "bridge" => NetworkDriver::Bridge,
+            "overlay" => NetworkDriver::Overlay,
+            "host" => NetworkDriver::Host,
+            _ => NetworkDriver::Null,
+        } as i32,
         scope: "local".into(),
         subnet: subnet.into(),
         gateway: gateway.into(),
@@ -66,7 +71,10 @@ impl NetworkService for Fake {
         let network = Network {
             id: NET_ID.into(),
             name: r.name,
-            driver: r.driver,
+            driver: match r.driver {
+                0 => NetworkDriver::Bridge as i32,
+                d => d,
+            },
             scope: "local".into(),
             subnet: if r.subnet.is_empty() {
                 "172.18.0.0/16".into()
@@ -254,6 +262,7 @@ impl NodeService for Fake {
                 ready: true,
                 registered: "2024-05-01T10:00:00Z".into(),
                 mtu: 1500,
+                routes: Vec::new(),
             }],
         }))
     }

@@ -41,6 +41,22 @@ impl Driver {
     pub fn has_ipam(self) -> bool {
         matches!(self, Driver::Bridge | Driver::Overlay)
     }
+
+    /// The driver of a network a user creates: bridge unless another is
+    /// asked for; host and null networks exist once, built in.
+    pub fn for_new_network(wanted: Option<Driver>) -> Result<Driver, Invalid> {
+        match wanted {
+            None | Some(Driver::Bridge) => Ok(Driver::Bridge),
+            Some(Driver::Overlay) => Ok(Driver::Overlay),
+            Some(d @ (Driver::Host | Driver::Null)) => Err(Invalid::new(
+                "driver",
+                format!(
+                    "only one instance of {:?} network is allowed: use the built-in one",
+                    d.as_str()
+                ),
+            )),
+        }
+    }
 }
 
 impl fmt::Display for Driver {
@@ -49,21 +65,25 @@ impl fmt::Display for Driver {
     }
 }
 
+/// The driver a user names for a new network (`--driver`): empty is
+/// bridge, host and null are refused ([`Driver::for_new_network`]).
 impl FromStr for Driver {
     type Err = Invalid;
     fn from_str(s: &str) -> Result<Self, Invalid> {
-        match s {
-            "" | "bridge" => Ok(Driver::Bridge),
-            "overlay" => Ok(Driver::Overlay),
-            "host" | "null" => Err(Invalid::new(
-                "driver",
-                format!("only one instance of {s:?} network is allowed: use the built-in one"),
-            )),
-            other => Err(Invalid::new(
-                "driver",
-                format!("unknown driver {other:?} (use bridge or overlay)"),
-            )),
-        }
+        let named = match s {
+            "" => None,
+            "bridge" => Some(Driver::Bridge),
+            "overlay" => Some(Driver::Overlay),
+            "host" => Some(Driver::Host),
+            "null" => Some(Driver::Null),
+            other => {
+                return Err(Invalid::new(
+                    "driver",
+                    format!("unknown driver {other:?} (use bridge or overlay)"),
+                ));
+            }
+        };
+        Driver::for_new_network(named)
     }
 }
 
@@ -113,6 +133,47 @@ impl SandboxMode {
     }
 }
 
+/// Who asked for a sandbox: berth's own API, or a container runtime through
+/// the node's agent (then the network namespace is the runtime's: berth
+/// never creates, marks or deletes it, only its own interfaces inside).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxOrigin {
+    /// `berth sandbox create` (records written before origins existed too).
+    #[default]
+    Berth,
+    /// The `berth-cni` plugin.
+    Cni,
+    /// Docker's remote network driver.
+    Docker,
+}
+
+impl SandboxOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxOrigin::Berth => "berth",
+            SandboxOrigin::Cni => "cni",
+            SandboxOrigin::Docker => "docker",
+        }
+    }
+
+    /// Whether the namespace is a runtime's, not one berth names.
+    pub fn is_external(self) -> bool {
+        self != SandboxOrigin::Berth
+    }
+
+    /// Whether a sandbox of this origin is `berth`'s default.
+    pub fn is_berth(&self) -> bool {
+        *self == SandboxOrigin::Berth
+    }
+}
+
+impl fmt::Display for SandboxOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Name, subnet and bridge device of the default bridge network.
 pub const DEFAULT_BRIDGE: (&str, &str, &str) = ("bridge", "172.17.0.0/16", "berth0");
 /// Name and bridge device of the per-node gateway network that gives
@@ -141,5 +202,30 @@ mod tests {
         let err = "macvlan".parse::<Driver>().unwrap_err();
         assert_eq!(err.field, "driver");
         assert_eq!(serde_json::to_string(&Driver::Null).unwrap(), "\"null\"");
+        assert_eq!(
+            "null".parse::<Driver>().unwrap_err().to_string(),
+            "invalid driver: only one instance of \"null\" network is allowed: use the built-in one"
+        );
+        assert_eq!(Driver::for_new_network(None).unwrap(), Driver::Bridge);
+        assert_eq!(
+            Driver::for_new_network(Some(Driver::Overlay)).unwrap(),
+            Driver::Overlay
+        );
+        assert!(Driver::for_new_network(Some(Driver::Host)).is_err());
+    }
+
+    /// Records in etcd name the driver in lowercase; every one written so
+    /// far must still load.
+    #[test]
+    fn driver_records_keep_their_encoding() {
+        for (d, json) in [
+            (Driver::Bridge, "\"bridge\""),
+            (Driver::Overlay, "\"overlay\""),
+            (Driver::Host, "\"host\""),
+            (Driver::Null, "\"null\""),
+        ] {
+            assert_eq!(serde_json::to_string(&d).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Driver>(json).unwrap(), d);
+        }
     }
 }

@@ -136,9 +136,78 @@ pub fn validate_bridge_name(field: &str, value: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Checks a container runtime's container id (CNI's rule: a letter or
+/// digit, then letters, digits, `_`, `.` or `-`), at most 1024 bytes.
+pub fn validate_container_id(field: &str, value: &str) -> Result<(), Invalid> {
+    if value.is_empty() {
+        return Err(Invalid::new(field, "must not be empty"));
+    }
+    if value.len() > 1024 {
+        return Err(Invalid::new(
+            field,
+            format!("{} bytes, at most 1024", value.len()),
+        ));
+    }
+    if !value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || value
+            .chars()
+            .any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        let start: String = value.chars().take(64).collect();
+        return Err(Invalid::new(
+            field,
+            format!(
+                "{:?} must be a letter or digit followed by [A-Za-z0-9_.-]",
+                start.escape_debug().to_string()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The sandbox names berth derives for a runtime's attachment, in the order
+/// to try them: `<origin>-<first 12 of the container id>`, then with the
+/// whole id (as much as fits) should the short one be another container's;
+/// `-<ifname>` appended unless the interface is `eth0`. Every one is a
+/// valid [sandbox name](validate_name) for a valid container id and ifname.
+pub fn external_sandbox_names(origin: &str, container_id: &str, ifname: &str) -> Vec<String> {
+    let suffix = if ifname == "eth0" {
+        String::new()
+    } else {
+        format!("-{ifname}")
+    };
+    let room = MAX_NAME_LEN - origin.len() - 1 - suffix.len();
+    let short: String = container_id.chars().take(12.min(room)).collect();
+    let long: String = container_id.chars().take(room).collect();
+    let mut out = vec![format!("{origin}-{short}{suffix}")];
+    if long != short {
+        out.push(format!("{origin}-{long}{suffix}"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn external_names() {
+        let id = "3f1c0e2a9b7d44aa0011223344556677";
+        assert_eq!(
+            external_sandbox_names("cni", id, "eth0"),
+            ["cni-3f1c0e2a9b7d", &format!("cni-{id}")]
+        );
+        assert_eq!(external_sandbox_names("cni", "abc", "net1"), ["cni-abc-net1"]);
+        let long = "a".repeat(1024);
+        for n in external_sandbox_names("docker", &long, "eth12345678901") {
+            assert!(validate_name("name", &n).is_ok(), "{n}");
+        }
+        assert!(validate_container_id("c", id).is_ok());
+        assert!(validate_container_id("c", "my_ctr.1-x").is_ok());
+        for bad in ["", "-a", "a b", "a/b", &"x".repeat(1025)] {
+            assert!(validate_container_id("c", bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn docker_names() {

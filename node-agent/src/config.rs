@@ -69,6 +69,12 @@ pub struct Config {
     #[arg(long, env = "BERTH_NODE_MTU", default_value_t = 1500)]
     pub mtu: u32,
 
+    /// Unix socket of the agent's local service for container runtimes on
+    /// this node (the berth-cni plugin): mode 0600, root's connections only.
+    /// Empty disables it.
+    #[arg(long, env = "BERTH_LOCAL_SOCKET", default_value = "/run/berth/agent.sock")]
+    pub local_socket: PathBuf,
+
     /// Directory for the agent's own state.
     #[arg(long, env = "BERTH_STATE_DIR", default_value = "/var/lib/berth")]
     pub state_dir: PathBuf,

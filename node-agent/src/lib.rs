@@ -8,6 +8,7 @@ pub mod etcfiles;
 pub mod exec;
 pub mod grpc;
 pub mod kernel;
+pub mod local;
 pub mod metrics;
 pub mod model;
 pub mod names;
@@ -72,7 +73,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         reconciler.clone(),
         channel.clone(),
     ));
-    let convergence = tokio::spawn(converge::run(config.clone(), reconciler.clone(), channel));
+    let convergence = tokio::spawn(converge::run(config.clone(), reconciler.clone(), channel.clone()));
+    let detacher = tokio::spawn(local::detach_vanished(
+        config.name.clone(),
+        reconciler.clone(),
+        channel.clone(),
+    ));
+    let local = if config.local_socket.as_os_str().is_empty() {
+        None
+    } else {
+        let listener = local::bind(&config.local_socket)?;
+        tracing::info!(path = %config.local_socket.display(), "local service listening (mode 0600)");
+        let api = local::LocalApi {
+            node: config.name.clone(),
+            reconciler: reconciler.clone(),
+            channel,
+        };
+        Some(tokio::spawn(async move {
+            if let Err(e) = local::serve(listener, api).await {
+                tracing::error!(error = %e, "local service ended");
+            }
+        }))
+    };
     let watcher = {
         let (wanted, wake) = (reconciler.wanted_links(), reconciler.wake());
         tokio::spawn(async move {
@@ -108,6 +130,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let result = server.await;
     registration.abort();
     convergence.abort();
+    detacher.abort();
+    if let Some(l) = local {
+        l.abort();
+        let _ = std::fs::remove_file(&config.local_socket);
+    }
     watcher.abort();
     health_task.abort();
     result.context("agent server")

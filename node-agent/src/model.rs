@@ -64,7 +64,40 @@ pub fn host_ifname(endpoint_id: &str) -> String {
     format!("{HOST_VETH_PREFIX}{}", &endpoint_id[..endpoint_id.len().min(12)])
 }
 
-pub use berth_core::model::SandboxMode;
+pub use berth_core::model::{SandboxMode, SandboxOrigin};
+
+/// A sandbox whose network namespace is a container runtime's (CNI,
+/// Docker): berth never creates, marks, renames or deletes it; only its own
+/// interfaces inside, and it watches that the namespace stays the one
+/// attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct External {
+    pub origin: SandboxOrigin,
+    pub container_id: String,
+    /// The namespace's path on this node (also the sandbox's `netns`).
+    pub netns_path: String,
+    /// Its inode when attached (0: not known).
+    pub inode: u64,
+    /// The interface the runtime asked for.
+    pub ifname: String,
+}
+
+/// Whether `netns` names a namespace by path (a runtime's), not by a name
+/// under `/run/netns` that berth chose.
+pub fn is_path(netns: &str) -> bool {
+    netns.starts_with('/')
+}
+
+/// Checks a runtime's namespace path: absolute, no `..`, no NUL, at most 4096 bytes.
+pub fn check_netns_path(p: &str) -> Result<(), BadSpec> {
+    if !is_path(p) || p.len() > 4096 || p.contains('\0') || p.split('/').any(|c| c == "..") {
+        return Err(BadSpec(format!(
+            "netns path {:?} must be an absolute path without '..'",
+            p.chars().take(128).collect::<String>()
+        )));
+    }
+    Ok(())
+}
 
 /// A sandbox on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +117,8 @@ pub struct SandboxSpec {
     /// The etcd revision of the record this spec realises: an older spec
     /// never replaces a newer one.
     pub generation: u64,
+    /// Set when the namespace is a runtime's (then `netns` is its path).
+    pub external: Option<External>,
 }
 
 impl SandboxSpec {
@@ -188,11 +223,16 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 impl NetworkSpec {
     /// Networks with addresses (bridge, overlay); `None` for host and null.
     pub fn from_proto(n: &pb::Network) -> Result<Option<Self>, BadSpec> {
-        let driver = match n.driver.as_str() {
-            "bridge" => Driver::Bridge,
-            "overlay" => Driver::Overlay,
-            "host" | "null" => return Ok(None),
-            d => return Err(BadSpec(format!("network {} has unknown driver {d}", n.name))),
+        let driver = match pb::NetworkDriver::try_from(n.driver) {
+            Ok(pb::NetworkDriver::Bridge) => Driver::Bridge,
+            Ok(pb::NetworkDriver::Overlay) => Driver::Overlay,
+            Ok(pb::NetworkDriver::Host | pb::NetworkDriver::Null) => return Ok(None),
+            Ok(pb::NetworkDriver::Unspecified) | Err(_) => {
+                return Err(BadSpec(format!(
+                    "network {} has unknown driver {}",
+                    n.name, n.driver
+                )));
+            }
         };
         let subnet: Ipv4Net = n
             .subnet
@@ -238,8 +278,35 @@ impl SandboxSpec {
                 return Err(BadSpec(format!("sandbox {} has no mode", s.name)));
             }
         };
-        let netns = match mode {
-            SandboxMode::Host => None,
+        let origin = match s.origin() {
+            pb::SandboxOrigin::Unspecified | pb::SandboxOrigin::Berth => SandboxOrigin::Berth,
+            pb::SandboxOrigin::Cni => SandboxOrigin::Cni,
+            pb::SandboxOrigin::Docker => SandboxOrigin::Docker,
+        };
+        let external = if origin.is_external() {
+            if mode != SandboxMode::Namespace {
+                return Err(BadSpec(format!(
+                    "sandbox {} of origin {origin} has mode {mode:?}",
+                    s.name
+                )));
+            }
+            check_netns_path(&s.netns_path)?;
+            validate_ifname("ifname", &s.ifname).map_err(|e| BadSpec(format!("sandbox {}: {e}", s.name)))?;
+            berth_core::names::validate_container_id("container id", &s.container_id)
+                .map_err(|e| BadSpec(format!("sandbox {}: {e}", s.name)))?;
+            Some(External {
+                origin,
+                container_id: s.container_id.clone(),
+                netns_path: s.netns_path.clone(),
+                inode: s.netns_inode,
+                ifname: s.ifname.clone(),
+            })
+        } else {
+            None
+        };
+        let netns = match (&external, mode) {
+            (Some(x), _) => Some(x.netns_path.clone()),
+            (None, SandboxMode::Host) => None,
             _ if s.netns.is_empty() => return Err(BadSpec(format!("sandbox {} has no netns", s.name))),
             _ => Some(format!("{netns_prefix}{}", s.netns)),
         };
@@ -250,7 +317,13 @@ impl SandboxSpec {
                     e.ip.parse()
                         .map_err(|_| BadSpec(format!("endpoint ip {:?}", e.ip)))?;
                 let mac = parse_mac(&e.mac).unwrap_or_else(|| berth_core::net::mac_from_ip(ip));
-                if !e.ifname.starts_with("eth") || e.id.len() < 12 {
+                // berth names its own interfaces ethN; a runtime names its
+                // (any valid name): berth then removes only links it made.
+                let ifname_ok = match &external {
+                    None => e.ifname.starts_with("eth"),
+                    Some(_) => validate_ifname("ifname", &e.ifname).is_ok(),
+                };
+                if !ifname_ok || e.id.len() < 12 {
                     return Err(BadSpec(format!("endpoint {} ifname {:?}", e.id, e.ifname)));
                 }
                 endpoints.push(EndpointSpec {
@@ -287,6 +360,7 @@ impl SandboxSpec {
                 .map(|l| (l.name.clone(), l.alias.clone()))
                 .collect(),
             generation: s.generation,
+            external,
         })
     }
 }
@@ -319,7 +393,7 @@ mod tests {
         let n = pb::Network {
             id: "n1".into(),
             name: "bridge".into(),
-            driver: "bridge".into(),
+            driver: pb::NetworkDriver::Bridge as i32,
             subnet: "172.17.0.0/16".into(),
             gateway: "172.17.0.1".into(),
             bridge: "berth0".into(),
@@ -341,7 +415,7 @@ mod tests {
             assert!(err.0.contains("invalid bridge"), "{hostile}: {err:?}");
         }
         let host = pb::Network {
-            driver: "host".into(),
+            driver: pb::NetworkDriver::Host as i32,
             ..Default::default()
         };
         assert!(NetworkSpec::from_proto(&host).unwrap().is_none());
@@ -365,6 +439,37 @@ mod tests {
         assert_eq!(spec.netns.as_deref(), Some("t-test1"));
         assert_eq!(spec.endpoints[0].mac, [2, 0x42, 172, 17, 0, 2]);
         assert_eq!(spec.endpoints[0].host_ifname(), "bv0123456789ab");
+        assert!(spec.external.is_none());
+        let cni = pb::Sandbox {
+            origin: pb::SandboxOrigin::Cni as i32,
+            container_id: "c0ffee".into(),
+            netns_path: "/run/netns/netns-1234".into(),
+            netns_inode: 4026532999,
+            ifname: "net1".into(),
+            endpoints: vec![pb::Endpoint {
+                ifname: "net1".into(),
+                ..s.endpoints[0].clone()
+            }],
+            ..s.clone()
+        };
+        let spec = SandboxSpec::from_proto(&cni, "t-").unwrap();
+        assert_eq!(
+            spec.netns.as_deref(),
+            Some("/run/netns/netns-1234"),
+            "the runtime's path, no prefix"
+        );
+        let x = spec.external.unwrap();
+        assert_eq!(
+            (x.inode, x.ifname.as_str(), x.container_id.as_str()),
+            (4026532999, "net1", "c0ffee")
+        );
+        for bad_path in ["netns-1234", "/run/netns/../etc", ""] {
+            let bad = pb::Sandbox {
+                netns_path: bad_path.into(),
+                ..cni.clone()
+            };
+            assert!(SandboxSpec::from_proto(&bad, "").is_err(), "{bad_path}");
+        }
         let bad = pb::Sandbox {
             mode: pb::SandboxMode::Unspecified as i32,
             ..s

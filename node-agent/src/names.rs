@@ -129,6 +129,7 @@ mod tests {
             mode: SandboxMode::Namespace,
             netns: Some(name.into()),
             generation: 1,
+            external: None,
             endpoints: eps
                 .iter()
                 .enumerate()

@@ -24,6 +24,22 @@ pub struct Owned {
     /// Sandbox id → detached command.
     #[serde(default)]
     pub commands: BTreeMap<String, Detached>,
+    /// Sandbox id → berth's interfaces in a container runtime's namespace
+    /// (recorded before they are created; the namespace itself is never berth's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external: BTreeMap<String, ExternalRecord>,
+}
+
+/// berth's endpoints in a runtime's namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalRecord {
+    pub netns_path: String,
+    /// The namespace's inode when attached (0: not known).
+    #[serde(default)]
+    pub inode: u64,
+    /// Host veth name → endpoint id (its marker is `berth:ep:<id>`).
+    #[serde(default)]
+    pub links: BTreeMap<String, String>,
 }
 
 /// A namespace berth made (or is about to make: no inode yet).

@@ -105,6 +105,7 @@ fn veth_spec<'a>(
         addr: ip,
         prefix: 16,
         gateway: Some(GATEWAY),
+        foreign_netns: false,
     }
 }
 
@@ -432,6 +433,21 @@ async fn veth_into_sandbox() {
         gateway: None,
         ..veth_spec("vethab02", bridge, &sandbox, "eth1", ip2)
     };
+    // In a runtime's namespace the link holding the name is the runtime's: refused, kept.
+    let foreign = link::VethSpec {
+        foreign_netns: true,
+        ..second.clone()
+    };
+    let err = link::ensure_veth(&node, &foreign).await.unwrap_err();
+    assert!(err.to_string().contains("already exists in netns"), "{err}");
+    assert!(
+        link::get(&sb, "eth1").await.unwrap().is_some(),
+        "the runtime's eth1 is kept"
+    );
+    assert!(
+        link::get(&node, "vethab02").await.unwrap().is_none(),
+        "no host end left behind"
+    );
     assert!(link::ensure_veth(&node, &second).await.unwrap());
     let eth1 = link::get(&sb, "eth1").await.unwrap().unwrap();
     assert_eq!(eth1.kind.as_deref(), Some("veth"));

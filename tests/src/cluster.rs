@@ -366,6 +366,8 @@ impl Cluster {
             .args(["--dns-upstream", "none"])
             .arg("--state-dir")
             .arg(self.dir.path().join(&name))
+            .arg("--local-socket")
+            .arg(self.local_socket(i))
             .args(["--log", "info,berth_agent=debug"])
             .args(self.opts.agent_args.get(i - 1).into_iter().flatten());
         let log = self.dir.path().join(format!("{name}.log"));
@@ -373,6 +375,11 @@ impl Cluster {
         let proc = Proc::spawn_append(&name, &mut cmd, log)?;
         self.agents[i - 1] = Some(proc);
         Ok(())
+    }
+
+    /// The Unix socket of node `i`'s local service (what berth-cni talks to).
+    pub fn local_socket(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node{i}-agent.sock"))
     }
 
     /// berth-api's TLS flags (or `--insecure`).

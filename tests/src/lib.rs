@@ -375,6 +375,8 @@ impl Agent {
         .args(["--advertise-url", &format!("http://{listen}")])
         .arg("--state-dir")
         .arg(dir.path().join("state"))
+        .arg("--local-socket")
+        .arg(dir.path().join("agent.sock"))
         .args(["--log", "debug"]);
         let proc = Proc::spawn("berth-agent", &mut cmd, dir.path().join("agent.log"))?;
         Ok(Self {

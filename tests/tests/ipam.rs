@@ -7,7 +7,8 @@ use std::process::Command;
 use berth_api::error::ApiError;
 use berth_api::ipam::{self, Allocated};
 use berth_api::networks::{NetworkSpec, Networks};
-use berth_api::store::Store;
+use berth_api::store::{Guard, Store, Write};
+use berth_core::model::Driver;
 use berth_tests::{ApiServer, Etcd, unique};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -75,15 +76,22 @@ async fn explicit_addresses_pools_per_node_and_exhaustion() {
         .expect("store");
     let nets = Networks::new(store.clone());
     let spec = |name: &str, subnet: &str| {
-        NetworkSpec::validate(name, "bridge", subnet, "", Default::default(), Default::default())
-            .expect("spec")
+        NetworkSpec::validate(
+            name,
+            Some(Driver::Bridge),
+            subnet,
+            "",
+            Default::default(),
+            Default::default(),
+        )
+        .expect("spec")
     };
     let tiny = nets.create(spec("tiny", "10.9.0.0/30")).await.expect("tiny");
     let alloc = |net, node: &'static str, want: Option<Ipv4Addr>| {
         let store = store.clone();
         async move {
             let pool = ipam::pool_for(&net, node).to_string();
-            ipam::allocate_ip(&store, &net, &pool, want, "owner", |_| Ok((vec![], vec![]))).await
+            ipam::allocate_ip(&store, &net, &pool, want, "owner", |_| Ok(Write::new())).await
         }
     };
     // A /30 has exactly one address besides the gateway, per node.
@@ -122,14 +130,7 @@ async fn explicit_addresses_pools_per_node_and_exhaustion() {
     let guard = format!("{prefix}/v1/guard-test");
     let pool = ipam::pool_for(&wide, "node1").to_string();
     let res = ipam::allocate_ip(&store, &wide, &pool, None, "o", |_| {
-        Ok((
-            vec![etcd_client::Compare::create_revision(
-                guard.clone(),
-                etcd_client::CompareOp::NotEqual,
-                0,
-            )],
-            vec![],
-        ))
+        Ok(Write::new().when(Guard::Present(guard.clone())))
     })
     .await
     .expect("allocate");

@@ -171,7 +171,7 @@ async fn bad_requests_get_their_codes_and_leave_no_key() {
         (create_req(""), Code::InvalidArgument, "name"),
         (
             pb::CreateNetworkRequest {
-                driver: "macvlan".into(),
+                driver: 42,
                 ..create_req("n1")
             },
             Code::InvalidArgument,
@@ -179,7 +179,7 @@ async fn bad_requests_get_their_codes_and_leave_no_key() {
         ),
         (
             pb::CreateNetworkRequest {
-                driver: "host".into(),
+                driver: pb::NetworkDriver::Host as i32,
                 ..create_req("n1")
             },
             Code::InvalidArgument,
@@ -413,7 +413,7 @@ async fn overlay_networks_take_the_global_pool_and_a_vni() {
     let mut client = NetworkServiceClient::new(api.channel().await);
     let a = client
         .create_network(pb::CreateNetworkRequest {
-            driver: "overlay".into(),
+            driver: pb::NetworkDriver::Overlay as i32,
             ..create_req("demo")
         })
         .await
@@ -427,7 +427,7 @@ async fn overlay_networks_take_the_global_pool_and_a_vni() {
     );
     let b = client
         .create_network(pb::CreateNetworkRequest {
-            driver: "overlay".into(),
+            driver: pb::NetworkDriver::Overlay as i32,
             ..create_req("demo2")
         })
         .await

@@ -1,16 +1,46 @@
-//! Conversions from records to generated proto types; the only place that
-//! knows both.
+//! Conversions between domain types (records, views, requests) and the
+//! generated proto types; the only place that knows both.
+use berth_core::Invalid;
 use berth_core::model::Driver;
 use berth_proto::v1 as pb;
 
 use crate::nodes::NodeStatus;
-use crate::store::records::{EndpointRecord, NetworkRecord, Phase, SandboxMode, SandboxRecord};
+use crate::overlay::PeerSet;
+use crate::sandboxes::{NodeState, PortRequest, SandboxRequest, SandboxView};
+use crate::store::records::{
+    EndpointRecord, NetworkRecord, Phase, SandboxMode, SandboxOrigin, SandboxRecord,
+};
+
+/// The proto enum of a driver.
+pub fn driver(d: Driver) -> pb::NetworkDriver {
+    match d {
+        Driver::Bridge => pb::NetworkDriver::Bridge,
+        Driver::Overlay => pb::NetworkDriver::Overlay,
+        Driver::Host => pb::NetworkDriver::Host,
+        Driver::Null => pb::NetworkDriver::Null,
+    }
+}
+
+/// The driver a request names; `None` when unspecified.
+pub fn driver_from_proto(value: i32) -> Result<Option<Driver>, Invalid> {
+    match pb::NetworkDriver::try_from(value) {
+        Ok(pb::NetworkDriver::Unspecified) => Ok(None),
+        Ok(pb::NetworkDriver::Bridge) => Ok(Some(Driver::Bridge)),
+        Ok(pb::NetworkDriver::Overlay) => Ok(Some(Driver::Overlay)),
+        Ok(pb::NetworkDriver::Host) => Ok(Some(Driver::Host)),
+        Ok(pb::NetworkDriver::Null) => Ok(Some(Driver::Null)),
+        Err(_) => Err(Invalid::new(
+            "driver",
+            format!("unknown driver {value} (use bridge or overlay)"),
+        )),
+    }
+}
 
 pub fn network(n: &NetworkRecord) -> pb::Network {
     pb::Network {
         id: n.id.clone(),
         name: n.name.clone(),
-        driver: n.driver.to_string(),
+        driver: driver(n.driver) as i32,
         scope: n.scope.to_string(),
         subnet: n.subnet.map(|s| s.to_string()).unwrap_or_default(),
         gateway: n.gateway.map(|g| g.to_string()).unwrap_or_default(),
@@ -54,6 +84,15 @@ pub fn node(n: &NodeStatus) -> pb::Node {
         ready: n.ready,
         registered: n.record.registered.clone(),
         mtu: n.record.mtu,
+        routes: n
+            .record
+            .routes
+            .iter()
+            .map(|r| pb::NodeRoute {
+                destination: r.destination.to_string(),
+                device: r.device.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -108,5 +147,119 @@ pub fn sandbox(r: &SandboxRecord, endpoints: &[(EndpointRecord, NetworkRecord)])
             Phase::Ready => pb::SandboxPhase::Ready,
             Phase::Removing => pb::SandboxPhase::Removing,
         } as i32,
+        origin: origin(r.origin) as i32,
+        container_id: r
+            .external
+            .as_ref()
+            .map(|x| x.container_id.clone())
+            .unwrap_or_default(),
+        netns_path: r
+            .external
+            .as_ref()
+            .map(|x| x.netns_path.clone())
+            .unwrap_or_default(),
+        netns_inode: r.external.as_ref().map_or(0, |x| x.netns_inode),
+        ifname: r.external.as_ref().map(|x| x.ifname.clone()).unwrap_or_default(),
+    }
+}
+
+pub fn origin(o: SandboxOrigin) -> pb::SandboxOrigin {
+    match o {
+        SandboxOrigin::Berth => pb::SandboxOrigin::Berth,
+        SandboxOrigin::Cni => pb::SandboxOrigin::Cni,
+        SandboxOrigin::Docker => pb::SandboxOrigin::Docker,
+    }
+}
+
+/// A sandbox with its endpoints, at the revision it was read at.
+pub fn sandbox_view(v: &SandboxView) -> pb::Sandbox {
+    pb::Sandbox {
+        generation: v.generation,
+        ..sandbox(&v.record, &v.endpoints)
+    }
+}
+
+/// The networks of a sandbox's endpoints, in attach order.
+pub fn sandbox_networks(v: &SandboxView) -> Vec<pb::Network> {
+    v.endpoints.iter().map(|(_, n)| network(n)).collect()
+}
+
+pub fn peer_set(p: &PeerSet) -> pb::OverlayPeers {
+    pb::OverlayPeers {
+        network_id: p.network_id.clone(),
+        peers: p
+            .peers
+            .iter()
+            .map(|peer| pb::OverlayPeer {
+                ip: peer.ip.to_string(),
+                mac: peer.mac.clone(),
+                vtep: peer.vtep.to_string(),
+                node: peer.node.clone(),
+                sandbox_name: peer.sandbox_name.clone(),
+                aliases: peer.aliases.clone(),
+            })
+            .collect(),
+        vteps: p.vteps.iter().map(|v| v.to_string()).collect(),
+        revision: p.revision,
+    }
+}
+
+pub fn node_state(s: &NodeState) -> pb::NodeState {
+    pb::NodeState {
+        node: s.node.clone(),
+        networks: s.networks.iter().map(network).collect(),
+        sandboxes: s.sandboxes.iter().map(sandbox_view).collect(),
+        peers: s.peers.iter().map(peer_set).collect(),
+        revision: s.revision,
+    }
+}
+
+/// A create request, fields as sent (validated by `SandboxSpec::validate`).
+pub fn sandbox_request(r: pb::CreateSandboxRequest) -> SandboxRequest {
+    // Every field by name: a field added to the proto is a compile error here.
+    let pb::CreateSandboxRequest {
+        name,
+        node,
+        network,
+        ip,
+        aliases,
+        links,
+        ports,
+        command,
+    } = r;
+    SandboxRequest {
+        name,
+        node,
+        network,
+        ip,
+        aliases,
+        command,
+        ports: ports
+            .into_iter()
+            .map(|p| PortRequest {
+                host_ip: p.host_ip,
+                host_port: p.host_port,
+                container_port: p.container_port,
+                protocol: p.protocol,
+            })
+            .collect(),
+        links: links.into_iter().map(|l| (l.name, l.alias)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drivers_both_ways() {
+        for d in [Driver::Bridge, Driver::Overlay, Driver::Host, Driver::Null] {
+            assert_eq!(driver_from_proto(driver(d) as i32).unwrap(), Some(d));
+        }
+        assert_eq!(driver_from_proto(0).unwrap(), None);
+        assert_eq!(
+            driver_from_proto(42).unwrap_err().to_string(),
+            "invalid driver: unknown driver 42 (use bridge or overlay)"
+        );
     }
 }

@@ -5,9 +5,10 @@ use berth_proto::v1::network_service_server::NetworkService;
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use super::page::fit;
 use crate::error::ApiError;
 use crate::networks::{NetworkSpec, Networks};
-use crate::page::{PageRequest, fit};
+use crate::page::PageRequest;
 use crate::sandboxes::Sandboxes;
 
 pub struct NetworkApi {
@@ -25,7 +26,7 @@ impl NetworkService for NetworkApi {
         let r = req.into_inner();
         let spec = NetworkSpec::validate(
             &r.name,
-            &r.driver,
+            convert::driver_from_proto(r.driver).map_err(ApiError::from)?,
             &r.subnet,
             &r.gateway,
             r.options.into_iter().collect(),
@@ -43,8 +44,12 @@ impl NetworkService for NetworkApi {
     ) -> Result<Response<pb::ListNetworksResponse>, Status> {
         let r = req.get_ref();
         let page = PageRequest::validate(r.page_size, &r.page_token)?;
-        let (nets, more) = self.networks.list_page(&page).await?;
-        let (networks, next_page_token) = fit(nets.iter().map(convert::network).collect(), more, |n| &n.id);
+        let listed = self.networks.list_page(&page).await?;
+        let (networks, next_page_token) = fit(
+            listed.items.iter().map(convert::network).collect(),
+            listed.more,
+            |n| &n.id,
+        );
         Ok(Response::new(pb::ListNetworksResponse {
             networks,
             next_page_token,

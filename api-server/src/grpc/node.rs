@@ -56,7 +56,8 @@ impl RegistryService for NodeApi {
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let r = req.into_inner();
-        let reg = Registration::validate(&r.name, &r.address, &r.agent_url, r.mtu)?;
+        let routes: Vec<(String, String)> = r.routes.into_iter().map(|x| (x.destination, x.device)).collect();
+        let reg = Registration::validate(&r.name, &r.address, &r.agent_url, r.mtu, &routes)?;
         let lease_id = self.nodes.register(reg).await?;
         Ok(Response::new(pb::RegisterResponse {
             lease_id,
@@ -80,6 +81,30 @@ impl RegistryService for NodeApi {
     ) -> Result<Response<pb::NodeState>, Status> {
         let node = &req.get_ref().node;
         self.nodes.get(node).await?;
-        Ok(Response::new(self.sandboxes.desired_state(node).await?))
+        let state = self.sandboxes.desired_state(node).await?;
+        Ok(Response::new(convert::node_state(&state)))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = %req.get_ref().node, netns = %req.get_ref().netns_path, ifname = %req.get_ref().ifname))]
+    async fn attach_local(
+        &self,
+        req: Request<pb::AttachLocalRequest>,
+    ) -> Result<Response<pb::AttachLocalResponse>, Status> {
+        super::local::attach(&self.sandboxes, req.get_ref()).await
+    }
+
+    #[tracing::instrument(skip_all, fields(node = %req.get_ref().node, ifname = %req.get_ref().ifname))]
+    async fn detach_local(
+        &self,
+        req: Request<pb::DetachLocalRequest>,
+    ) -> Result<Response<pb::DetachLocalResponse>, Status> {
+        super::local::detach(&self.sandboxes, req.get_ref()).await
+    }
+
+    async fn list_local(
+        &self,
+        req: Request<pb::ListLocalRequest>,
+    ) -> Result<Response<pb::ListLocalResponse>, Status> {
+        super::local::list(&self.sandboxes, req.get_ref()).await
     }
 }

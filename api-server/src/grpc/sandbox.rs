@@ -7,7 +7,7 @@ use berth_proto::v1::sandbox_service_server::SandboxService;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::agents::agent_error;
+use super::{convert, page};
 use crate::error::ApiError;
 use crate::page::PageRequest;
 use crate::sandboxes::{SandboxSpec, Sandboxes};
@@ -23,10 +23,10 @@ impl SandboxService for SandboxApi {
         &self,
         req: Request<pb::CreateSandboxRequest>,
     ) -> Result<Response<pb::CreateSandboxResponse>, Status> {
-        let spec = SandboxSpec::validate(req.get_ref())?;
+        let spec = SandboxSpec::validate(&convert::sandbox_request(req.into_inner()))?;
         let view = self.sandboxes.create(spec).await?;
         Ok(Response::new(pb::CreateSandboxResponse {
-            sandbox: Some(view.to_proto()),
+            sandbox: Some(convert::sandbox_view(&view)),
         }))
     }
 
@@ -36,7 +36,12 @@ impl SandboxService for SandboxApi {
     ) -> Result<Response<pb::ListSandboxesResponse>, Status> {
         let r = req.get_ref();
         let page = PageRequest::validate(r.page_size, &r.page_token)?;
-        let (sandboxes, next_page_token) = self.sandboxes.list_page(&page).await?;
+        let listed = self.sandboxes.list_page(&page).await?;
+        let (sandboxes, next_page_token) = page::fit(
+            listed.items.iter().map(convert::sandbox_view).collect(),
+            listed.more,
+            |s| &s.id,
+        );
         Ok(Response::new(pb::ListSandboxesResponse {
             sandboxes,
             next_page_token,
@@ -49,7 +54,7 @@ impl SandboxService for SandboxApi {
     ) -> Result<Response<pb::InspectSandboxResponse>, Status> {
         let view = self.sandboxes.find(&req.get_ref().name_or_id).await?;
         Ok(Response::new(pb::InspectSandboxResponse {
-            sandbox: Some(view.to_proto()),
+            sandbox: Some(convert::sandbox_view(&view)),
         }))
     }
 
@@ -77,15 +82,8 @@ impl SandboxService for SandboxApi {
             ));
         }
         berth_core::limits::check_command("command", &r.command).map_err(ApiError::from)?;
-        let (node, mut target) = self.sandboxes.exec_target(&r.sandbox).await?;
-        target.command = r.command;
-        let mut client = self.sandboxes.agents().client(&node)?;
-        let stream = client.exec(target).await.map_err(|s| match s.code() {
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
-                Status::from(agent_error(&node.name, s))
-            }
-            _ => s,
-        })?;
-        Ok(Response::new(Box::pin(stream.into_inner())))
+        let (node, target) = self.sandboxes.exec_target(&r.sandbox).await?;
+        let stream = self.sandboxes.agents().exec(&node, &target, r.command).await?;
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -9,13 +9,12 @@ use std::net::Ipv4Addr;
 
 use berth_core::names::validate_name;
 use berth_core::net::{format_mac, mac_from_ip};
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
 use super::{SandboxView, Sandboxes, agent_error, ifname_free};
 use crate::error::{ApiError, Result};
 use crate::ipam::{self, Allocated};
 use crate::store::records::{EndpointRecord, NetworkRecord, Phase, SandboxMode};
-use crate::store::{new_id, to_json};
+use crate::store::{Guard, Op, Write, new_id};
 
 impl Sandboxes {
     /// Attaches a sandbox to one more network (the next free `ethN`).
@@ -86,23 +85,15 @@ impl Sandboxes {
         updated.networks.push(network.id.clone());
         let keys = &self.store.keys;
         let sandbox_key = keys.sandbox(&record.id);
-        let updated_json = to_json(&updated)?;
         let pool = ipam::pool_for(&network, &record.node).to_string();
         let res = ipam::allocate_ip(&self.store, &network, &pool, ip, &endpoint.id, |ip| {
             let mut ep = endpoint.clone();
             ep.ip = Some(ip);
             ep.mac = format_mac(mac_from_ip(ip));
-            Ok((
-                vec![Compare::mod_revision(
-                    sandbox_key.clone(),
-                    CompareOp::Equal,
-                    current.mod_revision,
-                )],
-                vec![
-                    TxnOp::put(sandbox_key.clone(), updated_json.clone(), None),
-                    TxnOp::put(keys.endpoint(&network.id, &record.id), to_json(&ep)?, None),
-                ],
-            ))
+            Ok(Write::new()
+                .when(Guard::Unchanged(sandbox_key.clone(), current.mod_revision))
+                .then(Op::put_json(sandbox_key.clone(), &updated)?)
+                .then(Op::put_json(keys.endpoint(&network.id, &record.id), &ep)?))
         })
         .await?;
         let Allocated::Committed(got, generation) = res else {
@@ -176,28 +167,16 @@ impl Sandboxes {
         after.endpoints.retain(|(_, n)| n.id != network.id);
         ep.removing = true;
         let ep_key = keys.endpoint(&network.id, &r.id);
-        let resp = self
-            .store
-            .txn(
-                Txn::new()
-                    .when([Compare::mod_revision(
-                        keys.sandbox(&r.id),
-                        CompareOp::Equal,
-                        view.generation as i64,
-                    )])
-                    .and_then([
-                        TxnOp::put(keys.sandbox(&r.id), to_json(&after.record)?, None),
-                        TxnOp::put(ep_key.clone(), to_json(&ep)?, None),
-                    ]),
-            )
-            .await?;
-        if !resp.succeeded() {
+        let ops = vec![
+            Op::put_json(keys.sandbox(&r.id), &after.record)?,
+            Op::put_json(ep_key, &ep)?,
+        ];
+        let Some(marked) = self.commit_if_unchanged(&view, ops).await? else {
             return Err(ApiError::Aborted(format!(
                 "sandbox {} changed meanwhile; try again",
                 r.name
             )));
-        }
-        let marked = resp.header().map_or(0, |h| h.revision());
+        };
         after.generation = marked as u64;
         self.finish_detach(&after, &ep, network, marked).await
     }
@@ -217,26 +196,19 @@ impl Sandboxes {
         self.agent_ensure(&node.record, after)
             .await
             .map_err(|s| agent_error(&after.record.node, s))?;
-        let mut ops = vec![TxnOp::delete(keys.endpoint(&network.id, &after.record.id), None)];
+        let ep_key = keys.endpoint(&network.id, &after.record.id);
+        let mut write = Write::new()
+            .when(Guard::Unchanged(ep_key.clone(), marked))
+            .then(Op::delete(ep_key));
         if let Some(ip) = ep.ip {
-            ops.push(ipam::release_op(
+            write = write.then(ipam::release_op(
                 &self.store,
                 &network.id,
                 ipam::pool_for(network, &after.record.node),
                 ip,
             ));
         }
-        self.store
-            .txn(
-                Txn::new()
-                    .when([Compare::mod_revision(
-                        keys.endpoint(&network.id, &after.record.id),
-                        CompareOp::Equal,
-                        marked,
-                    )])
-                    .and_then(ops),
-            )
-            .await?;
+        self.store.write(write).await?;
         Ok(())
     }
 }

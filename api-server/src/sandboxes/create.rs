@@ -9,14 +9,15 @@ use std::net::Ipv4Addr;
 use berth_core::model::Driver;
 use berth_core::net::{format_mac, mac_from_ip};
 use berth_core::ports::PortMapping;
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
 use super::{SandboxSpec, SandboxView, Sandboxes, mode_of, port_free};
 use crate::agents::agent_error;
 use crate::error::{ApiError, Result};
 use crate::ipam::{self, Allocated};
-use crate::store::records::{EndpointRecord, NetworkRecord, NodeRecord, Phase, SandboxMode, SandboxRecord};
-use crate::store::{new_id, now_rfc3339, to_json};
+use crate::store::records::{
+    EndpointRecord, NetworkRecord, NodeRecord, Phase, SandboxMode, SandboxOrigin, SandboxRecord,
+};
+use crate::store::{Guard, Op, Write, new_id, now_rfc3339};
 
 /// What recording a new sandbox came to.
 enum Recorded {
@@ -145,7 +146,10 @@ impl Sandboxes {
                 node: node.name.clone(),
                 ip: Some(ip),
                 mac: format_mac(mac_from_ip(ip)),
-                ifname: "eth1".into(),
+                ifname: match &spec.external {
+                    Some((_, x)) => super::local::gateway_ifname(&x.ifname),
+                    None => "eth1".into(),
+                },
                 aliases: Vec::new(),
                 removing: false,
             };
@@ -156,7 +160,11 @@ impl Sandboxes {
             name: spec.name.clone(),
             node: node.name.clone(),
             mode,
-            netns: (mode != SandboxMode::Host).then(|| spec.name.clone()),
+            // A runtime's namespace goes by its path; berth's by the sandbox's name.
+            netns: match &spec.external {
+                Some((_, x)) => Some(x.netns_path.clone()),
+                None => (mode != SandboxMode::Host).then(|| spec.name.clone()),
+            },
             networks: std::iter::once(network.id.clone())
                 .chain(gw.iter().map(|(_, n)| n.id.clone()))
                 .collect(),
@@ -166,6 +174,8 @@ impl Sandboxes {
             created: now.clone(),
             phase: Phase::Creating,
             phase_since: now,
+            origin: spec.external.as_ref().map_or(SandboxOrigin::Berth, |(o, _)| *o),
+            external: spec.external.as_ref().map(|(_, x)| x.clone()),
         };
         let mut endpoint = EndpointRecord {
             id: new_id(),
@@ -175,7 +185,9 @@ impl Sandboxes {
             node: node.name.clone(),
             ip: None,
             mac: String::new(),
-            ifname: if mode == SandboxMode::Namespace {
+            ifname: if let Some((_, x)) = &spec.external {
+                x.ifname.clone()
+            } else if mode == SandboxMode::Namespace {
                 "eth0".into()
             } else {
                 String::new()
@@ -187,23 +199,23 @@ impl Sandboxes {
         let gw_key = gw
             .as_ref()
             .and_then(|(ep, net)| Some(keys.ipam(&net.id, ipam::pool_for(net, &node.name), ep.ip?)));
-        let build = |ep: &EndpointRecord| -> Result<(Vec<Compare>, Vec<TxnOp>)> {
-            let mut ops = vec![
-                TxnOp::put(name_key.clone(), id.clone(), None),
-                TxnOp::put(keys.sandbox(&id), to_json(&record)?, None),
-                TxnOp::put(keys.endpoint(&network.id, &id), to_json(ep)?, None),
-            ];
-            let mut compares = vec![Compare::create_revision(name_key.clone(), CompareOp::Equal, 0)];
+        let build = |ep: &EndpointRecord| -> Result<Write> {
+            let mut write = Write::new()
+                .when(Guard::Absent(name_key.clone()))
+                .then(Op::put(name_key.clone(), id.clone()))
+                .then(Op::put_json(keys.sandbox(&id), &record)?)
+                .then(Op::put_json(keys.endpoint(&network.id, &id), ep)?);
             if let (Some((gw_ep, gw_net)), Some(gw_key)) = (&gw, &gw_key) {
-                ops.push(TxnOp::put(keys.endpoint(&gw_net.id, &id), to_json(gw_ep)?, None));
-                ops.push(TxnOp::put(gw_key.clone(), gw_ep.id.clone(), None));
-                compares.push(Compare::create_revision(gw_key.clone(), CompareOp::Equal, 0));
+                write = write
+                    .then(Op::put_json(keys.endpoint(&gw_net.id, &id), gw_ep)?)
+                    .then(Op::put(gw_key.clone(), gw_ep.id.clone()))
+                    .when(Guard::Absent(gw_key.clone()));
             }
             for p in &spec.ports {
-                compares.extend(port_free(keys, &node.name, p));
-                ops.push(TxnOp::put(keys.port(&node.name, p), id.clone(), None));
+                write.guards.extend(port_free(keys, &node.name, p));
+                write = write.then(Op::put(keys.port(&node.name, p), id.clone()));
             }
-            Ok((compares, ops))
+            Ok(write)
         };
         let committed = if network.driver.has_ipam() {
             let pool = ipam::pool_for(network, &node.name).to_string();
@@ -223,10 +235,7 @@ impl Sandboxes {
                 Allocated::CallerConflict => None,
             }
         } else {
-            let (compares, ops) = build(&endpoint)?;
-            let resp = self.store.txn(Txn::new().when(compares).and_then(ops)).await?;
-            resp.succeeded()
-                .then(|| resp.header().map_or(0, |h| h.revision()))
+            self.store.write(build(&endpoint)?).await?.revision()
         };
         let Some(generation) = committed else {
             // A name, a port or the gateway address was taken between the

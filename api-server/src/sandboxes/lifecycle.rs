@@ -4,15 +4,13 @@
 //! confirmed (or the node is gone), and only if nothing changed the sandbox
 //! since it was marked, so two replicas doing the same thing end in one
 //! outcome and nothing is released twice.
-use berth_proto::v1 as pb;
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
 use super::{SandboxView, Sandboxes};
 use crate::agents::agent_error;
 use crate::error::{ApiError, Result};
 use crate::ipam;
 use crate::store::records::{NodeRecord, Phase};
-use crate::store::{now_rfc3339, to_json};
+use crate::store::{Guard, Op, Write, now_rfc3339};
 
 impl Sandboxes {
     /// `creating` → `ready`, if the sandbox is still as recorded (or someone
@@ -84,25 +82,20 @@ impl Sandboxes {
     async fn put_if_unchanged(&self, view: &SandboxView) -> Result<Option<u64>> {
         let keys = &self.store.keys;
         let r = &view.record;
-        let mut ops = vec![TxnOp::put(keys.sandbox(&r.id), to_json(r)?, None)];
+        let mut ops = vec![Op::put_json(keys.sandbox(&r.id), r)?];
         for (ep, net) in &view.endpoints {
-            ops.push(TxnOp::put(keys.endpoint(&net.id, &r.id), to_json(ep)?, None));
+            ops.push(Op::put_json(keys.endpoint(&net.id, &r.id), ep)?);
         }
-        let resp = self
-            .store
-            .txn(
-                Txn::new()
-                    .when([Compare::mod_revision(
-                        keys.sandbox(&r.id),
-                        CompareOp::Equal,
-                        view.generation as i64,
-                    )])
-                    .and_then(ops),
-            )
-            .await?;
-        Ok(resp
-            .succeeded()
-            .then(|| resp.header().map_or(0, |h| h.revision()) as u64))
+        Ok(self.commit_if_unchanged(view, ops).await?.map(|rev| rev as u64))
+    }
+
+    /// Commits `ops` if the sandbox record is still at `view.generation`
+    /// (the one guard of every phase change); the revision of the commit,
+    /// `None` when the record changed or is gone.
+    pub(super) async fn commit_if_unchanged(&self, view: &SandboxView, ops: Vec<Op>) -> Result<Option<i64>> {
+        let guard = Guard::Unchanged(self.store.keys.sandbox(&view.record.id), view.generation as i64);
+        let write = ops.into_iter().fold(Write::new().when(guard), Write::then);
+        Ok(self.store.write(write).await?.revision())
     }
 
     /// Asks the owning agent (when its node is known and not gone) to remove
@@ -134,12 +127,12 @@ impl Sandboxes {
     pub(crate) async fn delete_records(&self, view: &SandboxView) -> Result<bool> {
         let keys = &self.store.keys;
         let r = &view.record;
-        let mut ops = vec![TxnOp::delete(keys.sandbox(&r.id), None)];
+        let mut ops = vec![Op::delete(keys.sandbox(&r.id))];
         for p in &r.ports {
-            ops.push(TxnOp::delete(keys.port(&r.node, p), None));
+            ops.push(Op::delete(keys.port(&r.node, p)));
         }
         for (ep, net) in &view.endpoints {
-            ops.push(TxnOp::delete(keys.endpoint(&net.id, &r.id), None));
+            ops.push(Op::delete(keys.endpoint(&net.id, &r.id)));
             if let Some(ip) = ep.ip {
                 ops.push(ipam::release_op(
                     &self.store,
@@ -152,20 +145,8 @@ impl Sandboxes {
         // While the record is unchanged these keys are this sandbox's: every
         // one of them is written only together with it. The name may already
         // point at a newer sandbox only if the record were gone.
-        ops.push(TxnOp::delete(keys.sandbox_name(&r.name), None));
-        let resp = self
-            .store
-            .txn(
-                Txn::new()
-                    .when([Compare::mod_revision(
-                        keys.sandbox(&r.id),
-                        CompareOp::Equal,
-                        view.generation as i64,
-                    )])
-                    .and_then(ops),
-            )
-            .await?;
-        Ok(resp.succeeded())
+        ops.push(Op::delete(keys.sandbox_name(&r.name)));
+        Ok(self.commit_if_unchanged(view, ops).await?.is_some())
     }
 
     /// EnsureSandbox on the owning agent, with the peer sets of its overlays.
@@ -178,15 +159,7 @@ impl Sandboxes {
             .overlay
             .peers_for_node(&node.name, &view.network_refs())
             .await?;
-        let mut client = self.agents.client(node).map_err(tonic::Status::from)?;
-        client
-            .ensure_sandbox(pb::EnsureSandboxRequest {
-                sandbox: Some(view.to_proto()),
-                networks: view.networks(),
-                peers,
-            })
-            .await?;
-        Ok(())
+        self.agents.ensure_sandbox(node, view, &peers).await
     }
 
     /// RemoveSandbox on the owning agent.
@@ -195,15 +168,6 @@ impl Sandboxes {
         node: &NodeRecord,
         view: &SandboxView,
     ) -> Result<(), tonic::Status> {
-        let mut client = self.agents.client(node).map_err(tonic::Status::from)?;
-        let record = &view.record;
-        client
-            .remove_sandbox(pb::RemoveAgentSandboxRequest {
-                sandbox_id: record.id.clone(),
-                netns: record.netns.clone().unwrap_or_default(),
-                generation: view.generation,
-            })
-            .await?;
-        Ok(())
+        self.agents.remove_sandbox(node, view).await
     }
 }

@@ -3,12 +3,12 @@
 //! or a megabyte of arguments costs one comparison, not a quadratic clash
 //! check and a read per port.
 use berth_core::limits::{self, MAX_ALIASES, MAX_LINKS, MAX_NETWORKS_PER_SANDBOX, MAX_PORTS};
-use berth_proto::v1 as pb;
 
+use super::SandboxRequest;
 use crate::error::Result;
 
 /// Aliases, links, published ports (ranges already expanded) and the command.
-pub fn check_create(r: &pb::CreateSandboxRequest) -> Result<()> {
+pub fn check_create(r: &SandboxRequest) -> Result<()> {
     check_aliases(&r.aliases)?;
     limits::check_count("links", "links", r.links.len(), MAX_LINKS)?;
     limits::check_count("publish", "ports", r.ports.len(), MAX_PORTS)?;
@@ -41,6 +41,7 @@ pub fn check_one_more_network(sandbox: &str, attached: usize) -> Result<()> {
 mod tests {
     use super::*;
     use crate::error::ApiError;
+    use crate::sandboxes::PortRequest;
 
     fn message(r: Result<()>) -> String {
         match r {
@@ -51,17 +52,12 @@ mod tests {
 
     #[test]
     fn create_limits_at_and_one_over() {
-        let ok = pb::CreateSandboxRequest {
+        let ok = SandboxRequest {
             name: "web".into(),
             aliases: (0..MAX_ALIASES).map(|i| format!("a{i}")).collect(),
-            links: (0..MAX_LINKS)
-                .map(|i| pb::Link {
-                    name: format!("l{i}"),
-                    alias: String::new(),
-                })
-                .collect(),
+            links: (0..MAX_LINKS).map(|i| (format!("l{i}"), String::new())).collect(),
             ports: (0..MAX_PORTS as u32)
-                .map(|i| pb::PortMapping {
+                .map(|i| PortRequest {
                     host_port: 8000 + i,
                     container_port: 80,
                     ..Default::default()
@@ -71,7 +67,7 @@ mod tests {
             ..Default::default()
         };
         check_create(&ok).unwrap();
-        let over = |f: fn(&mut pb::CreateSandboxRequest)| {
+        let over = |f: fn(&mut SandboxRequest)| {
             let mut r = ok.clone();
             f(&mut r);
             message(check_create(&r))

@@ -6,6 +6,7 @@ mod attach;
 mod create;
 mod lifecycle;
 mod limits;
+pub mod local;
 mod page;
 mod remove;
 mod reserved;
@@ -17,19 +18,55 @@ use berth_core::model::Driver;
 use berth_core::names::validate_name;
 use berth_core::net::parse_ip;
 use berth_core::ports::PortMapping;
-use berth_proto::v1 as pb;
-use etcd_client::{Compare, CompareOp};
 
 use crate::agents::{Agents, agent_error};
 use crate::error::{ApiError, Result};
-use crate::grpc::convert;
 use crate::networks::Networks;
 use crate::nodes::Nodes;
 use crate::overlay::Overlay;
-use crate::store::Store;
-use crate::store::records::{EndpointRecord, NetworkRecord, NodeRecord, SandboxMode, SandboxRecord};
+use crate::store::records::{
+    EndpointRecord, ExternalRef, NetworkRecord, NodeRecord, SandboxMode, SandboxOrigin, SandboxRecord,
+};
+use crate::store::{Guard, Store};
 
 pub use self::reserved::{DEFAULT_RESERVED_PORTS, ReservedPorts};
+pub use self::state::NodeState;
+
+/// A request to create a sandbox as it arrived, not validated yet (the
+/// gRPC edge builds it from the proto request).
+#[derive(Debug, Clone, Default)]
+pub struct SandboxRequest {
+    pub name: String,
+    /// Empty: placed by the API server.
+    pub node: String,
+    /// Empty: the default bridge.
+    pub network: String,
+    /// Empty: the next free address.
+    pub ip: String,
+    pub aliases: Vec<String>,
+    pub command: Vec<String>,
+    pub ports: Vec<PortRequest>,
+    /// (sandbox name, alias); the alias may be empty.
+    pub links: Vec<(String, String)>,
+}
+
+/// One `--publish` of a [`SandboxRequest`], not validated yet.
+#[derive(Debug, Clone, Default)]
+pub struct PortRequest {
+    pub host_ip: String,
+    pub host_port: u32,
+    pub container_port: u32,
+    pub protocol: String,
+}
+
+/// Where and how the owning agent runs a command in a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecTarget {
+    /// Empty: the node's own namespace (host mode).
+    pub netns: String,
+    /// Whose `/etc/netns/<name>/` files the command sees.
+    pub sandbox_name: String,
+}
 
 /// A validated request to create a sandbox.
 #[derive(Debug, Clone)]
@@ -42,10 +79,12 @@ pub struct SandboxSpec {
     pub command: Vec<String>,
     pub ports: Vec<PortMapping>,
     pub links: Vec<(String, String)>,
+    /// Set for an attachment of a runtime's namespace (AttachLocal).
+    pub external: Option<(SandboxOrigin, ExternalRef)>,
 }
 
 impl SandboxSpec {
-    pub fn validate(r: &pb::CreateSandboxRequest) -> Result<Self> {
+    pub fn validate(r: &SandboxRequest) -> Result<Self> {
         limits::check_create(r)?;
         validate_name("name", &r.name)?;
         let node = match r.node.as_str() {
@@ -63,12 +102,12 @@ impl SandboxSpec {
             validate_name("alias", a)?;
         }
         let mut links = Vec::new();
-        for l in &r.links {
-            validate_name("link", &l.name)?;
-            if !l.alias.is_empty() {
-                validate_name("link alias", &l.alias)?;
+        for (name, alias) in &r.links {
+            validate_name("link", name)?;
+            if !alias.is_empty() {
+                validate_name("link alias", alias)?;
             }
-            links.push((l.name.clone(), l.alias.clone()));
+            links.push((name.clone(), alias.clone()));
         }
         let ports = r
             .ports
@@ -92,6 +131,7 @@ impl SandboxSpec {
             command: r.command.clone(),
             ports,
             links,
+            external: None,
         })
     }
 }
@@ -106,18 +146,8 @@ pub struct SandboxView {
 }
 
 impl SandboxView {
-    pub fn to_proto(&self) -> pb::Sandbox {
-        pb::Sandbox {
-            generation: self.generation,
-            ..convert::sandbox(&self.record, &self.endpoints)
-        }
-    }
-
-    fn networks(&self) -> Vec<pb::Network> {
-        self.endpoints.iter().map(|(_, n)| convert::network(n)).collect()
-    }
-
-    fn network_refs(&self) -> Vec<&NetworkRecord> {
+    /// The networks of its endpoints, in attach order.
+    pub fn network_refs(&self) -> Vec<&NetworkRecord> {
         self.endpoints.iter().map(|(_, n)| n).collect()
     }
 }
@@ -130,19 +160,15 @@ fn mode_of(driver: Driver) -> SandboxMode {
     }
 }
 
-/// Compares that hold while nothing else publishes `p` on `node`.
-fn port_free(keys: &crate::store::Keys, node: &str, p: &PortMapping) -> Vec<Compare> {
+/// Guards that hold while nothing else publishes `p` on `node`.
+fn port_free(keys: &crate::store::Keys, node: &str, p: &PortMapping) -> Vec<Guard> {
     match p.host_ip {
         // All addresses: no binding of that port at all.
-        None => vec![Compare::create_revision(keys.port_range(node, p), CompareOp::Equal, 0).with_prefix()],
+        None => vec![Guard::NoneUnder(keys.port_range(node, p))],
         // One address: neither the same address nor all addresses.
         Some(_) => vec![
-            Compare::create_revision(keys.port(node, p), CompareOp::Equal, 0),
-            Compare::create_revision(
-                keys.port(node, &PortMapping { host_ip: None, ..*p }),
-                CompareOp::Equal,
-                0,
-            ),
+            Guard::Absent(keys.port(node, p)),
+            Guard::Absent(keys.port(node, &PortMapping { host_ip: None, ..*p })),
         ],
     }
 }
@@ -339,7 +365,7 @@ impl Sandboxes {
     }
 
     /// Where and how to run a command for `berth exec`.
-    pub async fn exec_target(&self, sandbox: &str) -> Result<(NodeRecord, pb::AgentExecRequest)> {
+    pub async fn exec_target(&self, sandbox: &str) -> Result<(NodeRecord, ExecTarget)> {
         let view = self.find(sandbox).await?;
         let node = self.nodes.get(&view.record.node).await?;
         if !node.ready {
@@ -350,9 +376,8 @@ impl Sandboxes {
         }
         Ok((
             node.record,
-            pb::AgentExecRequest {
+            ExecTarget {
                 netns: view.record.netns.clone().unwrap_or_default(),
-                command: Vec::new(),
                 sandbox_name: view.record.name.clone(),
             },
         ))
@@ -376,13 +401,13 @@ mod tests {
 
     #[test]
     fn spec_validation() {
-        let ok = pb::CreateSandboxRequest {
+        let ok = SandboxRequest {
             name: "test1".into(),
             ..Default::default()
         };
         let spec = SandboxSpec::validate(&ok).unwrap();
         assert_eq!(spec.network, "bridge");
-        let bad = |f: fn(&mut pb::CreateSandboxRequest)| {
+        let bad = |f: fn(&mut SandboxRequest)| {
             let mut r = ok.clone();
             f(&mut r);
             SandboxSpec::validate(&r).unwrap_err()

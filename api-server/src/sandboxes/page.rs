@@ -4,17 +4,15 @@
 //! No request reads every record, however many sandboxes there are.
 use std::collections::HashMap;
 
-use berth_proto::v1 as pb;
-
 use super::{SandboxView, Sandboxes};
 use crate::error::Result;
-use crate::page::{PageRequest, fit};
+use crate::page::{Page, PageRequest};
 use crate::store::records::{EndpointRecord, NetworkRecord, SandboxRecord};
 
 impl Sandboxes {
-    /// One page of sandboxes with their endpoints, and the next page's
-    /// token (empty after the last).
-    pub async fn list_page(&self, page: &PageRequest) -> Result<(Vec<pb::Sandbox>, String)> {
+    /// One page of sandboxes (in id order) with their endpoints, and
+    /// whether more follow.
+    pub async fn list_page(&self, page: &PageRequest) -> Result<Page<SandboxView>> {
         let keys = &self.store.keys;
         let read = self
             .store
@@ -61,8 +59,11 @@ impl Sandboxes {
                 endpoints: eps,
                 generation: versioned.mod_revision as u64,
             };
-            sandboxes.push(view.to_proto());
+            sandboxes.push(view);
         }
-        Ok(fit(sandboxes, read.more, |s| &s.id))
+        Ok(Page {
+            items: sandboxes,
+            more: read.more,
+        })
     }
 }

@@ -2,18 +2,28 @@
 //! everything recorded on it.
 use std::collections::BTreeMap;
 
-use berth_proto::v1 as pb;
-
 use super::{SandboxView, Sandboxes};
 use crate::error::{ApiError, Result};
-use crate::grpc::convert;
 use crate::ipam;
+use crate::overlay::PeerSet;
 use crate::store::records::{NetworkRecord, Phase};
+
+/// Everything one node should have, read at one etcd revision.
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    pub node: String,
+    /// Every network the sandboxes' endpoints use, in id order.
+    pub networks: Vec<NetworkRecord>,
+    pub sandboxes: Vec<SandboxView>,
+    /// The peer sets of the overlay networks among `networks`.
+    pub peers: Vec<PeerSet>,
+    pub revision: u64,
+}
 
 impl Sandboxes {
     /// Everything `node` should have, for a full sync: its sandboxes that
     /// are being created or are ready, without endpoints being removed.
-    pub async fn desired_state(&self, node: &str) -> Result<pb::NodeState> {
+    pub async fn desired_state(&self, node: &str) -> Result<NodeState> {
         let (mut views, revision) = self.list_at(Some(node)).await?;
         views.retain(|v| v.record.phase != Phase::Removing);
         for v in &mut views {
@@ -27,10 +37,10 @@ impl Sandboxes {
         }
         let refs: Vec<&NetworkRecord> = networks.values().copied().collect();
         let peers = self.overlay.peers_for_node(node, &refs).await?;
-        Ok(pb::NodeState {
+        Ok(NodeState {
             node: node.to_string(),
-            networks: refs.iter().map(|n| convert::network(n)).collect(),
-            sandboxes: views.iter().map(SandboxView::to_proto).collect(),
+            networks: refs.into_iter().cloned().collect(),
+            sandboxes: views,
             peers,
             revision: revision.max(0) as u64,
         })

@@ -1,15 +1,18 @@
-//! etcd access: the client, the key layout and JSON records.
+//! etcd access: the client, the key layout, JSON records and typed
+//! transactions (`txn`): nothing outside this module builds an etcd `Txn`.
 pub mod keys;
 pub mod page;
 pub mod records;
+pub mod txn;
 
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, Txn, TxnResponse};
+use etcd_client::{Client, ConnectOptions, GetOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use self::keys::Keys;
+pub use self::txn::{Entry, Guard, Op, Outcome, Read, Write};
 use crate::error::{ApiError, Result};
 
 /// A connection to etcd plus the key layout under the configured prefix.
@@ -166,19 +169,6 @@ impl Store {
             .iter()
             .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
             .collect())
-    }
-
-    /// One transaction, timed and counted by outcome (`berth_etcd_txn_duration_seconds`).
-    pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-        let start = std::time::Instant::now();
-        let resp = self.client.clone().txn(txn).await;
-        let outcome = match &resp {
-            Ok(r) if r.succeeded() => "committed",
-            Ok(_) => "compare_failed",
-            Err(_) => "error",
-        };
-        crate::metrics::txn(start, outcome);
-        Ok(resp?)
     }
 }
 

@@ -52,6 +52,17 @@ pub struct NodeRecord {
     /// repair loop finishes an interrupted removal); the node cannot register.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removing: bool,
+    /// The node's own routes, as its agent reported them at registration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<NodeRoute>,
+}
+
+/// A route of a node's own namespace (main table, not the default route,
+/// not out of berth's bridges).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRoute {
+    pub destination: Ipv4Net,
+    pub device: String,
 }
 
 /// `<prefix>/v1/endpoints/<network-id>/<sandbox-id>`
@@ -76,7 +87,20 @@ pub struct EndpointRecord {
     pub removing: bool,
 }
 
-pub use berth_core::model::SandboxMode;
+pub use berth_core::model::{SandboxMode, SandboxOrigin};
+
+/// The runtime's side of a sandbox attached by a runtime front (CNI, Docker).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalRef {
+    pub container_id: String,
+    /// The runtime's namespace on the node (berth never creates or deletes it).
+    pub netns_path: String,
+    /// Its inode when attached (0: not known).
+    #[serde(default)]
+    pub netns_inode: u64,
+    /// The interface the runtime asked for.
+    pub ifname: String,
+}
 
 /// `<prefix>/v1/sandboxes/<id>`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +129,12 @@ pub struct SandboxRecord {
     /// When the phase was entered (RFC 3339).
     #[serde(default)]
     pub phase_since: String,
+    /// Who asked for it (records without the field: berth).
+    #[serde(default, skip_serializing_if = "SandboxOrigin::is_berth")]
+    pub origin: SandboxOrigin,
+    /// For the runtime fronts: the runtime's container and namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalRef>,
 }
 
 /// A sandbox's phase.
@@ -128,5 +158,33 @@ impl Phase {
             Phase::Ready => "ready",
             Phase::Removing => "removing",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Network records as berth has always written them (the driver and
+    /// scope in lowercase) load, and are written back byte for byte.
+    #[test]
+    fn network_records_keep_their_encoding() {
+        let stored = [
+            r#"{"id":"aa","name":"demo","driver":"overlay","scope":"global","subnet":"10.0.0.0/24","gateway":"10.0.0.1","options":{},"labels":{},"created":"2025-01-01T10:00:00Z","vni":4096,"bridge":"ov-aa","builtin":false}"#,
+            r#"{"id":"bb","name":"bridge","driver":"bridge","scope":"local","subnet":"172.17.0.0/16","gateway":"172.17.0.1","options":{},"labels":{},"created":"2025-01-01T10:00:00Z","bridge":"berth0","builtin":true}"#,
+            r#"{"id":"cc","name":"none","driver":"null","scope":"local","options":{},"labels":{},"created":"2025-01-01T10:00:00Z","builtin":true}"#,
+        ];
+        let drivers = [Driver::Overlay, Driver::Bridge, Driver::Null];
+        for (json, driver) in stored.iter().zip(drivers) {
+            let n: NetworkRecord = serde_json::from_str(json).expect(json);
+            assert_eq!(n.driver, driver);
+            assert_eq!(n.scope, driver.scope());
+            assert_eq!(&serde_json::to_string(&n).unwrap(), json);
+        }
+        // The oldest records had no options, labels or builtin flag.
+        let n: NetworkRecord =
+            serde_json::from_str(r#"{"id":"dd","name":"h","driver":"host","scope":"local","created":""}"#)
+                .unwrap();
+        assert_eq!((n.driver, n.builtin), (Driver::Host, false));
     }
 }

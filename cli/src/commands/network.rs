@@ -1,6 +1,7 @@
 //! `berth network create|ls|inspect|rm|connect|disconnect`.
 
 use anyhow::{Context, Result};
+use berth_core::model::Driver;
 use berth_proto::v1::network_service_client::NetworkServiceClient;
 use berth_proto::v1::{
     ConnectNetworkRequest, CreateNetworkRequest, DisconnectNetworkRequest, InspectNetworkRequest,
@@ -41,9 +42,10 @@ async fn create(
     out: OutputFormat,
     args: NetworkCreateArgs,
 ) -> Result<i32> {
+    let driver: Driver = args.driver.parse()?;
     let request = CreateNetworkRequest {
         name: args.name,
-        driver: args.driver,
+        driver: views::driver_value(driver),
         subnet: args.subnet.unwrap_or_default(),
         gateway: args.gateway.unwrap_or_default(),
         options: args.opt.into_iter().collect(),

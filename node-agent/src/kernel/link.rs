@@ -422,6 +422,9 @@ pub struct VethSpec<'a> {
     /// Default route inside the sandbox. `None` leaves the sandbox's routes alone (a second
     /// network's endpoint must not take the default route away from the first).
     pub gateway: Option<Ipv4Addr>,
+    /// The namespace is a container runtime's (opened by path): a link there holding the peer's
+    /// name is the runtime's, never deleted.
+    pub foreign_netns: bool,
 }
 
 /// Makes the endpoint `spec` exist; returns whether anything was created or changed.
@@ -474,6 +477,14 @@ pub async fn ensure_veth_with(node: &Handle, sandbox: &Handle, spec: &VethSpec<'
         }
     }
     match create_veth(node, spec).await {
+        Err(e) if e.errno() == Some(libc::EEXIST) && spec.foreign_netns => {
+            // Either the host end's name or the peer's is taken; berth's host end is not there,
+            // so in a runtime's namespace this is most likely the runtime's own interface.
+            return Err(KernelError::Foreign(format!(
+                "interface {} already exists in netns {} (or {} on the node) and is not berth's",
+                spec.peer_name, spec.netns, spec.host_name
+            )));
+        }
         Err(e) if e.errno() == Some(libc::EEXIST) => {
             // The host end is gone, so the name clash is inside the sandbox: a stray link holds the
             // peer's name (e.g. a peer whose host end was deleted by hand does not exist any more,

@@ -6,6 +6,7 @@
 pub mod fdb;
 pub mod link;
 pub mod netns;
+pub mod route;
 pub mod sysctl;
 
 /// What went wrong in the kernel layer, always with what was being done.
@@ -27,6 +28,10 @@ pub enum KernelError {
     /// (a link that is not a bridge, a bridge that vanished right after creation).
     #[error("{0}")]
     Mismatch(String),
+    /// A name berth needs is held by something that is not berth's (e.g. the runtime's own
+    /// interface in a runtime's namespace).
+    #[error("{0}")]
+    Foreign(String),
     /// An argument the kernel would reject or misinterpret (empty or too long names, `/` in names).
     #[error("invalid {0}")]
     Invalid(String),
@@ -41,7 +46,7 @@ impl KernelError {
             KernelError::Netlink { source, .. } => netlink_errno(source),
             KernelError::Io { source, .. } => source.raw_os_error(),
             KernelError::Nix { source, .. } => Some(*source as i32),
-            KernelError::Mismatch(_) | KernelError::Invalid(_) => None,
+            KernelError::Mismatch(_) | KernelError::Foreign(_) | KernelError::Invalid(_) => None,
         }
     }
 }

@@ -21,9 +21,54 @@ use super::{KernelError, Result, io_err, nix_err, nl_err};
 /// Where named namespaces are bind-mounted, so `ip netns exec NAME ...` finds them.
 pub const NETNS_DIR: &str = "/run/netns";
 
-/// The namespace file of `name` (`/run/netns/NAME`).
+/// The namespace file of `name` (`/run/netns/NAME`). A name that is an
+/// absolute path is a container runtime's namespace file, used as it is
+/// (only ever opened and inspected, never created or deleted: those take
+/// names only).
 pub fn path(name: &str) -> PathBuf {
+    if name.starts_with('/') {
+        return PathBuf::from(name);
+    }
     Path::new(NETNS_DIR).join(name)
+}
+
+/// Rejects what is neither a name [`check_name`] takes nor an absolute
+/// path without `..` components.
+fn check_ref(name: &str) -> Result<()> {
+    if !name.starts_with('/') {
+        return check_name(name);
+    }
+    if name.len() > 4096 || name.contains('\0') || name.split('/').any(|c| c == "..") {
+        return Err(KernelError::Invalid(format!("netns path {name:?}")));
+    }
+    Ok(())
+}
+
+/// Checks that `path` is a network namespace (an nsfs file that `setns`
+/// accepts as one) and returns its inode. Used for a runtime's namespace
+/// before berth attaches anything to it.
+pub async fn verify_net(path: &str) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    check_ref(path)?;
+    let p = self::path(path);
+    if !is_nsfs(&p) {
+        return Err(KernelError::Mismatch(format!(
+            "{} is not a namespace file (no nsfs mount there)",
+            p.display()
+        )));
+    }
+    let file = File::open(&p).map_err(io_err(format!("opening {}", p.display())))?;
+    let inode = file
+        .metadata()
+        .map_err(io_err(format!("reading {}", p.display())))?
+        .ino();
+    let shown = p.display().to_string();
+    on_fresh_thread(move || {
+        nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| KernelError::Mismatch(format!("{shown} is not a network namespace (setns: {e})")))
+    })
+    .await?;
+    Ok(inode)
 }
 
 /// Rejects names that would escape [`NETNS_DIR`] or that no file can have.
@@ -41,7 +86,7 @@ fn check_name(name: &str) -> Result<()> {
 
 /// Whether `name` exists as a namespace: its file is an nsfs bind mount, not a leftover empty file.
 pub fn exists(name: &str) -> bool {
-    check_name(name).is_ok() && is_nsfs(&path(name))
+    check_ref(name).is_ok() && is_nsfs(&path(name))
 }
 
 fn is_nsfs(p: &Path) -> bool {
@@ -264,7 +309,7 @@ pub fn list() -> Result<Vec<String>> {
 
 /// Opens the namespace file, e.g. for `setns` or `IFLA_NET_NS_FD`.
 pub fn open(name: &str) -> Result<File> {
-    check_name(name)?;
+    check_ref(name)?;
     let file = path(name);
     File::open(&file).map_err(io_err(format!("opening netns {name}")))
 }

@@ -78,6 +78,9 @@ pub struct EndpointAction {
     pub mtu: u32,
     pub isolated: bool,
     pub gateway: Option<Ipv4Addr>,
+    /// The namespace is a runtime's: a link there that holds the peer's
+    /// name is never deleted (a conflict instead).
+    pub external: bool,
 }
 
 /// A change to one object. Removals come first in a plan.
@@ -100,6 +103,12 @@ pub enum Action {
     /// Drop berth's record of a namespace whose name now holds something
     /// that is not berth's (nothing in the kernel is touched).
     ForgetNamespace {
+        netns: String,
+    },
+    /// Drop berth's record of its interfaces in a runtime's namespace (they
+    /// were removed; the namespace itself is never touched).
+    ForgetExternal {
+        sandbox_id: String,
         netns: String,
     },
     /// Delete a link inside a sandbox namespace (an endpoint that left).
@@ -164,7 +173,8 @@ impl Action {
             }
             Action::RemoveNamespace { netns, .. }
             | Action::CreateNamespace { netns, .. }
-            | Action::ForgetNamespace { netns } => ObjectKey::new(K::Namespace, netns),
+            | Action::ForgetNamespace { netns }
+            | Action::ForgetExternal { netns, .. } => ObjectKey::new(K::Namespace, netns),
             Action::RemoveSandboxLink { netns, ifname } => {
                 ObjectKey::new(K::Endpoint, format!("{netns}/{ifname}"))
             }
@@ -186,6 +196,7 @@ impl Action {
                 | Action::StopDns { .. }
                 | Action::RemoveNamespace { .. }
                 | Action::ForgetNamespace { .. }
+                | Action::ForgetExternal { .. }
                 | Action::RemoveSandboxLink { .. }
                 | Action::RemoveLink { .. }
         )
@@ -198,6 +209,7 @@ impl Action {
             Action::StopCommand { sandbox_id }
             | Action::StopDns { sandbox_id }
             | Action::RemoveNamespace { sandbox_id, .. }
+            | Action::ForgetExternal { sandbox_id, .. }
             | Action::CreateNamespace { sandbox_id, .. }
             | Action::ServeDns { sandbox_id, .. } => Some(sandbox_id),
             Action::EnsureEndpoint(e) => Some(&e.sandbox_id),

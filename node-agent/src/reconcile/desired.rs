@@ -168,6 +168,7 @@ mod tests {
             ports: vec![],
             links: vec![],
             generation,
+            external: None,
         }
     }
 

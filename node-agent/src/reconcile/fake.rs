@@ -211,7 +211,7 @@ impl Executor for FakeNode {
                     .collect();
                 self.links.retain(|_, l| !gone.contains(&l.index));
             }
-            Action::ForgetNamespace { .. } => {}
+            Action::ForgetNamespace { .. } | Action::ForgetExternal { .. } => {}
             Action::RemoveSandboxLink { netns, ifname } => {
                 let peer = self
                     .namespaces

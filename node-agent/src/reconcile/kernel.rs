@@ -175,6 +175,7 @@ impl<'a> KernelExecutor<'a> {
             addr: ep.ip,
             prefix: ep.prefix,
             gateway: e.gateway,
+            foreign_netns: e.external,
         };
         if link::ensure_veth_with(self.node, &sb, &spec).await? {
             tracing::info!(netns = %e.netns, ifname = %ep.ifname, ip = %ep.ip, "endpoint realised");
@@ -401,6 +402,9 @@ impl Executor for KernelExecutor<'_> {
             }
             Action::ForgetNamespace { netns } => {
                 tracing::warn!(netns = %netns, "namespace is no longer berth's; forgetting it");
+            }
+            Action::ForgetExternal { sandbox_id, netns } => {
+                tracing::info!(sandbox = %sandbox_id, netns = %netns, "berth's interfaces in the runtime's namespace are gone");
             }
             Action::RemoveSandboxLink { netns, ifname } => {
                 let h = self.handle(netns).await?;

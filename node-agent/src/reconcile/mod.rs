@@ -10,6 +10,7 @@
 pub mod action;
 pub mod desired;
 pub mod executor;
+pub mod external;
 #[cfg(test)]
 pub mod fake;
 pub mod kernel;
@@ -17,7 +18,7 @@ pub mod observed;
 pub mod plan;
 pub mod report;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -38,7 +39,7 @@ use crate::kernel::{netns, sysctl};
 use crate::model::{Desired, NetworkSpec, PeerSet, SandboxSpec};
 use crate::names::NameIndex;
 use crate::nft::Ruleset;
-use crate::state::{Loaded, NsRecord, Owned, StateDir};
+use crate::state::{ExternalRecord, Loaded, NsRecord, Owned, StateDir};
 
 /// What the agent publishes about its convergence (`AgentService.Status`).
 #[derive(Debug, Clone, Default)]
@@ -72,6 +73,8 @@ pub struct PassReport {
     pub actions: usize,
     /// Failed objects, with the sandboxes they fail.
     pub errors: Vec<(ObjectKey, Vec<String>, ObjectError)>,
+    /// Sandboxes whose runtime's namespace is gone (see [`Plan::vanished`]).
+    pub vanished: Vec<String>,
 }
 
 impl PassReport {
@@ -122,6 +125,10 @@ pub struct Reconciler {
     wanted_links: Arc<RwLock<BTreeSet<String>>>,
     /// Asks the convergence loop for a full pass soon.
     wake: Arc<Notify>,
+    /// Attachments whose runtime's namespace vanished, to detach through
+    /// the API server ([`external`]), and the notification that there are some.
+    vanished: std::sync::Mutex<BTreeMap<String, crate::model::External>>,
+    vanished_wake: Arc<Notify>,
 }
 
 /// The sandboxes an action's failure fails.
@@ -163,7 +170,9 @@ fn desired_keys(d: &Desired, scope: &Scope) -> Vec<(ObjectKey, Option<String>)> 
         let id = Some(s.id.clone());
         if let Some(ns) = &s.netns {
             out.push((ObjectKey::new(ObjectKind::Namespace, ns), id.clone()));
-            out.push((ObjectKey::new(ObjectKind::EtcFiles, ns), id.clone()));
+            if s.external.is_none() {
+                out.push((ObjectKey::new(ObjectKind::EtcFiles, ns), id.clone()));
+            }
         }
         for ep in &s.endpoints {
             out.push((ObjectKey::new(ObjectKind::Endpoint, ep.host_ifname()), id.clone()));
@@ -226,6 +235,8 @@ impl Reconciler {
             }),
             wanted_links: Arc::default(),
             wake: Arc::new(Notify::new()),
+            vanished: Default::default(),
+            vanished_wake: Arc::new(Notify::new()),
         })
     }
 
@@ -290,8 +301,9 @@ impl Reconciler {
             .iter()
             .flat_map(|s| s.endpoints.iter().map(|e| e.network_id.clone()))
             .collect();
-        // Unknown here but named by the API server: berth's if its marker says so.
-        if spec.is_none() && !netns_name.is_empty() {
+        // Unknown here but named by the API server: berth's if its marker says
+        // so (a runtime's namespace, named by path, never is).
+        if spec.is_none() && !netns_name.is_empty() && !crate::model::is_path(netns_name) {
             let ns = format!("{}{netns_name}", self.netns_prefix);
             if !inner.owned.netns.contains_key(&ns) {
                 if marked_for(&ns, id).await {
@@ -430,6 +442,7 @@ impl Reconciler {
         let report = run_pass(&mut exec, d, owned, saved, scope, &config, results).await;
         drop(exec);
         self.publish_wanted(d);
+        self.note_vanished(d, &report.vanished);
         crate::metrics::pass(scope.is_full(), report.errors.is_empty(), start);
         crate::metrics::objects(results);
         report
@@ -453,6 +466,13 @@ impl Reconciler {
         if netns_name.is_empty() {
             return crate::exec::Target {
                 netns: None,
+                etc_dir: None,
+            };
+        }
+        if crate::model::is_path(netns_name) {
+            // A runtime's namespace: its files are the runtime's business.
+            return crate::exec::Target {
+                netns: Some(netns::path(netns_name)),
                 etc_dir: None,
             };
         }
@@ -510,6 +530,12 @@ pub fn observe_request(
         for s in d.sandboxes.values().filter(|s| scope.has_sandbox(&s.id)) {
             links.extend(s.endpoints.iter().map(|e| e.host_ifname()));
         }
+        // berth's interfaces in runtimes' namespaces, to remove the unwanted.
+        for (id, rec) in &owned.external {
+            if scope.has_sandbox(id) {
+                links.extend(rec.links.keys().cloned());
+            }
+        }
         req.links = Some(links);
     }
     for s in d.sandboxes.values() {
@@ -519,7 +545,9 @@ pub fn observe_request(
         };
         if scope.has_sandbox(&s.id) {
             req.inspect.insert(ns.clone());
-            req.etc.insert(ns.clone());
+            if s.external.is_none() {
+                req.etc.insert(ns.clone());
+            }
         } else if !s.links.is_empty() {
             req.etc.insert(ns.clone());
         }
@@ -644,6 +672,15 @@ pub async fn run_pass<E: Executor>(
             failed.push((a.key(), failed_sandboxes(a, d), e));
             continue;
         }
+        // And an interface about to go into a runtime's namespace.
+        if let Action::EnsureEndpoint(e) = a
+            && let Some(x) = d.sandboxes.get(&e.sandbox_id).and_then(|s| s.external.as_ref())
+            && record_external(owned, &e.sandbox_id, x, &e.endpoint)
+            && let Err(err) = exec.persist(owned)
+        {
+            failed.push((a.key(), failed_sandboxes(a, d), err));
+            continue;
+        }
         let executed = exec.execute(a, owned).await;
         crate::metrics::action(
             scope.is_full(),
@@ -724,7 +761,29 @@ pub async fn run_pass<E: Executor>(
         );
     }
     report.errors = failed;
+    report.vanished = plan.vanished;
     report
+}
+
+/// Records an endpoint of a runtime's namespace as berth's; whether the record changed.
+fn record_external(
+    owned: &mut Owned,
+    sandbox_id: &str,
+    x: &crate::model::External,
+    ep: &crate::model::EndpointSpec,
+) -> bool {
+    let rec = owned
+        .external
+        .entry(sandbox_id.to_string())
+        .or_insert_with(|| ExternalRecord {
+            netns_path: x.netns_path.clone(),
+            inode: x.inode,
+            links: Default::default(),
+        });
+    let fresh = rec.netns_path != x.netns_path || rec.inode != x.inode;
+    rec.netns_path.clone_from(&x.netns_path);
+    rec.inode = x.inode;
+    fresh | (rec.links.insert(ep.host_ifname(), ep.id.clone()).as_deref() != Some(ep.id.as_str()))
 }
 
 /// Updates berth's record after an action succeeded.
@@ -747,6 +806,9 @@ fn record_success(a: &Action, effect: Effect, owned: &mut Owned) {
         }
         (Action::StopCommand { sandbox_id }, _) => {
             owned.commands.remove(sandbox_id);
+        }
+        (Action::ForgetExternal { sandbox_id, .. }, _) => {
+            owned.external.remove(sandbox_id);
         }
         (Action::RemoveLink { ifname, .. }, _) => {
             owned.bridges.remove(ifname);

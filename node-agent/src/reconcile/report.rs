@@ -51,6 +51,7 @@ impl From<KernelError> for ObjectError {
     fn from(e: KernelError) -> Self {
         let kind = match e {
             KernelError::Io { .. } => ErrorKind::Io,
+            KernelError::Foreign(_) => ErrorKind::Conflict,
             _ => ErrorKind::Kernel,
         };
         Self {

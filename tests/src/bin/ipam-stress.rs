@@ -20,7 +20,10 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..count {
         let (store, net, pool, owner) = (store.clone(), net.clone(), pool.clone(), format!("{tag}-{i}"));
         tasks.spawn(async move {
-            ipam::allocate_ip(&store, &net, &pool, None, &owner, |_| Ok((vec![], vec![]))).await
+            ipam::allocate_ip(&store, &net, &pool, None, &owner, |_| {
+                Ok(berth_api::store::Write::new())
+            })
+            .await
         });
     }
     let mut failures = 0;

@@ -56,7 +56,15 @@ fn action(
         mtu: ctx.mtu_of(net),
         isolated: !net.icc,
         gateway: ep.default_route.then_some(net.gateway),
+        external: external_of(ctx, sandbox_id),
     }
+}
+
+fn external_of(ctx: &Ctx<'_>, sandbox_id: &str) -> bool {
+    ctx.desired()
+        .sandboxes
+        .get(sandbox_id)
+        .is_some_and(|s| s.external.is_some())
 }
 
 pub(super) fn plan(ctx: &mut Ctx<'_>) {
@@ -75,7 +83,8 @@ pub(super) fn plan(ctx: &mut Ctx<'_>) {
         let ns = (!ctx.creating_ns.contains(netns))
             .then(|| observed.namespaces.get(netns))
             .flatten();
-        if let Some(ns) = ns {
+        // In a runtime's namespace the other links are the runtime's.
+        if let Some(ns) = ns.filter(|_| s.external.is_none()) {
             let wanted: BTreeSet<&str> = s.endpoints.iter().map(|e| e.ifname.as_str()).collect();
             for name in ns.links.keys() {
                 if name.starts_with("eth") && !wanted.contains(name.as_str()) {

@@ -59,7 +59,8 @@ pub(super) fn plan(ctx: &mut Ctx<'_>) {
         .filter(|s| ctx.inp.scope.has_sandbox(&s.id) || !s.links.is_empty())
     {
         let Some(netns) = &s.netns else { continue };
-        if ctx.is_blocked(s) {
+        // A runtime writes its containers' files (berth's DNS goes in its result).
+        if ctx.is_blocked(s) || s.external.is_some() {
             continue;
         }
         let (hosts, resolv) = contents(desired, s, ctx.inp.node_resolv);

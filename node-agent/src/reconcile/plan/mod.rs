@@ -83,6 +83,10 @@ pub struct Conflict {
 pub struct Plan {
     pub actions: Vec<Action>,
     pub conflicts: Vec<Conflict>,
+    /// Sandboxes in a runtime's namespace that is gone or was replaced (its
+    /// path now holds another namespace): to be detached through the API
+    /// server, which frees their addresses.
+    pub vanished: Vec<String>,
 }
 
 impl Plan {
@@ -208,6 +212,7 @@ fn rank(a: &Action) -> u8 {
             ObjectKind::Vxlan => 5,
             _ => 6,
         },
+        Action::ForgetExternal { .. } => 7,
         Action::CreateBridge(_) => 10,
         Action::EnsureVxlan { .. } => 11,
         Action::SyncPeers { .. } => 12,

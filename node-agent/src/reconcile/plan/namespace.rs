@@ -2,9 +2,16 @@
 //! `berth:sb:<sandbox-id>` or berth's record names it with the same inode
 //! (or as about to be created). A name that exists and is neither is a
 //! conflict: never adopted, never deleted.
+//!
+//! A runtime's namespace (CNI, Docker: the sandbox has an `external` spec)
+//! is never berth's: it is not created, marked or deleted, only watched.
+//! When its path is gone or holds another namespace (another inode) the
+//! sandbox is reported vanished, to be detached through the API server;
+//! berth's interfaces inside one that is no longer wanted are removed by
+//! their host ends, by berth's record of them.
 use super::Ctx;
 use crate::reconcile::action::{Action, ObjectKey, ObjectKind};
-use crate::reconcile::observed::{Namespace, sandbox_mark, sandbox_of_mark};
+use crate::reconcile::observed::{Namespace, endpoint_mark, sandbox_mark, sandbox_of_mark};
 
 /// The sandbox a namespace provably belongs to, if any.
 pub(super) fn owner<'a>(ctx: &'a Ctx<'_>, name: &str, ns: &'a Namespace) -> Option<&'a str> {
@@ -21,6 +28,30 @@ pub(super) fn plan(ctx: &mut Ctx<'_>) {
     for s in ctx.sandboxes_in_scope() {
         let Some(name) = &s.netns else { continue };
         if ctx.is_blocked(s) {
+            continue;
+        }
+        if let Some(x) = &s.external {
+            let attached = observed.namespaces.get(name).map(|ns| ns.inode);
+            let expected = match ctx.inp.owned.external.get(&s.id) {
+                Some(r) if r.inode != 0 => r.inode,
+                _ => x.inode,
+            };
+            if attached.is_none() || (expected != 0 && attached != Some(expected)) {
+                let what = if attached.is_none() {
+                    "is gone"
+                } else {
+                    "now holds another namespace"
+                };
+                ctx.plan.vanished.push(s.id.clone());
+                ctx.conflict(
+                    ObjectKey::new(ObjectKind::Namespace, name),
+                    vec![s.id.clone()],
+                    format!(
+                        "network namespace {name} of container {} {what}; its attachment is being removed",
+                        x.container_id
+                    ),
+                );
+            }
             continue;
         }
         let Some(ns) = observed.namespaces.get(name) else {
@@ -94,6 +125,28 @@ pub(super) fn plan(ctx: &mut Ctx<'_>) {
             // Replaced by something else since: only berth's record goes.
             Some(_) => ctx.push(Action::ForgetNamespace { netns: name.clone() }),
         }
+    }
+    // berth's interfaces in runtimes' namespaces that no sandbox wants.
+    for (id, rec) in &ctx.inp.owned.external {
+        if !ctx.inp.scope.has_sandbox(id) || desired.sandboxes.contains_key(id) {
+            continue;
+        }
+        for (host, ep) in &rec.links {
+            let ours = observed
+                .links
+                .get(host)
+                .is_some_and(|l| l.alias.as_deref() == Some(endpoint_mark(ep).as_str()));
+            if ours {
+                ctx.push(Action::RemoveLink {
+                    ifname: host.clone(),
+                    kind: ObjectKind::Endpoint,
+                });
+            }
+        }
+        ctx.push(Action::ForgetExternal {
+            sandbox_id: id.clone(),
+            netns: rec.netns_path.clone(),
+        });
     }
     // Marked namespaces without a record (the state file was lost).
     for (name, ns) in &observed.namespaces {

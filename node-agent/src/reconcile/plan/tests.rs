@@ -58,6 +58,7 @@ fn sandbox(id: &str, endpoints: Vec<EndpointSpec>) -> SandboxSpec {
         ports: vec![],
         links: vec![],
         generation: 1,
+        external: None,
     }
 }
 
@@ -701,5 +702,184 @@ fn before_the_first_snapshot_nothing_unknown_is_removed_and_the_firewall_is_kept
             .iter()
             .any(|a| matches!(a, Action::RemoveLink { .. } | Action::ApplyFirewall { .. })),
         "{p:#?}"
+    );
+}
+
+/// A CNI attachment: the runtime's namespace (by path) on `network`.
+fn cni_sandbox(id: &str, network: &NetworkSpec, path: &str, inode: u64) -> SandboxSpec {
+    let mut s = sandbox(id, vec![ep(id, network, "eth0", [172, 18, 0, 9], true)]);
+    s.netns = Some(path.into());
+    s.external = Some(crate::model::External {
+        origin: crate::model::SandboxOrigin::Cni,
+        container_id: format!("{id}c0ffee"),
+        netns_path: path.into(),
+        inode,
+        ifname: "eth0".into(),
+    });
+    s
+}
+
+/// The runtime's namespace as the fake node has it: `lo` and the runtime's own `eth1`.
+fn runtime_namespace(h: &mut Harness, path: &str) -> u64 {
+    h.node.add_foreign_namespace(path);
+    let ns = h.node.namespaces.get_mut(path).unwrap();
+    ns.links.insert(
+        "eth1".into(),
+        Link {
+            index: 7,
+            kind: Some("veth".into()),
+            up: true,
+            ..Default::default()
+        },
+    );
+    ns.inode
+}
+
+#[test]
+fn a_runtimes_namespace_is_never_created_marked_or_deleted_and_its_links_are_kept() {
+    const P: &str = "/run/netns/netns-6c1f";
+    let user = net(
+        "nu",
+        "my-bridge",
+        Driver::Bridge,
+        "br-user",
+        "172.18.0.0/16",
+        None,
+    );
+    let mut h = Harness::new();
+    let inode = runtime_namespace(&mut h, P);
+    let mut d = Desired::default();
+    d.networks.insert(user.id.clone(), user.clone());
+    let s = cni_sandbox("cni1", &user, P, inode);
+    d.sandboxes.insert(s.id.clone(), s);
+    let p = h.plan(&d, &Scope::sandbox("cni1", ["nu".to_string()]));
+    assert!(p.conflicts.is_empty() && p.vanished.is_empty(), "{p:#?}");
+    for a in &p.actions {
+        assert!(
+            !matches!(
+                a,
+                Action::CreateNamespace { .. }
+                    | Action::RemoveNamespace { .. }
+                    | Action::WriteEtcFiles { .. }
+                    | Action::RemoveSandboxLink { .. }
+            ),
+            "{a:?}"
+        );
+    }
+    let Some(Action::EnsureEndpoint(e)) = p.actions.iter().find(|a| matches!(a, Action::EnsureEndpoint(_)))
+    else {
+        panic!("no endpoint planned: {p:#?}")
+    };
+    assert!(e.external && e.netns == P && e.gateway.is_some());
+    assert!(
+        p.actions.iter().any(|a| matches!(a, Action::ServeDns { .. })),
+        "DNS on a user network"
+    );
+    let r = h.pass(&d, &Scope::sandbox("cni1", ["nu".to_string()]));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(h.owned.netns.is_empty(), "never recorded as berth's namespace");
+    let rec = &h.owned.external["cni1"];
+    assert_eq!((rec.netns_path.as_str(), rec.inode), (P, inode));
+    assert_eq!(
+        rec.links.keys().collect::<Vec<_>>(),
+        [&"bvcni1000000000".to_string()[..14]]
+    );
+    // Converged: nothing more, full pass included; the runtime's eth1 stays.
+    let mut h = h.converged(&d);
+    assert!(h.node.namespaces[P].links.contains_key("eth1"));
+    assert!(h.node.namespaces[P].marker.is_none(), "not marked");
+    assert!(!h.node.etc.contains_key(P));
+
+    // Detached: berth's interface goes, by its host end; the namespace and the runtime's link stay.
+    h.owned = h.node.persisted.clone().unwrap();
+    h.saved = Some(h.owned.clone());
+    let mut gone = d.clone();
+    gone.sandboxes.clear();
+    let p = h.plan(&gone, &Scope::sandbox("cni1", ["nu".to_string()]));
+    assert!(
+        p.actions.contains(&Action::RemoveLink {
+            ifname: "bvcni100000000".into(),
+            kind: ObjectKind::Endpoint
+        }),
+        "{p:#?}"
+    );
+    let r = h.pass(&gone, &Scope::sandbox("cni1", ["nu".to_string()]));
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(h.owned.external.is_empty());
+    let ns = &h.node.namespaces[P];
+    assert_eq!(
+        ns.links.keys().collect::<Vec<_>>(),
+        ["eth1", "lo"],
+        "only berth's eth0 went"
+    );
+    assert!(!h.node.links.contains_key("bvcni100000000"));
+}
+
+#[test]
+fn a_runtimes_namespace_that_vanished_or_was_replaced_is_reported_not_recreated() {
+    const P: &str = "/run/netns/netns-77aa";
+    let user = net(
+        "nu",
+        "my-bridge",
+        Driver::Bridge,
+        "br-user",
+        "172.18.0.0/16",
+        None,
+    );
+    let mut h = Harness::new();
+    let inode = runtime_namespace(&mut h, P);
+    let mut d = Desired::default();
+    d.networks.insert(user.id.clone(), user.clone());
+    let s = cni_sandbox("cni2", &user, P, inode);
+    d.sandboxes.insert(s.id.clone(), s);
+    let mut h = h.converged(&d);
+    h.owned = h.node.persisted.clone().unwrap();
+    h.saved = Some(h.owned.clone());
+
+    // The runtime deleted its namespace without DEL (the kernel took the veth along).
+    h.node.namespaces.remove(P);
+    h.node.delete_link("bvcni200000000");
+    let p = h.plan(&d, &Scope::full());
+    assert_eq!(p.vanished, ["cni2"]);
+    assert!(p.conflicts[0].message.contains("is gone"), "{:?}", p.conflicts);
+    assert!(
+        p.actions.iter().all(|a| !matches!(
+            a,
+            Action::CreateNamespace { .. } | Action::EnsureEndpoint(_) | Action::ServeDns { .. }
+        )),
+        "{p:#?}"
+    );
+    assert!(
+        p.actions.contains(&Action::StopDns {
+            sandbox_id: "cni2".into()
+        }),
+        "the DNS socket would keep the namespace alive"
+    );
+    let r = h.pass(&d, &Scope::full());
+    assert_eq!(r.vanished, ["cni2"]);
+    assert_eq!(
+        r.error_for("cni2").unwrap().code(),
+        tonic::Code::FailedPrecondition
+    );
+
+    // Another namespace at the same path (another inode) is not the one attached.
+    runtime_namespace(&mut h, P);
+    let p = h.plan(&d, &Scope::full());
+    assert_eq!(p.vanished, ["cni2"]);
+    assert!(
+        p.conflicts[0].message.contains("another namespace"),
+        "{:?}",
+        p.conflicts
+    );
+
+    // Once detached nothing of it is left to do.
+    let mut gone = d.clone();
+    gone.sandboxes.clear();
+    let r = h.pass(&gone, &Scope::full());
+    assert!(r.errors.is_empty() && r.vanished.is_empty(), "{r:?}");
+    assert!(h.owned.external.is_empty());
+    assert!(
+        h.node.namespaces.contains_key(P),
+        "the runtime's namespace is never deleted"
     );
 }
