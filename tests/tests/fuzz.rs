@@ -304,13 +304,13 @@ struct Snapshot {
 }
 
 /// etcd under berth's prefix without what changes on its own (the repair
-/// leader's lease key), and the kernel objects of every node and sandbox
+/// leader's lease key, the last repair event), and the kernel objects of every node and sandbox
 /// namespace of this cluster, read by one shell.
 fn snapshot(c: &Cluster) -> Snapshot {
     let etcd = c
         .etcd_dump()
         .into_iter()
-        .filter(|(k, _)| !k.ends_with("/leader/repair"))
+        .filter(|(k, _)| !k.ends_with("/leader/repair") && !k.ends_with("/events/repair"))
         .collect();
     let mut script = format!("ls /run/netns | grep '^{}' | sort; ", c.tag);
     for i in 1..=NODES {

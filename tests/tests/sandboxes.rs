@@ -408,6 +408,7 @@ fn teardown_leaves_nothing_behind() {
                 || k.starts_with("/berth/v1/alive/")
                 || k.starts_with("/berth/v1/guards/")
                 || k.starts_with("/berth/v1/leader/")
+                || k.starts_with("/berth/v1/events/")
                 || k.starts_with("/berth/v1/names/networks/")
                 || k.starts_with("/berth/v1/names/bridges/berth0")
                 || k.starts_with("/berth/v1/subnets/local/172.17.0.0-16")

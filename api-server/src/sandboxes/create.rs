@@ -86,7 +86,7 @@ impl Sandboxes {
             let gw_ep = gw.as_ref().zip(gw_ip);
             match self.record_creating(&spec, &network, &node, mode, gw_ep).await? {
                 Recorded::Done(view) => return self.realise(&node, *view).await,
-                Recorded::GatewayTaken => continue,
+                Recorded::GatewayTaken => crate::metrics::retry("sandbox_gateway"),
             }
         }
         Err(ApiError::Aborted(format!(

@@ -411,6 +411,7 @@ impl Reconciler {
 
     /// One pass: observe, plan, execute, record.
     async fn pass(&self, inner: &mut Inner, scope: &Scope) -> PassReport {
+        let start = std::time::Instant::now();
         inner.passes += 1;
         self.names.rebuild(inner.desired.get());
         let config = PassConfig {
@@ -442,6 +443,8 @@ impl Reconciler {
         drop(exec);
         self.publish_wanted(d);
         self.note_vanished(d, &report.vanished);
+        crate::metrics::pass(scope.is_full(), report.errors.is_empty(), start);
+        crate::metrics::objects(results);
         report
     }
 
@@ -678,7 +681,13 @@ pub async fn run_pass<E: Executor>(
             failed.push((a.key(), failed_sandboxes(a, d), err));
             continue;
         }
-        match exec.execute(a, owned).await {
+        let executed = exec.execute(a, owned).await;
+        crate::metrics::action(
+            scope.is_full(),
+            a.key().kind,
+            executed.as_ref().err().map(|e| e.kind),
+        );
+        match executed {
             Ok(effect) => {
                 record_success(a, effect, owned);
                 done_ok.push(a.key());
