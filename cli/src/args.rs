@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use berth_core::limits::MAX_PORTS;
-use berth_proto::v1::{Link, PortMapping};
+use berth_proto::v1::{Link, PortMapping, PortProtocol};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 mod cert;
@@ -447,7 +447,7 @@ pub fn parse_publish(s: &str) -> Result<PublishSpec, String> {
             host_ip: host_ip.clone(),
             host_port,
             container_port,
-            protocol: protocol.to_string(),
+            protocol: PortProtocol::from_name(protocol).unwrap_or(PortProtocol::Tcp) as i32,
         })
         .collect();
     Ok(PublishSpec(mappings))
@@ -517,7 +517,7 @@ mod tests {
             host_ip: host_ip.to_string(),
             host_port,
             container_port,
-            protocol: protocol.to_string(),
+            protocol: PortProtocol::from_name(protocol).expect("tcp or udp") as i32,
         }
     }
 

@@ -33,7 +33,7 @@ fn network(name: &str, driver: &str) -> Network {
             "host" => NetworkDriver::Host,
             _ => NetworkDriver::Null,
         } as i32,
-        scope: "local".into(),
+        scope: berth_proto::v1::NetworkScope::Local as i32,
         subnet: subnet.into(),
         gateway: gateway.into(),
         created: "2024-05-01T10:00:00Z".into(),
@@ -75,7 +75,7 @@ impl NetworkService for Fake {
                 0 => NetworkDriver::Bridge as i32,
                 d => d,
             },
-            scope: "local".into(),
+            scope: berth_proto::v1::NetworkScope::Local as i32,
             subnet: if r.subnet.is_empty() {
                 "172.18.0.0/16".into()
             } else {

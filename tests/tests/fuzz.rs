@@ -152,13 +152,20 @@ fn ports() -> BoxedStrategy<Vec<pb::PortMapping>> {
         prop::sample::select(vec!["", "", "0.0.0.0", "127.0.0.1", "garbage", "::1"]),
         port,
         prop_oneof![3 => Just(80u32), 1 => 0u32..70_000],
-        prop::sample::select(vec!["tcp", "tcp", "udp", "", "sctp", "TCP"]),
+        prop::sample::select(vec![
+            pb::PortProtocol::Tcp as i32,
+            pb::PortProtocol::Tcp as i32,
+            pb::PortProtocol::Udp as i32,
+            pb::PortProtocol::Unspecified as i32,
+            3,
+            -7,
+        ]),
     )
         .prop_map(|(host_ip, host_port, container_port, protocol)| pb::PortMapping {
             host_ip: host_ip.into(),
             host_port,
             container_port,
-            protocol: protocol.into(),
+            protocol,
         });
     prop_oneof![
         4 => Just(Vec::new()),

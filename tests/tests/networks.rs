@@ -422,7 +422,12 @@ async fn overlay_networks_take_the_global_pool_and_a_vni() {
         .network
         .expect("network");
     assert_eq!(
-        (a.scope.as_str(), a.subnet.as_str(), a.gateway.as_str(), a.vni),
+        (
+            pb::NetworkScope::name_of(a.scope),
+            a.subnet.as_str(),
+            a.gateway.as_str(),
+            a.vni
+        ),
         ("global", "10.0.0.0/24", "10.0.0.1", 4096)
     );
     let b = client

@@ -203,24 +203,13 @@ pub struct Entry {
 }
 
 impl Store {
-    /// Commits `write` in one etcd transaction if every guard holds; timed
-    /// and counted by outcome (`berth_etcd_txn_duration_seconds`).
+    /// Commits `write` in one etcd transaction if every guard holds.
     pub async fn write(&self, write: Write) -> Result<Outcome> {
         let compares: Vec<Compare> = write.guards.iter().map(Guard::compare).collect();
         let probes: Vec<TxnOp> = write.guards.iter().map(Guard::probe).collect();
         let ops: Vec<TxnOp> = write.ops.into_iter().map(Op::into_txn_op).collect();
         let txn = Txn::new().when(compares).and_then(ops).or_else(probes);
-        let start = std::time::Instant::now();
-        let resp = self.client.clone().txn(txn).await;
-        crate::metrics::txn(
-            start,
-            match &resp {
-                Ok(r) if r.succeeded() => "committed",
-                Ok(_) => "compare_failed",
-                Err(_) => "error",
-            },
-        );
-        let resp = resp?;
+        let resp = self.txn(txn).await?;
         if resp.succeeded() {
             return Ok(Outcome::Committed {
                 revision: resp.header().map_or(0, |h| h.revision()),
@@ -255,7 +244,7 @@ impl Store {
                 Read::Under(p) => TxnOp::get(p, Some(GetOptions::new().with_prefix())),
             })
             .collect();
-        let resp = self.client.clone().txn(Txn::new().and_then(ops)).await?;
+        let resp = self.txn(Txn::new().and_then(ops)).await?;
         let out: Vec<Vec<Entry>> = resp
             .op_responses()
             .into_iter()
