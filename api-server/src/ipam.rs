@@ -7,7 +7,9 @@
 //!   overlapping (not only identical) subnets therefore cannot both commit.
 //! * Addresses: one key per address under `ipam/<network>/<pool>/`, taken with
 //!   `create_revision == 0`. The pool is the node for local-scope networks
-//!   (each node has its own bridge) and `_cluster` for global ones.
+//!   (each node has its own bridge) and `_cluster` for global ones. Picked
+//!   next-fit after a per-pool cursor kept in memory (a hint: the
+//!   transaction decides), so a pick reads a few keys, not the pool.
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
@@ -158,9 +160,84 @@ pub enum Allocated {
     CallerConflict,
 }
 
-/// A free address of `network` in `pool`, as read now (nothing is taken):
-/// the lowest on a first attempt, then one at random among the first few
-/// free ones, so concurrent callers spread out.
+/// Addresses read per window when the next address after the cursor was
+/// taken (one read transaction of this many keys).
+const WINDOW: usize = 32;
+/// Addresses looked at after the cursor before falling back to reading the
+/// whole pool (which finds the lowest free one, or says the pool is full).
+const MAX_SCAN: usize = 8 * WINDOW;
+
+/// Up to `n` assignable addresses of `subnet` (not the gateway) after
+/// `after` (the first one when `after` is `None` or outside the subnet),
+/// wrapping around at the end, each at most once.
+pub fn after_cursor(subnet: Ipv4Net, gateway: Ipv4Addr, after: Option<Ipv4Addr>, n: usize) -> Vec<Ipv4Addr> {
+    let first = u64::from(u32::from(subnet.network())) + 1;
+    let last = u64::from(u32::from(subnet.broadcast()));
+    if last <= first {
+        return Vec::new(); // a /31 or /32: nothing to hand out
+    }
+    let size = last - first; // first..last (exclusive): every host address
+    let start = after
+        .map(|a| u64::from(u32::from(a)))
+        .filter(|a| (first..last).contains(a))
+        .map_or(0, |a| a - first + 1);
+    (0..size)
+        .map(|i| Ipv4Addr::from((first + (start + i) % size) as u32))
+        .filter(|ip| *ip != gateway)
+        .take(n)
+        .collect()
+}
+
+/// How many addresses of `subnet` can be handed out.
+fn assignable_count(subnet: Ipv4Net, gateway: Ipv4Addr) -> usize {
+    let hosts = (u64::from(u32::from(subnet.broadcast())) - u64::from(u32::from(subnet.network())))
+        .saturating_sub(1) as usize;
+    hosts
+        - usize::from(
+            subnet.contains(&gateway) && gateway != subnet.network() && gateway != subnet.broadcast(),
+        )
+}
+
+fn cursor_key(network_id: &str, pool: &str) -> String {
+    format!("{network_id}/{pool}")
+}
+
+/// Gives back an address [`pick_free`] picked that a request did not take
+/// (it failed for another reason): the cursor steps back if nothing moved
+/// it since, so a refused request leaves no gap in the sequence.
+pub fn unpick(store: &Store, network_id: &str, pool: &str, ip: Ipv4Addr) {
+    let key = cursor_key(network_id, pool);
+    let mut cursors = store.cursors.lock().unwrap_or_else(|e| e.into_inner());
+    if cursors.get(&key) == Some(&ip) {
+        cursors.insert(key, Ipv4Addr::from(u32::from(ip).wrapping_sub(1)));
+    }
+}
+
+/// Tells the cursor an address was released (after the commit): the next
+/// pick starts at the lowest address released since, so freed addresses are
+/// reused first and pools stay compact, as with a lowest-free allocator.
+pub fn released(store: &Store, network_id: &str, pool: &str, ip: Ipv4Addr) {
+    let key = cursor_key(network_id, pool);
+    let before = Ipv4Addr::from(u32::from(ip).wrapping_sub(1));
+    let mut cursors = store.cursors.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = cursors.get_mut(&key)
+        && before < *c
+    {
+        *c = before;
+    }
+}
+
+/// A free address of `network` in `pool`, as read now (nothing is taken),
+/// next-fit as CNI's host-local does, from a cursor this process keeps per
+/// pool: the first attempt takes the address after the cursor without
+/// reading the pool, and moves the cursor, so concurrent requests in one
+/// process get different addresses. After a lost race, windows of
+/// [`WINDOW`] addresses after the cursor are read by key (one transaction
+/// each) and the first free one is taken (on later attempts one at random,
+/// so replicas spread out); only when [`MAX_SCAN`] addresses in a row are
+/// taken, or the process has no cursor yet, is the whole pool read (the
+/// lowest free address). So a pick costs a few key reads at most, not a
+/// read of the pool.
 pub async fn pick_free(
     store: &Store,
     network: &NetworkRecord,
@@ -173,6 +250,71 @@ pub async fn pick_free(
             network.name
         )));
     };
+    let key = cursor_key(&network.id, pool);
+    let exhausted = || {
+        ApiError::Exhausted(format!(
+            "no free address left in {subnet} of network {}",
+            network.name
+        ))
+    };
+    let cursor = store
+        .cursors
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .copied();
+    let set = |ip: Ipv4Addr| {
+        store
+            .cursors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), ip);
+    };
+    if let Some(cursor) = cursor {
+        if attempt == 0 {
+            let mut cursors = store.cursors.lock().unwrap_or_else(|e| e.into_inner());
+            let from = cursors.get(&key).copied().unwrap_or(cursor);
+            let ip = *after_cursor(subnet, gateway, Some(from), 1)
+                .first()
+                .ok_or_else(exhausted)?;
+            cursors.insert(key, ip);
+            return Ok(ip);
+        }
+        let total = assignable_count(subnet, gateway);
+        let mut from = cursor;
+        let mut scanned = 0;
+        while scanned < total.min(MAX_SCAN) {
+            let window = after_cursor(subnet, gateway, Some(from), WINDOW.min(total - scanned));
+            let Some(&last) = window.last() else { break };
+            let reads = window
+                .iter()
+                .map(|ip| Read::Key(store.keys.ipam(&network.id, pool, *ip)))
+                .collect();
+            let free: Vec<Ipv4Addr> = window
+                .iter()
+                .zip(store.read_together(reads).await?)
+                .filter(|(_, got)| got.is_empty())
+                .map(|(ip, _)| *ip)
+                .collect();
+            if !free.is_empty() {
+                let i = if attempt == 1 {
+                    0
+                } else {
+                    rand::rng().random_range(0..free.len())
+                };
+                set(free[i]);
+                return Ok(free[i]);
+            }
+            scanned += window.len();
+            from = last;
+        }
+        if scanned >= total {
+            return Err(exhausted());
+        }
+    }
+    // No cursor yet (the first pick of this process) or a dense stretch:
+    // read the whole pool once, take the lowest free address (at random
+    // among the first few free ones on later attempts).
     let used: HashSet<Ipv4Addr> = store
         .list_keys(&store.keys.ipam_pool(&network.id, pool))
         .await?
@@ -185,21 +327,19 @@ pub async fn pick_free(
         .take(window)
         .collect();
     if free.is_empty() {
-        return Err(ApiError::Exhausted(format!(
-            "no free address left in {subnet} of network {}",
-            network.name
-        )));
+        return Err(exhausted());
     }
-    Ok(free[rand::rng().random_range(0..free.len())])
+    let ip = free[rand::rng().random_range(0..free.len())];
+    set(ip);
+    Ok(ip)
 }
 
 /// Takes an address of `network` in `pool` for `owner`, in one transaction
 /// together with the caller's guards and operations built by `extra` for
 /// the chosen address. `requested` is honoured or refused with ALREADY_EXISTS.
 ///
-/// The first attempt takes the lowest free address; after losing a race it
-/// picks at random among the first few free ones, so many concurrent callers
-/// spread out instead of colliding on the same address again.
+/// Automatic addresses come from [`pick_free`] (next-fit after this
+/// process's cursor of the pool).
 pub async fn allocate_ip<F>(
     store: &Store,
     network: &NetworkRecord,
@@ -236,6 +376,9 @@ where
             lost => lost,
         };
         let (ip_taken, network_exists) = (lost.failed_on(&ip_key), !lost.failed_on(&net_key));
+        if requested.is_none() && !ip_taken {
+            unpick(store, &network.id, pool, ip);
+        }
         if !network_exists {
             return Err(ApiError::not_found("network", &network.name));
         }
@@ -328,6 +471,29 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn next_fit_after_the_cursor() {
+        let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap() };
+        let (sub, gw) = (n("10.1.0.0/29"), ip("10.1.0.1"));
+        // .2 ... .6 are assignable (.1 is the gateway, .7 broadcast).
+        assert_eq!(after_cursor(sub, gw, None, 2), [ip("10.1.0.2"), ip("10.1.0.3")]);
+        assert_eq!(
+            after_cursor(sub, gw, Some(ip("10.1.0.5")), 3),
+            [ip("10.1.0.6"), ip("10.1.0.2"), ip("10.1.0.3")],
+            "wraps around, skipping the gateway"
+        );
+        assert_eq!(after_cursor(sub, gw, Some(ip("10.9.9.9")), 1), [ip("10.1.0.2")]);
+        assert_eq!(
+            after_cursor(sub, gw, Some(ip("10.1.0.3")), 99).len(),
+            5,
+            "each once"
+        );
+        assert_eq!(assignable_count(sub, gw), 5);
+        assert_eq!(assignable_count(n("10.9.0.0/30"), ip("10.9.0.1")), 1);
+        assert!(after_cursor(n("10.9.0.0/31"), ip("10.9.0.0"), None, 4).is_empty());
+        assert_eq!(assignable_count(n("10.9.0.0/31"), ip("10.9.0.0")), 0);
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! - endpoint, address, port and name keys without an owner: freed, when
 //!   two passes in a row saw them unowned and unchanged (no operation in
 //!   flight writes them apart from their owner, so this only catches what
-//!   older code or a bug left behind).
+//!   older code or a bug left behind);
+//! - the node index (`node-sandboxes/<node>/<id>`) against the sandbox
+//!   records: a missing index key is written, a stray one deleted.
 //!
 //! Every action is logged and counted; a pass that acted logs the totals.
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -25,7 +27,7 @@ use crate::error::{ApiError, Result};
 use crate::nodes::Nodes;
 use crate::sandboxes::Sandboxes;
 use crate::store::records::{EndpointRecord, Phase, SandboxRecord};
-use crate::store::{Guard, Op, Store, Write};
+use crate::store::{Guard, Op, Store, Versioned, Write};
 
 /// What the loop did since the process started, by kind.
 #[derive(Debug, Default)]
@@ -38,6 +40,7 @@ pub struct Counters {
     pub nodes_removed: AtomicU64,
     pub nodes_resynced: AtomicU64,
     pub orphans_freed: AtomicU64,
+    pub index_fixed: AtomicU64,
 }
 
 impl Counters {
@@ -191,7 +194,7 @@ impl Repair {
                 }
             }
         }
-        let (views, _) = self.sandboxes.list_at(None).await?;
+        let (views, _) = self.sandboxes.list_all().await?;
         for view in views {
             let r = &view.record;
             let node = nodes.get(&r.node);
@@ -248,6 +251,7 @@ impl Repair {
             &c.nodes_removed,
             &c.nodes_resynced,
             &c.orphans_freed,
+            &c.index_fixed,
         ]
         .iter()
         .map(|a| a.load(Ordering::Relaxed))
@@ -262,6 +266,7 @@ impl Repair {
                 nodes_removed = c.nodes_removed.load(Ordering::Relaxed),
                 nodes_resynced = c.nodes_resynced.load(Ordering::Relaxed),
                 orphans_freed = c.orphans_freed.load(Ordering::Relaxed),
+                index_fixed = c.index_fixed.load(Ordering::Relaxed),
                 "repair totals"
             );
         }
@@ -351,6 +356,82 @@ impl Repair {
         Ok(())
     }
 
+    /// Reads every sandbox record and fixes the node index against them
+    /// (run once at start, before the API serves a node its desired state,
+    /// so records written before the index existed are not missed).
+    pub async fn fix_node_index_now(&self) -> Result<usize> {
+        let (sandboxes, rev) = self
+            .store
+            .list_json_versioned::<SandboxRecord>(&self.store.keys.sandboxes(), None)
+            .await?;
+        self.fix_node_index(&sandboxes, rev).await
+    }
+
+    /// Makes `node-sandboxes/` match the sandbox records read at `rev`: a
+    /// record without its index key gets it, an index key without a record
+    /// on that node goes. Both keys are only ever written and deleted in one
+    /// transaction, so a difference is never an operation in flight and is
+    /// fixed at once, each fix guarded by the revisions read. Returns how
+    /// many keys were fixed.
+    async fn fix_node_index(&self, sandboxes: &[Versioned<SandboxRecord>], rev: i64) -> Result<usize> {
+        let keys = &self.store.keys;
+        let index: HashMap<String, (String, i64)> = self
+            .store
+            .list_strings_versioned(&keys.node_sandboxes_all(), Some(rev))
+            .await?
+            .into_iter()
+            .map(|(k, v, mod_rev)| (k, (v, mod_rev)))
+            .collect();
+        let records: HashMap<String, (&SandboxRecord, i64)> = sandboxes
+            .iter()
+            .map(|s| {
+                (
+                    keys.node_sandbox(&s.value.node, &s.value.id),
+                    (&s.value, s.mod_revision),
+                )
+            })
+            .collect();
+        let mut writes = Vec::new();
+        for (key, (r, mod_rev)) in &records {
+            if !index.contains_key(key) {
+                tracing::info!(sandbox = %r.name, node = %r.node, "repair: sandbox record without its node index key");
+                writes.push(
+                    Write::new()
+                        .when(Guard::Unchanged(keys.sandbox(&r.id), *mod_rev))
+                        .when(Guard::Absent(key.clone()))
+                        .then(Op::put(key.clone(), r.id.clone())),
+                );
+            }
+        }
+        let by_id: HashMap<&str, i64> = sandboxes
+            .iter()
+            .map(|s| (s.value.id.as_str(), s.mod_revision))
+            .collect();
+        for (key, (_, mod_rev)) in &index {
+            if !records.contains_key(key) {
+                let id = crate::store::keys::last_segment(key);
+                tracing::info!(key = %key, "repair: node index key without its sandbox record");
+                writes.push(
+                    Write::new()
+                        .when(Guard::Unchanged(key.clone(), *mod_rev))
+                        .when(Guard::Unchanged(
+                            keys.sandbox(id),
+                            by_id.get(id).copied().unwrap_or(0),
+                        ))
+                        .then(Op::delete(key.clone())),
+                );
+            }
+        }
+        let mut fixed = 0;
+        for w in writes {
+            if self.store.write(w).await?.committed() {
+                fixed += 1;
+                Counters::add(&self.counters.index_fixed);
+            }
+        }
+        Ok(fixed)
+    }
+
     /// Frees endpoint, address, port and name keys that have no owner.
     async fn free_orphans(&self, suspects: &mut Suspects) -> Result<()> {
         let keys = &self.store.keys;
@@ -358,6 +439,7 @@ impl Repair {
             .store
             .list_json_versioned::<SandboxRecord>(&keys.sandboxes(), None)
             .await?;
+        self.fix_node_index(&sandboxes, rev).await?;
         let ids: HashSet<String> = sandboxes.iter().map(|s| s.value.id.clone()).collect();
         let (endpoints, _) = self
             .store

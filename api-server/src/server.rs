@@ -73,6 +73,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         nodes.clone(),
         Duration::from_secs(config.repair_period),
     );
+    // Records written before the node index existed get their index keys
+    // before any node is served its desired state from the index.
+    match repair.fix_node_index_now().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(keys = n, "node index brought up to date"),
+        Err(e) => tracing::warn!(error = %e, "cannot check the node index now; the repair loop does"),
+    }
     let repair_task = tokio::spawn(repair.run());
     let clock = std::sync::Arc::new(crate::events::clock::Clock::new(crate::events::clock::CAPACITY));
     let clock_task = {

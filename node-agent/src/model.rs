@@ -189,12 +189,19 @@ pub struct Desired {
     pub sandboxes: BTreeMap<String, SandboxSpec>,
     /// Overlay network id → its remote endpoints.
     pub peers: BTreeMap<String, PeerSet>,
+    /// Every network in `networks` has an endpoint here: set by the
+    /// agent's `DesiredStore`, which drops the others after every change,
+    /// so [`Desired::active_networks`] need not look at every sandbox.
+    pub pruned: bool,
 }
 
 impl Desired {
     /// Networks with at least one endpoint on this node: the ones whose
     /// bridges and rules must exist.
     pub fn active_networks(&self) -> Vec<&NetworkSpec> {
+        if self.pruned {
+            return self.networks.values().collect();
+        }
         let used: std::collections::BTreeSet<&str> = self
             .sandboxes
             .values()

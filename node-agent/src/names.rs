@@ -2,8 +2,9 @@
 //! user-defined bridge networks and overlays, the names and aliases of every
 //! sandbox sharing a network with it (local ones from the desired state,
 //! remote ones from the overlay peer sets). The default `bridge` and the
-//! gateway bridge have no name resolution, as in Docker. Rebuilt after every
-//! change; lookups only take a read lock.
+//! gateway bridge have no name resolution, as in Docker. Rebuilt from a full
+//! snapshot; a command updates only its sandbox and networks, so its cost
+//! does not grow with the node. Lookups only take a read lock.
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::RwLock;
@@ -11,7 +12,7 @@ use std::sync::RwLock;
 use berth_core::model::{DEFAULT_BRIDGE, Driver, GW_BRIDGE};
 
 use crate::dns::Names;
-use crate::model::{Desired, NetworkSpec};
+use crate::model::{Desired, NetworkSpec, SandboxSpec};
 
 /// Whether sandboxes on this network resolve each other by name.
 pub fn resolves_names(n: &NetworkSpec) -> bool {
@@ -22,12 +23,76 @@ pub fn resolves_names(n: &NetworkSpec) -> bool {
     }
 }
 
+/// Names and address of one member of a network.
+type Member = (Vec<String>, Ipv4Addr);
+
 #[derive(Debug, Default)]
 struct Index {
     /// Sandbox id → the networks it resolves names on.
     networks_of: HashMap<String, Vec<String>>,
-    /// Network id → (lowercase names, address) of every member.
-    members: HashMap<String, Vec<(Vec<String>, Ipv4Addr)>>,
+    /// Network id → sandbox id → (lowercase names, address) of that local
+    /// member's endpoint.
+    local: HashMap<String, HashMap<String, Member>>,
+    /// Network id → remote members (from the overlay peer set).
+    remote: HashMap<String, Vec<Member>>,
+}
+
+impl Index {
+    fn add_sandbox(&mut self, d: &Desired, s: &SandboxSpec) {
+        for ep in &s.endpoints {
+            let Some(net) = d.networks.get(&ep.network_id) else {
+                continue;
+            };
+            if !resolves_names(net) {
+                continue;
+            }
+            self.networks_of
+                .entry(s.id.clone())
+                .or_default()
+                .push(net.id.clone());
+            let names = std::iter::once(&s.name)
+                .chain(&ep.aliases)
+                .map(|n| n.to_ascii_lowercase())
+                .collect();
+            self.local
+                .entry(net.id.clone())
+                .or_default()
+                .insert(s.id.clone(), (names, ep.ip));
+        }
+    }
+
+    fn remove_sandbox(&mut self, id: &str) {
+        for net in self.networks_of.remove(id).unwrap_or_default() {
+            if let Some(members) = self.local.get_mut(&net) {
+                members.remove(id);
+                if members.is_empty() {
+                    self.local.remove(&net);
+                }
+            }
+        }
+    }
+
+    fn set_peers(&mut self, d: &Desired, network_id: &str) {
+        self.remote.remove(network_id);
+        let Some(set) = d.peers.get(network_id) else {
+            return;
+        };
+        if !d.networks.get(network_id).is_some_and(resolves_names) {
+            return;
+        }
+        let members = set
+            .peers
+            .iter()
+            .map(|p| {
+                let names = std::iter::once(&p.sandbox_name)
+                    .chain(&p.aliases)
+                    .map(|n| n.to_ascii_lowercase())
+                    .collect();
+                (names, p.ip)
+            })
+            .collect();
+        self.remote.insert(network_id.to_string(), members);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -36,45 +101,40 @@ pub struct NameIndex {
 }
 
 impl NameIndex {
-    /// Recomputes the index from the node's desired state.
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Recomputes the index from the node's desired state (after a full snapshot).
     pub fn rebuild(&self, d: &Desired) {
         let mut idx = Index::default();
         for s in d.sandboxes.values() {
-            for ep in &s.endpoints {
-                let Some(net) = d.networks.get(&ep.network_id) else {
-                    continue;
-                };
-                if !resolves_names(net) {
-                    continue;
-                }
-                idx.networks_of
-                    .entry(s.id.clone())
-                    .or_default()
-                    .push(net.id.clone());
-                let names = std::iter::once(&s.name)
-                    .chain(&ep.aliases)
-                    .map(|n| n.to_ascii_lowercase())
-                    .collect();
-                idx.members
-                    .entry(net.id.clone())
-                    .or_default()
-                    .push((names, ep.ip));
-            }
+            idx.add_sandbox(d, s);
         }
-        for (net_id, set) in &d.peers {
-            if !d.networks.get(net_id).is_some_and(resolves_names) {
-                continue;
-            }
-            let members = idx.members.entry(net_id.clone()).or_default();
-            for p in &set.peers {
-                let names = std::iter::once(&p.sandbox_name)
-                    .chain(&p.aliases)
-                    .map(|n| n.to_ascii_lowercase())
-                    .collect();
-                members.push((names, p.ip));
-            }
+        for net_id in d.peers.keys() {
+            idx.set_peers(d, net_id);
         }
-        *self.index.write().unwrap_or_else(|e| e.into_inner()) = idx;
+        *self.write() = idx;
+    }
+
+    /// Takes one sandbox as `d` now holds it (or forgets it when `d` does
+    /// not): O(its endpoints), whatever the node holds.
+    pub fn update_sandbox(&self, d: &Desired, id: &str) {
+        let mut idx = self.write();
+        idx.remove_sandbox(id);
+        if let Some(s) = d.sandboxes.get(id) {
+            idx.add_sandbox(d, s);
+        }
+    }
+
+    /// Forgets one sandbox.
+    pub fn remove_sandbox(&self, id: &str) {
+        self.write().remove_sandbox(id);
+    }
+
+    /// Takes one network's remote members as `d` now holds them.
+    pub fn update_peers(&self, d: &Desired, network_id: &str) {
+        self.write().set_peers(d, network_id);
     }
 
     /// Whether the sandbox resolves names on any of its networks.
@@ -92,7 +152,9 @@ impl Names for NameIndex {
         let idx = self.index.read().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         for net in idx.networks_of.get(sandbox_id)? {
-            for (names, ip) in idx.members.get(net).into_iter().flatten() {
+            let local = idx.local.get(net).into_iter().flat_map(|m| m.values());
+            let remote = idx.remote.get(net).into_iter().flatten();
+            for (names, ip) in local.chain(remote) {
                 if names.iter().any(|n| n == name) && !out.contains(ip) {
                     out.push(*ip);
                 }
@@ -204,5 +266,40 @@ mod tests {
             "remote overlay peer"
         );
         assert_eq!(idx.lookup("o", "test1"), None);
+
+        // Updated one sandbox and one network at a time, it answers as rebuilt.
+        let inc = NameIndex::default();
+        let mut partial = Desired {
+            networks: d.networks.clone(),
+            ..Default::default()
+        };
+        for (id, s) in &d.sandboxes {
+            partial.sandboxes.insert(id.clone(), s.clone());
+            inc.update_sandbox(&partial, id);
+        }
+        partial.peers = d.peers.clone();
+        inc.update_peers(&partial, "ov");
+        for (sb, name) in [
+            ("b", "test1"),
+            ("b", "db"),
+            ("a", "test3"),
+            ("o", "test2"),
+            ("b", "lonely"),
+        ] {
+            assert_eq!(inc.lookup(sb, name), idx.lookup(sb, name), "{sb} -> {name}");
+        }
+        // b gets a new alias, a leaves: only what changed is redone.
+        let mut b = d.sandboxes["b"].clone();
+        b.endpoints[0].aliases = vec!["cache".into()];
+        partial.sandboxes.insert("b".into(), b);
+        inc.update_sandbox(&partial, "b");
+        partial.sandboxes.remove("a");
+        inc.remove_sandbox("a");
+        assert_eq!(inc.lookup("test3", "cache"), None, "lookups are by sandbox id");
+        assert_eq!(inc.lookup("b", "test1"), None, "a is gone");
+        assert_eq!(inc.lookup("b", "cache"), Some(vec!["10.1.0.2".parse().unwrap()]));
+        partial.peers.clear();
+        inc.update_peers(&partial, "ov");
+        assert_eq!(inc.lookup("o", "test2"), None, "the remote peer is gone");
     }
 }

@@ -28,6 +28,9 @@ pub struct State {
     pub subnets: BTreeSet<(String, String, String)>,
     /// node name → its record
     pub nodes: BTreeMap<String, Value>,
+    /// (node, sandbox id) → the key's value (the sandbox id), from the
+    /// node index `node-sandboxes/<node>/<id>`
+    pub node_index: BTreeMap<(String, String), String>,
 }
 
 pub fn state(c: &Cluster) -> State {
@@ -43,6 +46,7 @@ pub fn state(c: &Cluster) -> State {
         bridge_names: BTreeMap::new(),
         subnets: BTreeSet::new(),
         nodes: BTreeMap::new(),
+        node_index: BTreeMap::new(),
     };
     for (k, v) in c.etcd_dump() {
         let parts: Vec<&str> = k.trim_start_matches("/berth/v1/").split('/').collect();
@@ -81,6 +85,9 @@ pub fn state(c: &Cluster) -> State {
             ["nodes", name] => {
                 s.nodes.insert(name.to_string(), json());
             }
+            ["node-sandboxes", node, id] => {
+                s.node_index.insert((node.to_string(), id.to_string()), v.clone());
+            }
             _ => {}
         }
     }
@@ -102,8 +109,8 @@ pub fn consistent(c: &Cluster) -> Result<(), String> {
 }
 
 /// Sandboxes, endpoints and networks against their keys: every IPAM, port,
-/// name, VNI, network-name, bridge-name and subnet key has exactly one
-/// owner and every owner its keys; no address is on two endpoints.
+/// name, node-index, VNI, network-name, bridge-name and subnet key has
+/// exactly one owner and every owner its keys; no address is on two endpoints.
 fn records_consistent(s: &State) -> Result<(), String> {
     for (id, r) in &s.sandboxes {
         let phase = r["phase"].as_str().unwrap_or("ready");
@@ -112,6 +119,20 @@ fn records_consistent(s: &State) -> Result<(), String> {
         }
         if s.names.get(&str_of(r, "name")) != Some(id) {
             return Err(format!("sandbox {} has no name key", str_of(r, "name")));
+        }
+        if s.node_index.get(&(str_of(r, "node"), id.clone())) != Some(id) {
+            return Err(format!(
+                "sandbox {} has no node index key on {}",
+                str_of(r, "name"),
+                str_of(r, "node")
+            ));
+        }
+    }
+    for (node, id) in s.node_index.keys() {
+        if !s.sandboxes.get(id).is_some_and(|r| r["node"] == node.as_str()) {
+            return Err(format!(
+                "node index key {node}/{id} points at no sandbox on {node}"
+            ));
         }
     }
     for (name, id) in &s.names {

@@ -1,6 +1,7 @@
 //! The consistency checker (`berth_tests::invariants`) itself: it passes on
 //! a converged cluster and names each kind of drift planted by hand — a
-//! missing overlay FDB entry, an address key without an owner, a network
+//! missing overlay FDB entry, an address key without an owner, a sandbox
+//! without its node index key and an index key without a sandbox, a network
 //! without its name key, a stray bridge — so a soak or fault matrix that it
 //! calls converged really is.
 use std::time::Duration;
@@ -74,6 +75,27 @@ fn the_checker_sees_each_kind_of_drift() {
     let e = consistent(&c).expect_err("an orphan address");
     assert!(e.contains("has no owner"), "{e}");
     converged(&c).unwrap_or_else(|e| panic!("the repair loop did not free the orphan: {e}"));
+
+    // A sandbox record without its node index key (its node would no
+    // longer be sent it), and an index key without a record: the repair
+    // loop writes the one and deletes the other.
+    let p = s
+        .sandboxes
+        .iter()
+        .find(|(_, r)| r["name"] == "p")
+        .expect("p")
+        .0
+        .clone();
+    let index_key = format!("/berth/v1/node-sandboxes/node1/{p}");
+    etcdctl(&c, &["del", &index_key]);
+    let e = consistent(&c).expect_err("a missing index key");
+    assert!(e.contains("no node index key"), "{e}");
+    converged(&c).unwrap_or_else(|e| panic!("the repair loop did not restore the index key: {e}"));
+    let stray = format!("/berth/v1/node-sandboxes/node2/{p}");
+    etcdctl(&c, &["put", &stray, &p]);
+    let e = consistent(&c).expect_err("a stray index key");
+    assert!(e.contains("points at no sandbox"), "{e}");
+    converged(&c).unwrap_or_else(|e| panic!("the repair loop did not delete the stray index key: {e}"));
 
     // A network without its name key.
     let name_key = "/berth/v1/names/networks/ov";

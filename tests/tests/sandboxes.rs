@@ -425,22 +425,41 @@ fn teardown_leaves_nothing_behind() {
     );
 }
 
-/// The CLI picks a ready node when --node is left out, and refuses names
-/// already used anywhere in the cluster.
+/// The CLI picks the ready node with the fewest sandboxes (counted from the
+/// nodes' index keys) when --node is left out, and refuses names already
+/// used anywhere in the cluster.
 #[test]
 fn placement_and_unique_names() {
     let c = cluster(2);
+    for h in ["h1", "h2"] {
+        c.cli_ok(&["sandbox", "create", h, "--node", "node1", "--network", "host"]);
+    }
+    let node_of = |names: &[&str]| -> Vec<String> {
+        let mut args = vec!["sandbox", "inspect"];
+        args.extend_from_slice(names);
+        let v = c.cli_json(&args);
+        v.as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|s| s["Node"].as_str().map(str::to_string))
+            .collect()
+    };
+    // node1 holds 2, node2 none: both go to node2; then 2 and 2, a tie,
+    // goes to the first by name.
     c.cli_ok(&["sandbox", "create", "p1"]);
     c.cli_ok(&["sandbox", "create", "p2"]);
-    let v = c.cli_json(&["sandbox", "inspect", "p1", "p2"]);
-    let nodes: Vec<&str> = v
-        .as_array()
-        .expect("array")
-        .iter()
-        .filter_map(|s| s["Node"].as_str())
-        .collect();
-    assert_eq!(nodes.len(), 2);
-    assert_ne!(nodes[0], nodes[1], "spread over the ready nodes");
+    assert_eq!(
+        node_of(&["p1", "p2"]),
+        ["node2", "node2"],
+        "the least loaded node"
+    );
+    c.cli_ok(&["sandbox", "create", "p3", "--network", "none"]);
+    assert_eq!(
+        node_of(&["p3"]),
+        ["node1"],
+        "a tie goes to the first node by name"
+    );
+    c.cli_ok(&["sandbox", "rm", "h1", "h2", "p3"]);
     let before = c.etcd_keys();
     let out = c.cli(&["sandbox", "create", "p1", "--node", "node2"]);
     assert_eq!(out.status.code(), Some(1));

@@ -208,7 +208,12 @@ impl Sandboxes {
                 ip,
             ));
         }
-        self.store.write(write).await?;
+        if self.store.write(write).await?.committed()
+            && let Some(ip) = ep.ip
+        {
+            let pool = ipam::pool_for(network, &after.record.node);
+            ipam::released(&self.store, &network.id, pool, ip);
+        }
         Ok(())
     }
 }

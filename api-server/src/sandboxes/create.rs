@@ -1,6 +1,7 @@
 //! Creating a sandbox: checked against the cluster (network, node, links,
 //! ports), recorded `creating` with its name, endpoints, addresses (the
-//! overlay's gateway-bridge address too) and ports in one transaction, then
+//! overlay's gateway-bridge address too), ports and the node's index key
+//! (`node-sandboxes/<node>/<id>`) in one transaction, then
 //! realised by the owning agent and marked `ready`. A failed agent call
 //! undoes the create through the removal path, so addresses are released
 //! only once the agent confirmed the kernel objects are gone.
@@ -84,9 +85,15 @@ impl Sandboxes {
                 None => None,
             };
             let gw_ep = gw.as_ref().zip(gw_ip);
-            match self.record_creating(&spec, &network, &node, mode, gw_ep).await? {
-                Recorded::Done(view) => return self.realise(&node, *view).await,
-                Recorded::GatewayTaken => crate::metrics::retry("sandbox_gateway"),
+            match self.record_creating(&spec, &network, &node, mode, gw_ep).await {
+                Ok(Recorded::Done(view)) => return self.realise(&node, *view).await,
+                Ok(Recorded::GatewayTaken) => crate::metrics::retry("sandbox_gateway"),
+                Err(e) => {
+                    if let Some((net, ip)) = gw_ep {
+                        ipam::unpick(&self.store, &net.id, ipam::pool_for(net, &node.name), ip);
+                    }
+                    return Err(e);
+                }
             }
         }
         Err(ApiError::Aborted(format!(
@@ -204,6 +211,7 @@ impl Sandboxes {
                 .when(Guard::Absent(name_key.clone()))
                 .then(Op::put(name_key.clone(), id.clone()))
                 .then(Op::put_json(keys.sandbox(&id), &record)?)
+                .then(Op::put(keys.node_sandbox(&node.name, &id), id.clone()))
                 .then(Op::put_json(keys.endpoint(&network.id, &id), ep)?);
             if let (Some((gw_ep, gw_net)), Some(gw_key)) = (&gw, &gw_key) {
                 write = write

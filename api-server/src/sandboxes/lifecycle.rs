@@ -127,7 +127,10 @@ impl Sandboxes {
     pub(crate) async fn delete_records(&self, view: &SandboxView) -> Result<bool> {
         let keys = &self.store.keys;
         let r = &view.record;
-        let mut ops = vec![Op::delete(keys.sandbox(&r.id))];
+        let mut ops = vec![
+            Op::delete(keys.sandbox(&r.id)),
+            Op::delete(keys.node_sandbox(&r.node, &r.id)),
+        ];
         for p in &r.ports {
             ops.push(Op::delete(keys.port(&r.node, p)));
         }
@@ -146,7 +149,15 @@ impl Sandboxes {
         // one of them is written only together with it. The name may already
         // point at a newer sandbox only if the record were gone.
         ops.push(Op::delete(keys.sandbox_name(&r.name)));
-        Ok(self.commit_if_unchanged(view, ops).await?.is_some())
+        let deleted = self.commit_if_unchanged(view, ops).await?.is_some();
+        if deleted {
+            for (ep, net) in &view.endpoints {
+                if let Some(ip) = ep.ip {
+                    ipam::released(&self.store, &net.id, ipam::pool_for(net, &r.node), ip);
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     /// EnsureSandbox on the owning agent, with the peer sets of its overlays.

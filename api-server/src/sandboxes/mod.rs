@@ -226,17 +226,19 @@ impl Sandboxes {
                 "no ready node to place the sandbox on".into(),
             ));
         }
-        let mut load: HashMap<String, usize> = HashMap::new();
-        for s in self
-            .store
-            .list_json::<SandboxRecord>(&self.store.keys.sandboxes())
-            .await?
-        {
-            *load.entry(s.node).or_default() += 1;
-        }
+        // One count-only read of every ready node's index at one revision:
+        // etcd counts the keys in its in-memory index and sends numbers, so
+        // placement reads no record, whatever the cluster holds.
+        let prefixes: Vec<String> = ready
+            .iter()
+            .map(|n| self.store.keys.node_sandboxes(&n.name))
+            .collect();
+        let load = self.store.count_under(&prefixes).await?;
         Ok(ready
             .into_iter()
-            .min_by_key(|n| (load.get(&n.name).copied().unwrap_or(0), n.name.clone()))
+            .zip(load)
+            .min_by_key(|(n, load)| (*load, n.name.clone()))
+            .map(|(n, _)| n)
             .expect("non-empty"))
     }
 
@@ -308,19 +310,23 @@ impl Sandboxes {
         })
     }
 
-    /// Every sandbox (optionally only those on `node`), with endpoints.
+    /// Every sandbox (optionally only those on `node`, read through its
+    /// index), with endpoints.
     pub async fn list(&self, node: Option<&str>) -> Result<Vec<SandboxView>> {
-        Ok(self.list_at(node).await?.0)
+        match node {
+            Some(n) => Ok(self.list_node(n).await?.0),
+            None => Ok(self.list_all().await?.0),
+        }
     }
 
-    /// Like [`Sandboxes::list`], every record read at one etcd revision, which is returned.
-    pub async fn list_at(&self, node: Option<&str>) -> Result<(Vec<SandboxView>, i64)> {
+    /// Every sandbox of the cluster, every record read at one etcd
+    /// revision, which is returned (the repair loop's whole-state pass).
+    pub async fn list_all(&self) -> Result<(Vec<SandboxView>, i64)> {
         let keys = &self.store.keys;
-        let (mut records, revision) = self
+        let (records, revision) = self
             .store
             .list_json_versioned::<SandboxRecord>(&keys.sandboxes(), None)
             .await?;
-        records.retain(|r| node.is_none_or(|n| r.value.node == n));
         let networks: HashMap<String, NetworkRecord> = self
             .store
             .list_json_versioned::<NetworkRecord>(&keys.networks(), Some(revision))

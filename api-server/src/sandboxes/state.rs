@@ -22,9 +22,10 @@ pub struct NodeState {
 
 impl Sandboxes {
     /// Everything `node` should have, for a full sync: its sandboxes that
-    /// are being created or are ready, without endpoints being removed.
+    /// are being created or are ready, without endpoints being removed,
+    /// read through the node's index keys (the cost grows with the node).
     pub async fn desired_state(&self, node: &str) -> Result<NodeState> {
-        let (mut views, revision) = self.list_at(Some(node)).await?;
+        let (mut views, revision) = self.list_node(node).await?;
         views.retain(|v| v.record.phase != Phase::Removing);
         for v in &mut views {
             v.endpoints.retain(|(e, _)| !e.removing);

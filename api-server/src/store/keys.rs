@@ -88,6 +88,22 @@ impl Keys {
     pub fn sandbox(&self, id: &str) -> String {
         format!("{}sandboxes/{id}", self.root)
     }
+    /// Every node's sandbox index (see [`Keys::node_sandbox`]).
+    pub fn node_sandboxes_all(&self) -> String {
+        format!("{}node-sandboxes/", self.root)
+    }
+    /// The sandbox index of one node.
+    pub fn node_sandboxes(&self, node: &str) -> String {
+        format!("{}node-sandboxes/{node}/", self.root)
+    }
+    /// `node-sandboxes/<node>/<sandbox-id>` → the sandbox id: written and
+    /// deleted in the same transaction as the sandbox record, so a node's
+    /// desired state and its load are read from its own keys, not from
+    /// every sandbox of the cluster. Not under `nodes/`, whose keys are the
+    /// node records (listed as a whole).
+    pub fn node_sandbox(&self, node: &str, sandbox_id: &str) -> String {
+        format!("{}node-sandboxes/{node}/{sandbox_id}", self.root)
+    }
     pub fn endpoints_all(&self) -> String {
         format!("{}endpoints/", self.root)
     }
@@ -164,5 +180,11 @@ mod tests {
             "/berth/v1/ipam/n/node1/10.0.0.2"
         );
         assert_eq!(last_segment("/berth/v1/ipam/n/node1/10.0.0.2"), "10.0.0.2");
+        assert_eq!(k.node_sandbox("node1", "ab"), "/berth/v1/node-sandboxes/node1/ab");
+        assert!(
+            k.node_sandbox("node1", "ab")
+                .starts_with(&k.node_sandboxes("node1"))
+        );
+        assert!(!k.node_sandboxes("node1").starts_with(&k.nodes()));
     }
 }

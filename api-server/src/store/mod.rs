@@ -21,6 +21,12 @@ use crate::error::{ApiError, Result};
 pub struct Store {
     client: Client,
     pub keys: Keys,
+    /// Per IPAM pool (`<network-id>/<pool>`), where this process's next
+    /// pick starts (see `crate::ipam`): a hint, never trusted for
+    /// correctness (every address is still taken with a transaction), so
+    /// replicas need not share it.
+    pub(crate) cursors:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::net::Ipv4Addr>>>,
 }
 
 /// A value read from etcd with the revision it was last modified at.
@@ -42,6 +48,7 @@ impl Store {
         Ok(Self {
             client,
             keys: Keys::new(prefix),
+            cursors: Default::default(),
         })
     }
 
@@ -61,6 +68,7 @@ impl Store {
         Ok(Self {
             client,
             keys: Keys::new(prefix),
+            cursors: Default::default(),
         })
     }
 
@@ -164,11 +172,18 @@ impl Store {
 
     /// Keys under `prefix`.
     pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
-        let (kvs, _) = self.range_all(prefix, None, true).await?;
-        Ok(kvs
-            .iter()
-            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
-            .collect())
+        Ok(self.list_keys_rev(prefix).await?.0)
+    }
+
+    /// Keys under `prefix` and the store revision they were read at.
+    pub async fn list_keys_rev(&self, prefix: &str) -> Result<(Vec<String>, i64)> {
+        let (kvs, rev) = self.range_all(prefix, None, true).await?;
+        Ok((
+            kvs.iter()
+                .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+                .collect(),
+            rev,
+        ))
     }
 
     /// One transaction, timed and counted by outcome

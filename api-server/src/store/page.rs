@@ -119,6 +119,20 @@ impl Store {
         keys: &[String],
         revision: i64,
     ) -> Result<Vec<Option<T>>> {
+        Ok(self
+            .get_many_versioned(keys, revision)
+            .await?
+            .into_iter()
+            .map(|v| v.map(|v| v.value))
+            .collect())
+    }
+
+    /// Like [`Store::get_many_json`], with each record's mod revision.
+    pub async fn get_many_versioned<T: DeserializeOwned>(
+        &self,
+        keys: &[String],
+        revision: i64,
+    ) -> Result<Vec<Option<Versioned<T>>>> {
         let mut out = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(TXN_OPS) {
             let ops: Vec<TxnOp> = chunk
@@ -131,9 +145,37 @@ impl Store {
                     return Err(ApiError::Internal("a read transaction answered a write".into()));
                 };
                 out.push(match g.kvs().first() {
-                    Some(kv) => Some(serde_json::from_slice(kv.value())?),
+                    Some(kv) => Some(Versioned {
+                        value: serde_json::from_slice(kv.value())?,
+                        mod_revision: kv.mod_revision(),
+                    }),
                     None => None,
                 });
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many keys start with each of `prefixes`, counted by etcd at one
+    /// revision (count-only reads: no key or value is sent).
+    pub async fn count_under(&self, prefixes: &[String]) -> Result<Vec<i64>> {
+        let mut out = Vec::with_capacity(prefixes.len());
+        for chunk in prefixes.chunks(TXN_OPS) {
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|p| {
+                    TxnOp::get(
+                        p.as_str(),
+                        Some(GetOptions::new().with_prefix().with_count_only()),
+                    )
+                })
+                .collect();
+            let resp = self.client.clone().txn(Txn::new().and_then(ops)).await?;
+            for r in resp.op_responses() {
+                let TxnOpResponse::Get(g) = r else {
+                    return Err(ApiError::Internal("a read transaction answered a write".into()));
+                };
+                out.push(g.count());
             }
         }
         Ok(out)

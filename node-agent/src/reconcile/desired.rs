@@ -3,7 +3,7 @@
 //! carries its generation (the etcd revision of its record): an older spec
 //! never replaces a newer one, a snapshot read before a command does not
 //! undo it, and a removed sandbox (ids are never reused) never comes back.
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::model::{Desired, NetworkSpec, PeerSet, SandboxSpec};
@@ -37,6 +37,10 @@ impl std::fmt::Display for Refused {
 #[derive(Debug, Default)]
 pub struct DesiredStore {
     desired: Desired,
+    /// Network id → how many endpoints of the held sandboxes use it, kept
+    /// with every change so dropping unused networks costs O(networks),
+    /// not O(sandboxes).
+    users: HashMap<String, usize>,
     /// Removed sandbox ids, with when they were removed.
     tombstones: HashMap<String, Instant>,
     /// Revision of the last snapshot taken.
@@ -76,9 +80,26 @@ impl DesiredStore {
         for (id, set) in peers {
             self.accept_peers(&id, set);
         }
-        self.desired.sandboxes.insert(sandbox.id.clone(), sandbox);
+        self.count(&sandbox, true);
+        if let Some(old) = self.desired.sandboxes.insert(sandbox.id.clone(), sandbox) {
+            self.count(&old, false);
+        }
         self.drop_unused_networks();
         Ok(())
+    }
+
+    /// Counts (or uncounts) the endpoints of `s` as users of their networks.
+    fn count(&mut self, s: &SandboxSpec, add: bool) {
+        for ep in &s.endpoints {
+            if add {
+                *self.users.entry(ep.network_id.clone()).or_default() += 1;
+            } else if let Some(n) = self.users.get_mut(&ep.network_id) {
+                *n -= 1;
+                if *n == 0 {
+                    self.users.remove(&ep.network_id);
+                }
+            }
+        }
     }
 
     /// Forgets a sandbox for good; returns its spec if it was held.
@@ -86,6 +107,9 @@ impl DesiredStore {
         self.tombstones.retain(|_, t| t.elapsed() < TOMBSTONE_TTL);
         self.tombstones.insert(id.to_string(), Instant::now());
         let spec = self.desired.sandboxes.remove(id);
+        if let Some(s) = &spec {
+            self.count(s, false);
+        }
         self.drop_unused_networks();
         spec
     }
@@ -135,20 +159,22 @@ impl DesiredStore {
             }
         }
         self.desired = snap;
+        self.users.clear();
+        let sandboxes = std::mem::take(&mut self.desired.sandboxes);
+        for s in sandboxes.values() {
+            self.count(s, true);
+        }
+        self.desired.sandboxes = sandboxes;
         self.snapshot_revision = self.snapshot_revision.max(revision);
         self.drop_unused_networks();
     }
 
     /// Networks and peer sets no sandbox here uses any more.
     fn drop_unused_networks(&mut self) {
-        let used: BTreeSet<String> = self
-            .desired
-            .sandboxes
-            .values()
-            .flat_map(|s| s.endpoints.iter().map(|e| e.network_id.clone()))
-            .collect();
-        self.desired.networks.retain(|id, _| used.contains(id));
-        self.desired.peers.retain(|id, _| used.contains(id));
+        let users = &self.users;
+        self.desired.networks.retain(|id, _| users.contains_key(id));
+        self.desired.peers.retain(|id, _| users.contains_key(id));
+        self.desired.pruned = true;
     }
 }
 
@@ -185,6 +211,68 @@ mod tests {
         d.remove("a");
         assert_eq!(d.ensure(sandbox("a", 9), vec![], vec![]), Err(Refused::Removed));
         assert!(d.get().sandboxes.is_empty());
+    }
+
+    fn on(id: &str, generation: u64, networks: &[&str]) -> SandboxSpec {
+        let mut s = sandbox(id, generation);
+        s.endpoints = networks
+            .iter()
+            .map(|n| crate::model::EndpointSpec {
+                id: format!("{id}-{n}"),
+                network_id: n.to_string(),
+                ifname: "eth0".into(),
+                ip: std::net::Ipv4Addr::new(10, 0, 0, 2),
+                prefix: 24,
+                mac: [0; 6],
+                default_route: false,
+                aliases: vec![],
+            })
+            .collect();
+        s
+    }
+
+    fn net(id: &str) -> NetworkSpec {
+        NetworkSpec {
+            id: id.into(),
+            name: id.into(),
+            driver: berth_core::model::Driver::Bridge,
+            bridge: format!("br-{id}"),
+            subnet: "10.0.0.0/24".parse().unwrap(),
+            gateway: "10.0.0.1".parse().unwrap(),
+            mtu: 0,
+            icc: true,
+            masquerade: true,
+            vni: None,
+        }
+    }
+
+    /// Networks go when their last user does (counted, not found by a
+    /// walk over every sandbox), and stay while one is left.
+    #[test]
+    fn networks_live_as_long_as_their_users() {
+        let mut d = DesiredStore::default();
+        d.ensure(on("a", 1, &["x", "y"]), vec![net("x"), net("y")], vec![])
+            .unwrap();
+        d.ensure(on("b", 2, &["x"]), vec![net("x")], vec![]).unwrap();
+        let ids = |d: &DesiredStore| d.get().networks.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(ids(&d), ["x", "y"]);
+        assert_eq!(d.get().active_networks().len(), 2);
+        // a leaves y: y goes, x stays (b uses it).
+        d.ensure(on("a", 3, &["x"]), vec![net("x")], vec![]).unwrap();
+        assert_eq!(ids(&d), ["x"]);
+        d.remove("a");
+        assert_eq!(ids(&d), ["x"]);
+        d.remove("b");
+        assert!(ids(&d).is_empty());
+        // A snapshot counts its sandboxes afresh.
+        let mut snap = Desired::default();
+        snap.networks.insert("x".into(), net("x"));
+        snap.networks.insert("unused".into(), net("unused"));
+        snap.sandboxes.insert("c".into(), on("c", 9, &["x"]));
+        d.snapshot(snap, 10);
+        assert_eq!(ids(&d), ["x"]);
+        d.remove("c");
+        assert!(ids(&d).is_empty());
     }
 
     #[test]

@@ -166,7 +166,7 @@ fn desired_keys(d: &Desired, scope: &Scope) -> Vec<(ObjectKey, Option<String>)> 
             out.push((ObjectKey::new(ObjectKind::Peers, &vx), None));
         }
     }
-    for s in d.sandboxes.values().filter(|s| scope.has_sandbox(&s.id)) {
+    for s in scope.sandboxes_of(d) {
         let id = Some(s.id.clone());
         if let Some(ns) = &s.netns {
             out.push((ObjectKey::new(ObjectKind::Namespace, ns), id.clone()));
@@ -280,14 +280,21 @@ impl Reconciler {
         inner.commands += 1;
         let id = sandbox.id.clone();
         let mut nets: BTreeSet<String> = sandbox.endpoints.iter().map(|e| e.network_id.clone()).collect();
+        let mut before = Vec::new();
         if let Some(old) = inner.desired.get().sandboxes.get(&id) {
             nets.extend(old.endpoints.iter().map(|e| e.network_id.clone()));
+            before = wanted_links_of(inner.desired.get(), old);
         }
         inner
             .desired
             .ensure(sandbox, networks, peers)
             .map_err(|r| AgentError::Stale(r.to_string()))?;
-        let report = self.pass(&mut inner, &Scope::sandbox(&id, nets)).await;
+        let d = inner.desired.get();
+        self.names.update_sandbox(d, &id);
+        for n in &nets {
+            self.names.update_peers(d, n);
+        }
+        let report = self.pass(&mut inner, &Scope::sandbox(&id, nets), &before).await;
         self.answer(report, &id)
     }
 
@@ -296,11 +303,19 @@ impl Reconciler {
     pub async fn remove_sandbox(&self, id: &str, netns_name: &str) -> Result<(), AgentError> {
         let mut inner = self.inner.lock().await;
         inner.commands += 1;
+        let before = match inner.desired.get().sandboxes.get(id) {
+            Some(old) => wanted_links_of(inner.desired.get(), old),
+            None => Vec::new(),
+        };
         let spec = inner.desired.remove(id);
         let nets: BTreeSet<String> = spec
             .iter()
             .flat_map(|s| s.endpoints.iter().map(|e| e.network_id.clone()))
             .collect();
+        self.names.remove_sandbox(id);
+        for n in &nets {
+            self.names.update_peers(inner.desired.get(), n);
+        }
         // Unknown here but named by the API server: berth's if its marker says
         // so (a runtime's namespace, named by path, never is).
         if spec.is_none() && !netns_name.is_empty() && !crate::model::is_path(netns_name) {
@@ -330,7 +345,7 @@ impl Reconciler {
                 }
             }
         }
-        let report = self.pass(&mut inner, &Scope::sandbox(id, nets)).await;
+        let report = self.pass(&mut inner, &Scope::sandbox(id, nets), &before).await;
         tracing::info!(sandbox = %id, "sandbox removed");
         self.answer(report, id)
     }
@@ -344,7 +359,8 @@ impl Reconciler {
             tracing::debug!(network = %network_id, "older overlay peer set ignored");
             return Ok(());
         }
-        let report = self.pass(&mut inner, &Scope::network(network_id)).await;
+        self.names.update_peers(inner.desired.get(), network_id);
+        let report = self.pass(&mut inner, &Scope::network(network_id), &[]).await;
         match report.errors.first() {
             Some((k, _, e)) => {
                 self.wake.notify_one();
@@ -360,6 +376,7 @@ impl Reconciler {
     pub async fn sync(&self, desired: Desired, revision: u64) -> Result<(), String> {
         let mut inner = self.inner.lock().await;
         inner.desired.snapshot(desired, revision);
+        self.names.rebuild(inner.desired.get());
         inner.synced = true;
         self.full_pass_locked(&mut inner).await
     }
@@ -375,7 +392,8 @@ impl Reconciler {
     }
 
     async fn full_pass_locked(&self, inner: &mut Inner) -> Result<(), String> {
-        let report = self.pass(inner, &Scope::full()).await;
+        let started = std::time::Instant::now();
+        let report = self.pass(inner, &Scope::full(), &[]).await;
         inner.last_full_pass = Some(SystemTime::now());
         inner.last_full_ok = report.errors.is_empty();
         inner.rebuild = inner.rebuild && !report.errors.is_empty();
@@ -384,6 +402,7 @@ impl Reconciler {
             sandboxes = d.sandboxes.len(),
             actions = report.actions,
             errors = report.errors.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
             "full pass done"
         );
         if report.errors.is_empty() {
@@ -409,11 +428,12 @@ impl Reconciler {
         }
     }
 
-    /// One pass: observe, plan, execute, record.
-    async fn pass(&self, inner: &mut Inner, scope: &Scope) -> PassReport {
+    /// One pass: observe, plan, execute, record. The callers updated the
+    /// name index for what they changed; `before` are the links the scoped
+    /// sandboxes wanted before the change.
+    async fn pass(&self, inner: &mut Inner, scope: &Scope, before: &[String]) -> PassReport {
         let start = std::time::Instant::now();
         inner.passes += 1;
-        self.names.rebuild(inner.desired.get());
         let config = PassConfig {
             underlay_mtu: self.underlay_mtu,
             local_vtep: self.underlay,
@@ -441,23 +461,39 @@ impl Reconciler {
         );
         let report = run_pass(&mut exec, d, owned, saved, scope, &config, results).await;
         drop(exec);
-        self.publish_wanted(d);
+        self.publish_wanted(d, scope, before);
         self.note_vanished(d, &report.vanished);
         crate::metrics::pass(scope.is_full(), report.errors.is_empty(), start);
         crate::metrics::objects(results);
         report
     }
 
-    fn publish_wanted(&self, d: &Desired) {
-        let mut wanted = BTreeSet::new();
-        for n in d.active_networks() {
-            wanted.insert(n.bridge.clone());
-            wanted.extend(n.vxlan_name());
+    /// Keeps the watcher's set of wanted links current: recomputed by a
+    /// full pass; a command's pass swaps its sandboxes' links (`before` →
+    /// now) and the networks', in O(its scope).
+    fn publish_wanted(&self, d: &Desired, scope: &Scope, before: &[String]) {
+        let mut wanted = self.wanted_links.write().unwrap_or_else(|e| e.into_inner());
+        let networks = || {
+            d.active_networks()
+                .into_iter()
+                .flat_map(|n| std::iter::once(n.bridge.clone()).chain(n.vxlan_name()))
+        };
+        if scope.is_full() {
+            let mut all: BTreeSet<String> = networks().collect();
+            for s in d.sandboxes.values() {
+                all.extend(s.endpoints.iter().map(|e| e.host_ifname()));
+            }
+            *wanted = all;
+            return;
         }
-        for s in d.sandboxes.values() {
-            wanted.extend(s.endpoints.iter().map(|e| e.host_ifname()));
+        for name in before {
+            wanted.remove(name);
         }
-        *self.wanted_links.write().unwrap_or_else(|e| e.into_inner()) = wanted;
+        // Bridges `before` named that other sandboxes still use come back here.
+        wanted.extend(networks());
+        for s in scope.sandboxes_of(d) {
+            wanted.extend(wanted_links_of(d, s));
+        }
     }
 
     /// Where `berth exec` runs for a namespace name as the API server knows
@@ -482,6 +518,19 @@ impl Reconciler {
             etc_dir: Some(etcfiles::dir(&ns)),
         }
     }
+}
+
+/// The links of the node namespace a sandbox needs: its host veths and
+/// its networks' bridges and VXLAN devices.
+fn wanted_links_of(d: &Desired, s: &SandboxSpec) -> Vec<String> {
+    let mut out: Vec<String> = s.endpoints.iter().map(|e| e.host_ifname()).collect();
+    for ep in &s.endpoints {
+        if let Some(n) = d.networks.get(&ep.network_id) {
+            out.push(n.bridge.clone());
+            out.extend(n.vxlan_name());
+        }
+    }
+    out
 }
 
 /// Whether namespace `ns` carries the marker of sandbox `id`.
@@ -527,7 +576,7 @@ pub fn observe_request(
             links.insert(n.bridge.clone());
             links.extend(n.vxlan_name());
         }
-        for s in d.sandboxes.values().filter(|s| scope.has_sandbox(&s.id)) {
+        for s in scope.sandboxes_of(d) {
             links.extend(s.endpoints.iter().map(|e| e.host_ifname()));
         }
         // berth's interfaces in runtimes' namespaces, to remove the unwanted.
@@ -538,17 +587,26 @@ pub fn observe_request(
         }
         req.links = Some(links);
     }
-    for s in d.sandboxes.values() {
-        let Some(ns) = &s.netns else {
-            req.host_sandboxes.insert(s.id.clone());
-            continue;
-        };
-        if scope.has_sandbox(&s.id) {
+    if req.scan_prefix.is_some() {
+        // Only a rebuild from the markers adopts host-mode commands.
+        req.host_sandboxes = d
+            .sandboxes
+            .values()
+            .filter(|s| s.netns.is_none())
+            .map(|s| s.id.clone())
+            .collect();
+    }
+    for s in scope.sandboxes_of(d) {
+        if let Some(ns) = &s.netns {
             req.inspect.insert(ns.clone());
             if s.external.is_none() {
                 req.etc.insert(ns.clone());
             }
-        } else if !s.links.is_empty() {
+        }
+    }
+    // Sandboxes with links follow their targets' addresses.
+    for s in d.sandboxes.values().filter(|s| !s.links.is_empty()) {
+        if let Some(ns) = &s.netns {
             req.etc.insert(ns.clone());
         }
     }
@@ -599,7 +657,7 @@ pub async fn run_pass<E: Executor>(
     };
     // Namespaces proven berth's by their marker are recorded (again, after
     // a lost state file) with their current inode.
-    for s in d.sandboxes.values().filter(|s| scope.has_sandbox(&s.id)) {
+    for s in scope.sandboxes_of(d) {
         let Some(name) = &s.netns else { continue };
         if let Some(ns) = observed.namespaces.get(name)
             && ns.marker.as_deref() == Some(observed::sandbox_mark(&s.id).as_str())

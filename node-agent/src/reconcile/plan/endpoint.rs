@@ -70,10 +70,6 @@ fn external_of(ctx: &Ctx<'_>, sandbox_id: &str) -> bool {
 pub(super) fn plan(ctx: &mut Ctx<'_>) {
     let observed = ctx.observed();
     let desired = ctx.desired();
-    let mut wanted_hosts = BTreeSet::new();
-    for s in desired.sandboxes.values() {
-        wanted_hosts.extend(s.endpoints.iter().map(EndpointSpec::host_ifname));
-    }
     for s in ctx.sandboxes_in_scope() {
         let Some(netns) = &s.netns else { continue };
         if ctx.is_blocked(s) {
@@ -107,6 +103,10 @@ pub(super) fn plan(ctx: &mut Ctx<'_>) {
     }
     if !ctx.inp.scope.is_full() {
         return;
+    }
+    let mut wanted_hosts = BTreeSet::new();
+    for s in desired.sandboxes.values() {
+        wanted_hosts.extend(s.endpoints.iter().map(EndpointSpec::host_ifname));
     }
     let ep_mark = format!("{MARK}ep:");
     for (name, link) in &observed.links {

@@ -53,11 +53,12 @@ pub(super) fn plan(ctx: &mut Ctx<'_>) {
     let desired = ctx.desired();
     let observed = ctx.observed();
     // Sandboxes with links follow their targets, so they are always looked at.
-    for s in desired
+    let scope = ctx.inp.scope;
+    let linking = desired
         .sandboxes
         .values()
-        .filter(|s| ctx.inp.scope.has_sandbox(&s.id) || !s.links.is_empty())
-    {
+        .filter(|s| !s.links.is_empty() && !scope.has_sandbox(&s.id));
+    for s in scope.sandboxes_of(desired).into_iter().chain(linking) {
         let Some(netns) = &s.netns else { continue };
         // A runtime writes its containers' files (berth's DNS goes in its result).
         if ctx.is_blocked(s) || s.external.is_some() {

@@ -67,6 +67,15 @@ impl Scope {
     pub fn has_network(&self, id: &str) -> bool {
         self.networks.as_ref().is_none_or(|s| s.contains(id))
     }
+
+    /// The desired sandboxes in scope, in id order: looked up by id for a
+    /// command's pass, so it costs O(its scope), not O(the node).
+    pub fn sandboxes_of<'a>(&self, d: &'a Desired) -> Vec<&'a SandboxSpec> {
+        match &self.sandboxes {
+            None => d.sandboxes.values().collect(),
+            Some(ids) => ids.iter().filter_map(|id| d.sandboxes.get(id)).collect(),
+        }
+    }
 }
 
 /// An object berth must not touch: it exists and is not provably berth's.
@@ -143,12 +152,7 @@ impl<'a> Ctx<'a> {
 
     /// Desired sandboxes in scope, in id order.
     fn sandboxes_in_scope(&self) -> Vec<&'a SandboxSpec> {
-        let scope = self.inp.scope;
-        self.desired()
-            .sandboxes
-            .values()
-            .filter(|s| scope.has_sandbox(&s.id))
-            .collect()
+        self.inp.scope.sandboxes_of(self.desired())
     }
 
     /// Networks with an endpoint on this node that the pass looks at.
