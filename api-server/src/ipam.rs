@@ -63,19 +63,36 @@ pub async fn taken_subnets(store: &Store, scope: Scope) -> Result<TakenSubnets> 
     })
 }
 
+/// A subnet a new network must not overlap whatever its scope, and what it
+/// is, for the refusal: a node's own route, or a network of the other scope
+/// (an overlay and a local bridge network meet on every node).
+#[derive(Debug, Clone)]
+pub struct Avoid {
+    pub subnet: Ipv4Net,
+    pub what: String,
+}
+
 /// Chooses the subnet for a new network: `requested` if it overlaps nothing
 /// taken (local scope; a global network's explicit subnet may overlap
-/// others, since overlays never share a routing table), else the first free
-/// subnet of the scope's pool.
+/// other global ones, since overlays never share a routing table) and
+/// nothing in `avoid`, else the first subnet of the scope's pool that
+/// overlaps neither.
 /// `name_of` turns a network id into a name for the error message.
 pub fn choose_subnet(
     scope: Scope,
     requested: Option<Ipv4Net>,
     taken: &[(Ipv4Net, String)],
+    avoid: &[Avoid],
     name_of: impl Fn(&str) -> String,
 ) -> Result<Ipv4Net> {
     match requested {
         Some(want) => {
+            if let Some(a) = avoid.iter().find(|a| net::overlaps(want, a.subnet)) {
+                return Err(ApiError::FailedPrecondition(format!(
+                    "subnet {want} overlaps {}",
+                    a.what
+                )));
+            }
             if scope == Scope::Global {
                 return Ok(want);
             }
@@ -88,7 +105,11 @@ pub fn choose_subnet(
             Ok(want)
         }
         None => {
-            let nets: Vec<Ipv4Net> = taken.iter().map(|(n, _)| *n).collect();
+            let nets: Vec<Ipv4Net> = taken
+                .iter()
+                .map(|(n, _)| *n)
+                .chain(avoid.iter().map(|a| a.subnet))
+                .collect();
             let (free, pools) = match scope {
                 Scope::Local => (net::first_free(net::local_pool(), &nets), LOCAL_POOL_TEXT),
                 Scope::Global => (net::first_free(net::global_pool(), &nets), GLOBAL_POOL_TEXT),
@@ -253,28 +274,59 @@ mod tests {
         let taken = vec![(n("172.17.0.0/16"), "id-bridge".to_string())];
         let name = |id: &str| id.trim_start_matches("id-").to_string();
         assert_eq!(
-            choose_subnet(Scope::Local, None, &taken, name).unwrap(),
+            choose_subnet(Scope::Local, None, &taken, &[], name).unwrap(),
             n("172.18.0.0/16")
         );
         assert_eq!(
-            choose_subnet(Scope::Global, None, &[], name).unwrap(),
+            choose_subnet(Scope::Global, None, &[], &[], name).unwrap(),
             n("10.0.0.0/24")
         );
-        let e = choose_subnet(Scope::Local, Some(n("172.17.3.0/24")), &taken, name).unwrap_err();
+        let e = choose_subnet(Scope::Local, Some(n("172.17.3.0/24")), &taken, &[], name).unwrap_err();
         assert!(
             matches!(e, ApiError::FailedPrecondition(ref m) if m.contains("bridge")),
             "{e}"
         );
         assert_eq!(
-            choose_subnet(Scope::Local, Some(n("172.30.3.0/24")), &taken, name).unwrap(),
+            choose_subnet(Scope::Local, Some(n("172.30.3.0/24")), &taken, &[], name).unwrap(),
             n("172.30.3.0/24")
         );
         let all: Vec<_> = net::local_pool().map(|p| (p, "x".to_string())).collect();
-        let e = choose_subnet(Scope::Local, None, &all, name).unwrap_err();
+        let e = choose_subnet(Scope::Local, None, &all, &[], name).unwrap_err();
         assert!(
             matches!(e, ApiError::Exhausted(ref m) if m.contains("172.17.0.0/16")),
             "{e}"
         );
+    }
+
+    /// A node's route is skipped by the pool and refuses an explicit subnet
+    /// of either scope, named in the message.
+    #[test]
+    fn subnets_avoid_node_routes() {
+        let name = |id: &str| id.to_string();
+        let route = Avoid {
+            subnet: n("172.18.5.0/24"),
+            what: "route 172.18.5.0/24 (dev eth0) of node node1".into(),
+        };
+        let taken = vec![(n("172.17.0.0/16"), "bridge".to_string())];
+        assert_eq!(
+            choose_subnet(Scope::Local, None, &taken, std::slice::from_ref(&route), name).unwrap(),
+            n("172.19.0.0/16")
+        );
+        for scope in [Scope::Local, Scope::Global] {
+            let e = choose_subnet(
+                scope,
+                Some(n("172.18.0.0/16")),
+                &taken,
+                std::slice::from_ref(&route),
+                name,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(e, ApiError::FailedPrecondition(ref m)
+                    if m == "subnet 172.18.0.0/16 overlaps route 172.18.5.0/24 (dev eth0) of node node1"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

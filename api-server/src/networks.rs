@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use berth_core::model::{DEFAULT_BRIDGE, Driver, GW_BRIDGE, HOST_NETWORK, NONE_NETWORK};
+use berth_core::model::{DEFAULT_BRIDGE, Driver, GW_BRIDGE, HOST_NETWORK, NONE_NETWORK, Scope};
 use berth_core::names::{validate_label, validate_name};
 use berth_core::net;
 use berth_core::options::{self, NetworkOptions};
@@ -12,7 +12,7 @@ use ipnet::Ipv4Net;
 use crate::error::{ApiError, Result};
 use crate::ipam;
 use crate::page::{Page, PageRequest};
-use crate::store::records::{EndpointRecord, NetworkRecord};
+use crate::store::records::{EndpointRecord, NetworkRecord, NodeRecord};
 use crate::store::{Guard, Op, Store, Write, new_id, now_rfc3339};
 
 /// A validated request to create a network.
@@ -114,6 +114,20 @@ impl Networks {
         Self { store }
     }
 
+    /// Every node's own routes, as subnets a new network must not overlap.
+    async fn node_routes(&self) -> Result<Vec<ipam::Avoid>> {
+        let nodes: Vec<NodeRecord> = self.store.list_json(&self.store.keys.nodes()).await?;
+        Ok(nodes
+            .iter()
+            .flat_map(|n| {
+                n.routes.iter().map(|r| ipam::Avoid {
+                    subnet: r.destination,
+                    what: format!("route {} (dev {}) of node {}", r.destination, r.device, n.name),
+                })
+            })
+            .collect())
+    }
+
     /// Creates a network: name, subnet, VNI and bridge device are taken in one
     /// transaction, retried when another allocation in the same scope wins.
     pub async fn create(&self, spec: NetworkSpec) -> Result<NetworkRecord> {
@@ -146,13 +160,33 @@ impl Networks {
             };
             if spec.driver.has_ipam() {
                 let taken = ipam::taken_subnets(&self.store, scope).await?;
+                let other_scope = match scope {
+                    Scope::Local => Scope::Global,
+                    Scope::Global => Scope::Local,
+                };
+                let other = ipam::taken_subnets(&self.store, other_scope).await?;
                 let names = self.names_by_id().await?;
-                let subnet = ipam::choose_subnet(scope, spec.subnet, &taken.subnets, |id| {
-                    names.get(id).cloned().unwrap_or_else(|| id.to_string())
-                })?;
+                let name_of = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_string());
+                // The built-in networks come before any node registers and
+                // keep Docker's subnets.
+                let avoid = if spec.builtin {
+                    Vec::new()
+                } else {
+                    let mut avoid = self.node_routes().await?;
+                    avoid.extend(other.subnets.iter().map(|(net, id)| ipam::Avoid {
+                        subnet: *net,
+                        what: format!("{net} of {other_scope} network {}", name_of(id)),
+                    }));
+                    avoid
+                };
+                let subnet = ipam::choose_subnet(scope, spec.subnet, &taken.subnets, &avoid, name_of)?;
                 let guard = keys.subnet_guard(scope);
                 let subnet_key = keys.subnet(scope, subnet, &id);
                 write = write
+                    .when(Guard::Unchanged(
+                        keys.subnet_guard(other_scope),
+                        other.guard_revision,
+                    ))
                     .when(Guard::Unchanged(guard.clone(), taken.guard_revision))
                     .then(Op::put(guard, id.clone()))
                     .when(Guard::Absent(subnet_key.clone()))

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use berth_core::names::validate_name;
 
 use crate::error::{ApiError, Result};
-use crate::store::records::NodeRecord;
+use crate::store::records::{NodeRecord, NodeRoute};
 use crate::store::{Guard, Op, Read, Store, Write, now_rfc3339};
 
 /// A node as listed: its record and whether its lease is alive.
@@ -26,10 +26,17 @@ pub struct Registration {
     pub address: Ipv4Addr,
     pub agent_url: String,
     pub mtu: u32,
+    pub routes: Vec<NodeRoute>,
 }
 
 impl Registration {
-    pub fn validate(name: &str, address: &str, agent_url: &str, mtu: u32) -> Result<Self> {
+    pub fn validate(
+        name: &str,
+        address: &str,
+        agent_url: &str,
+        mtu: u32,
+        routes: &[(String, String)],
+    ) -> Result<Self> {
         validate_name("node name", name)?;
         let address = berth_core::net::parse_ip("node address", address)?;
         if !(agent_url.starts_with("http://") || agent_url.starts_with("https://")) {
@@ -39,11 +46,36 @@ impl Registration {
             )
             .into());
         }
+        berth_core::limits::check_count(
+            "routes",
+            "routes",
+            routes.len(),
+            berth_core::limits::MAX_NODE_ROUTES,
+        )?;
+        let routes = routes
+            .iter()
+            .map(|(destination, device)| {
+                let destination: ipnet::Ipv4Net = destination.parse().map_err(|_| {
+                    berth_core::Invalid::new("routes", format!("{destination:?} is not an IPv4 CIDR"))
+                })?;
+                if device.len() > 15 || !device.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(berth_core::Invalid::new(
+                        "routes",
+                        format!("{device:?} is not an interface name"),
+                    ));
+                }
+                Ok(NodeRoute {
+                    destination: destination.trunc(),
+                    device: device.clone(),
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, berth_core::Invalid>>()?;
         Ok(Self {
             name: name.to_string(),
             address,
             agent_url: agent_url.to_string(),
             mtu: if mtu == 0 { 1500 } else { mtu },
+            routes,
         })
     }
 }
@@ -87,6 +119,7 @@ impl Nodes {
             registered: now_rfc3339(),
             lease,
             removing: false,
+            routes: reg.routes.clone(),
         };
         // Not ready yet: the liveness key comes with the first heartbeat, which
         // the agent sends once it has converged to its desired state, so no

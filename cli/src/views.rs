@@ -192,6 +192,9 @@ pub struct NodeView {
     pub agent: String,
     pub registered: String,
     pub mtu: u32,
+    /// The node's own routes (`DESTINATION dev DEVICE`), which berth's
+    /// subnets do not overlap.
+    pub routes: Vec<String>,
 }
 
 pub fn node_status(node: &Node) -> &'static str {
@@ -207,6 +210,11 @@ impl From<&Node> for NodeView {
             agent: n.agent_url.clone(),
             registered: n.registered.clone(),
             mtu: n.mtu,
+            routes: n
+                .routes
+                .iter()
+                .map(|r| format!("{} dev {}", r.destination, r.device))
+                .collect(),
         }
     }
 }
@@ -412,6 +420,13 @@ pub(crate) mod fixtures {
         }
     }
 
+    fn pb_route(destination: &str, device: &str) -> berth_proto::v1::NodeRoute {
+        berth_proto::v1::NodeRoute {
+            destination: destination.into(),
+            device: device.into(),
+        }
+    }
+
     pub fn nodes() -> [Node; 2] {
         [
             Node {
@@ -421,6 +436,7 @@ pub(crate) mod fixtures {
                 ready: false,
                 registered: "t".into(),
                 mtu: 1500,
+                routes: vec![pb_route("192.168.205.0/24", "eth0")],
             },
             Node {
                 name: "node1".into(),
@@ -429,6 +445,7 @@ pub(crate) mod fixtures {
                 ready: true,
                 registered: "t".into(),
                 mtu: 1500,
+                routes: vec![pb_route("192.168.205.0/24", "eth0")],
             },
         ]
     }
@@ -592,7 +609,8 @@ mod tests {
         assert_eq!(
             v,
             json!({"Name": "node1", "Address": "192.168.205.10", "Status": "ready",
-                   "Agent": "http://192.168.205.10:7001", "Registered": "t", "Mtu": 1500})
+                   "Agent": "http://192.168.205.10:7001", "Registered": "t", "Mtu": 1500,
+                   "Routes": ["192.168.205.0/24 dev eth0"]})
         );
     }
 

@@ -262,6 +262,7 @@ impl NodeService for Fake {
                 ready: true,
                 registered: "2024-05-01T10:00:00Z".into(),
                 mtu: 1500,
+                routes: Vec::new(),
             }],
         }))
     }

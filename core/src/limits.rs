@@ -60,6 +60,9 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 /// Encoded bytes of the items of one page: a page ends early rather than
 /// grow past this (half of gRPC's default 4 MiB message limit).
 pub const MAX_PAGE_BYTES: usize = 2 * 1024 * 1024;
+/// Routes a node reports at registration (its own, that subnets must not
+/// overlap).
+pub const MAX_NODE_ROUTES: usize = 1024;
 /// Encoded bytes of one node's whole desired state (`DesiredState`, and
 /// `Sync` from the repair loop), which is not paged: 64 MiB, about 1,400 of
 /// the largest sandboxes the limits allow or 100,000 typical ones. gRPC's

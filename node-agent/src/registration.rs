@@ -63,6 +63,25 @@ async fn first_sync(channel: &Channel, config: &Config, reconciler: &Reconciler)
     }
 }
 
+/// This node's own routes, which berth's subnets must not overlap; none
+/// (with a warning) when they cannot be read.
+async fn own_routes() -> Vec<pb::NodeRoute> {
+    match crate::kernel::route::own_underlay_routes().await {
+        Ok(routes) => routes
+            .into_iter()
+            .take(berth_core::limits::MAX_NODE_ROUTES)
+            .map(|r| pb::NodeRoute {
+                destination: r.destination.to_string(),
+                device: r.device,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read this node's routes; registering without them");
+            Vec::new()
+        }
+    }
+}
+
 /// Registers, converges, then heartbeats every third of the lease TTL.
 /// Never returns.
 pub async fn keep_registered(config: Config, reconciler: Arc<Reconciler>, channel: Channel) {
@@ -74,6 +93,7 @@ pub async fn keep_registered(config: Config, reconciler: Arc<Reconciler>, channe
             address: config.address.to_string(),
             agent_url: config.agent_url(),
             mtu: config.mtu,
+            routes: own_routes().await,
         };
         let (lease, ttl) = match client.register(req).await {
             Ok(r) => {

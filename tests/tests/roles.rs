@@ -242,6 +242,7 @@ fn an_agent_without_a_certificate_cannot_register() {
                 address: rogue_addr.into(),
                 agent_url: format!("https://{rogue_addr}:7421"),
                 mtu: 1500,
+                routes: Vec::new(),
             })
             .await
             .unwrap_err();

@@ -336,6 +336,7 @@ fn mutual_tls_cluster() {
                 address: node_addr(1),
                 agent_url: agent_url(1),
                 mtu: 1500,
+                routes: Vec::new(),
             })
             .await
             .unwrap_err();
@@ -359,6 +360,7 @@ fn mutual_tls_cluster() {
                 address: node_addr(1),
                 agent_url: format!("http://{}:{AGENT_PORT}", node_addr(1)),
                 mtu: 1500,
+                routes: Vec::new(),
             })
             .await
             .unwrap_err();

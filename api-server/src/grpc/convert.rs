@@ -84,6 +84,15 @@ pub fn node(n: &NodeStatus) -> pb::Node {
         ready: n.ready,
         registered: n.record.registered.clone(),
         mtu: n.record.mtu,
+        routes: n
+            .record
+            .routes
+            .iter()
+            .map(|r| pb::NodeRoute {
+                destination: r.destination.to_string(),
+                device: r.device.clone(),
+            })
+            .collect(),
     }
 }
 

@@ -44,7 +44,8 @@ impl RegistryService for NodeApi {
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let r = req.into_inner();
-        let reg = Registration::validate(&r.name, &r.address, &r.agent_url, r.mtu)?;
+        let routes: Vec<(String, String)> = r.routes.into_iter().map(|x| (x.destination, x.device)).collect();
+        let reg = Registration::validate(&r.name, &r.address, &r.agent_url, r.mtu, &routes)?;
         let lease_id = self.nodes.register(reg).await?;
         Ok(Response::new(pb::RegisterResponse {
             lease_id,

@@ -105,6 +105,7 @@ mod tests {
             registered: String::new(),
             lease: 0,
             removing: false,
+            routes: Vec::new(),
         }
     }
 

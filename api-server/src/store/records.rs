@@ -52,6 +52,17 @@ pub struct NodeRecord {
     /// repair loop finishes an interrupted removal); the node cannot register.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removing: bool,
+    /// The node's own routes, as its agent reported them at registration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<NodeRoute>,
+}
+
+/// A route of a node's own namespace (main table, not the default route,
+/// not out of berth's bridges).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRoute {
+    pub destination: Ipv4Net,
+    pub device: String,
 }
 
 /// `<prefix>/v1/endpoints/<network-id>/<sandbox-id>`

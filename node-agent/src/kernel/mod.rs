@@ -6,6 +6,7 @@
 pub mod fdb;
 pub mod link;
 pub mod netns;
+pub mod route;
 pub mod sysctl;
 
 /// What went wrong in the kernel layer, always with what was being done.
