@@ -66,6 +66,11 @@ impl Sandboxes {
             )
             .into());
         }
+        // Before anything is written (an overlay's gateway bridge network is
+        // created on first use, below): a refused request leaves nothing.
+        if let (Some(ip), Some(subnet), Some(gateway)) = (spec.ip, network.subnet, network.gateway) {
+            berth_core::net::check_assignable("ip", subnet, gateway, ip)?;
+        }
         let node = node?;
         self.check_links(&spec.links, &node.name).await?;
         self.reserved.check(&node, &spec.ports)?;
