@@ -54,7 +54,8 @@ pub fn need(path: &str) -> Option<Need> {
         ("berth.v1.SandboxService", "ListSandboxes" | "InspectSandbox") => Need::Access(Viewer),
         ("berth.v1.SandboxService", "CreateSandbox" | "RemoveSandbox") => Need::Access(Operator),
         ("berth.v1.SandboxService", "Exec") => Need::Access(Admin),
-        ("berth.v1.NodeService", "ListNodes") => Need::Access(Viewer),
+        ("berth.v1.NodeService", "ListNodes" | "Version") => Need::Access(Viewer),
+        ("berth.v1.EventService", "Watch") => Need::Access(Viewer),
         ("berth.v1.NodeService", "RemoveNode") => Need::Access(Admin),
         (
             "berth.v1.RegistryService",

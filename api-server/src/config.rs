@@ -37,6 +37,17 @@ pub struct Config {
     #[arg(long, env = "BERTH_API_LISTEN", default_value = "")]
     pub listen: String,
 
+    /// Address (IP:PORT) of the Prometheus metrics exporter, plain HTTP
+    /// (`GET /metrics`). Empty (the default): no exporter. Metrics carry
+    /// counts, node names and RPC names, no sandbox names (docs/metrics.md).
+    #[arg(
+        long,
+        env = "BERTH_METRICS_LISTEN",
+        value_name = "IP:PORT",
+        default_value = ""
+    )]
+    pub metrics_listen: String,
+
     /// Unix socket for the gRPC API (local CLI). Empty disables it.
     #[arg(long, env = "BERTH_API_SOCKET", default_value = "/run/berth/api.sock")]
     pub socket: PathBuf,

@@ -29,6 +29,11 @@ pub enum ApiError {
     /// A transaction kept losing races after bounded retries (ABORTED).
     #[error("{0}")]
     Aborted(String),
+    /// The requested history is no longer kept (OUT_OF_RANGE): `berth
+    /// events --since` before this server's revision clock or etcd's
+    /// compaction.
+    #[error("{0}")]
+    OutOfRange(String),
     /// The request needs a part of berth that is not built yet (UNIMPLEMENTED).
     #[error("{0}")]
     Unimplemented(String),
@@ -60,6 +65,7 @@ impl ApiError {
             ApiError::Exhausted(_) => Code::ResourceExhausted,
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Aborted(_) => Code::Aborted,
+            ApiError::OutOfRange(_) => Code::OutOfRange,
             ApiError::Unimplemented(_) => Code::Unimplemented,
             ApiError::Internal(_) => Code::Internal,
             ApiError::Node { code, .. } => *code,
@@ -102,6 +108,7 @@ mod tests {
             (ApiError::Exhausted("x".into()), Code::ResourceExhausted),
             (ApiError::Unavailable("x".into()), Code::Unavailable),
             (ApiError::Aborted("x".into()), Code::Aborted),
+            (ApiError::OutOfRange("x".into()), Code::OutOfRange),
             (ApiError::Unimplemented("x".into()), Code::Unimplemented),
             (ApiError::Internal("x".into()), Code::Internal),
             (

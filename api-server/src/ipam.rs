@@ -392,6 +392,7 @@ where
             )));
         }
         tracing::debug!(network = %network.name, %ip, attempt, "address taken concurrently, retrying");
+        crate::metrics::retry("address");
     }
     Err(ApiError::Aborted(format!(
         "could not allocate an address on network {} after {MAX_ATTEMPTS} attempts",

@@ -231,6 +231,7 @@ impl Networks {
                 )));
             }
             tracing::debug!(network = %spec.name, attempt, "network allocation lost a race, retrying");
+            crate::metrics::retry("network_create");
         }
         Err(ApiError::Aborted(format!(
             "could not create network {} after {} attempts; try again",

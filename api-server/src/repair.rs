@@ -89,6 +89,28 @@ impl Repair {
         }
     }
 
+    /// Counts a repair (`berth_repair_actions_total`) and publishes it as a
+    /// `repair` event: a put of the one key `events/repair`, whose every
+    /// revision etcd's history keeps until compaction, so `berth events`
+    /// on any replica sees it (docs/events.md). Publishing is best effort.
+    async fn announce(&self, action: &'static str, subject: &[(&str, &str)]) {
+        crate::metrics::repaired(action);
+        let mut record: BTreeMap<&str, &str> = subject.iter().copied().collect();
+        record.insert("action", action);
+        record.insert("replica", &self.replica);
+        let Ok(value) = serde_json::to_string(&record) else {
+            return;
+        };
+        if let Err(e) = self
+            .store
+            .client()
+            .put(self.store.keys.repair_event(), value, None)
+            .await
+        {
+            tracing::debug!(error = %e, action, "repair: could not publish the event");
+        }
+    }
+
     /// How old a `creating` sandbox must be before the loop takes it over
     /// (its request may still be in flight before that).
     fn create_deadline(&self) -> Duration {
@@ -142,7 +164,12 @@ impl Repair {
                 Some(r) if r.ttl() > 0 => {}
                 _ => return Err(ApiError::Unavailable("repair lease lapsed".into())),
             }
-            if let Err(e) = self.pass(&mut suspects).await {
+            let start = std::time::Instant::now();
+            let result = self.pass(&mut suspects).await;
+            let m = &crate::metrics::METRICS;
+            m.repair_passes.inc();
+            m.repair_duration.observe(start.elapsed().as_secs_f64());
+            if let Err(e) = result {
                 tracing::warn!(error = %e, "repair pass failed");
             }
             tokio::time::sleep(self.period).await;
@@ -163,6 +190,7 @@ impl Repair {
             match self.sandboxes.remove_node(&n.record.name, true).await {
                 Ok(k) => {
                     Counters::add(&self.counters.nodes_removed);
+                    self.announce("node_removed", &[("node", &n.record.name)]).await;
                     tracing::info!(node = %n.record.name, sandboxes = k, "repair: finished removing node");
                 }
                 Err(e) => {
@@ -175,6 +203,7 @@ impl Repair {
             let r = &view.record;
             let node = nodes.get(&r.node);
             let name = r.name.clone();
+            let node_name = r.node.clone();
             match r.phase {
                 Phase::Removing => {
                     let agent = node.filter(|n| n.ready).map(|n| &n.record);
@@ -184,6 +213,8 @@ impl Repair {
                     match self.sandboxes.finish_removal_on(agent, view, false).await {
                         Ok(_) => {
                             Counters::add(&self.counters.removals_finished);
+                            self.announce("removal_finished", &[("sandbox", &name), ("node", &node_name)])
+                                .await;
                             tracing::info!(sandbox = %name, "repair: finished an interrupted removal");
                         }
                         Err(e) => tracing::warn!(sandbox = %name, error = %e, "repair: removal not finished"),
@@ -196,10 +227,14 @@ impl Repair {
                     match self.sandboxes.finish_create(&node.record, view).await {
                         Ok(true) => {
                             Counters::add(&self.counters.creates_finished);
+                            self.announce("create_finished", &[("sandbox", &name), ("node", &node_name)])
+                                .await;
                             tracing::info!(sandbox = %name, "repair: finished an interrupted create");
                         }
                         Ok(false) => {
                             Counters::add(&self.counters.creates_undone);
+                            self.announce("create_undone", &[("sandbox", &name), ("node", &node_name)])
+                                .await;
                             tracing::info!(sandbox = %name, "repair: undid a create its agent refused");
                         }
                         Err(e) => tracing::warn!(sandbox = %name, error = %e, "repair: create not finished"),
@@ -286,6 +321,7 @@ impl Repair {
             match agents.sync(&n.record, &desired).await {
                 Ok(_) => {
                     Counters::add(&self.counters.nodes_resynced);
+                    self.announce("node_resynced", &[("node", name)]).await;
                     tracing::info!(node = %name, "repair: node diverged from its records; sent its desired state");
                 }
                 Err(s) => tracing::warn!(node = %name, error = %s.message(), "repair: resync failed"),
@@ -326,6 +362,15 @@ impl Repair {
             {
                 Ok(()) => {
                     Counters::add(&self.counters.detaches_finished);
+                    self.announce(
+                        "detach_finished",
+                        &[
+                            ("sandbox", &ep.value.sandbox_name),
+                            ("node", &ep.value.node),
+                            ("network", &network.name),
+                        ],
+                    )
+                    .await;
                     tracing::info!(sandbox = %ep.value.sandbox_name, network = %network.name, "repair: finished an interrupted disconnect");
                 }
                 Err(e) => {
@@ -461,6 +506,7 @@ impl Repair {
                 .then(Op::delete(key.clone()));
             if self.store.write(write).await?.committed() {
                 Counters::add(&self.counters.orphans_freed);
+                self.announce("orphan_freed", &[("key", &key)]).await;
                 tracing::info!(key = %key, "repair: freed a key without an owner");
             }
         }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use berth_proto::v1::event_service_server::EventServiceServer;
 use berth_proto::v1::network_service_server::NetworkServiceServer;
 use berth_proto::v1::node_service_server::NodeServiceServer;
 use berth_proto::v1::registry_service_server::RegistryServiceServer;
@@ -36,6 +37,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for warning in config.check_plain(tls.is_some())? {
         tracing::warn!("{warning}");
     }
+    crate::metrics::registry_started(&config.metrics_listen).await?;
     let unix_policy = UnixPolicy {
         uid: nix::unistd::geteuid().as_raw(),
         gid: socket_group(&config.socket_group)?,
@@ -79,6 +81,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "cannot check the node index now; the repair loop does"),
     }
     let repair_task = tokio::spawn(repair.run());
+    let clock = std::sync::Arc::new(crate::events::clock::Clock::new(crate::events::clock::CAPACITY));
+    let clock_task = {
+        let (clock, store) = (clock.clone(), store.clone());
+        tokio::spawn(async move { clock.run(store).await })
+    };
     // `tls`: the router serves TCP with TLS, so every call must carry a
     // certificate with the right role; the Unix socket's router has none.
     // The access layer checks every call on both (crate::access).
@@ -89,6 +96,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             builder = builder.tls_config(tls.server()).context("TLS configuration")?;
         }
         Ok(builder
+            .layer(berth_core::metrics::RpcLayer {
+                metrics: crate::metrics::METRICS.rpc.clone(),
+                known: crate::metrics::known_rpc,
+            })
             .layer(AccessLayer { unix: unix_policy })
             .add_service(health.service())
             .add_service(reflection_v1)
@@ -99,6 +110,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }))
             .add_service(SandboxServiceServer::new(SandboxApi {
                 sandboxes: sandboxes.clone(),
+            }))
+            .add_service(EventServiceServer::new(crate::events::EventApi {
+                store: store.clone(),
+                clock: clock.clone(),
             }))
             .add_service(NodeServiceServer::new(NodeApi {
                 nodes: nodes.clone(),
@@ -154,6 +169,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     repair_task.abort();
+    clock_task.abort();
     if let Some(path) = config.unix() {
         let _ = std::fs::remove_file(path);
     }

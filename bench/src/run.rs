@@ -329,7 +329,7 @@ async fn phase_ports(ctx: &mut Ctx) -> Result<()> {
             host_ip: String::new(),
             host_port: u32::from(port),
             container_port: 80,
-            protocol: "tcp".into(),
+            protocol: pb::PortProtocol::Tcp as i32,
         }];
         r
     };

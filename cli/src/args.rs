@@ -5,8 +5,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use berth_core::limits::MAX_PORTS;
-use berth_proto::v1::{Link, PortMapping};
+use berth_proto::v1::{Link, PortMapping, PortProtocol};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+mod cert;
+pub use cert::*;
 
 /// Where the CLI looks for the API server when neither `--api` nor `BERTH_API` is set.
 pub const DEFAULT_API: &str = "unix:///run/berth/api.sock";
@@ -137,120 +140,15 @@ pub enum Command {
     Sandbox(SandboxCommand),
     /// Run a command in a sandbox's network namespace and stream its output
     Exec(ExecArgs),
+    /// Stream what happens in the cluster (networks, sandboxes, nodes, repairs), as docker events
+    Events(crate::commands::events::EventsArgs),
+    /// Show the client's and the API server's versions
+    Version,
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell (no API call)
+    Completion(CompletionArgs),
     /// Create the cluster CA and certificates for API servers, agents and clients (no API call)
     #[command(subcommand)]
     Cert(CertCommand),
-}
-
-/// `berth cert ...`: files are written to --dir as NAME.crt and NAME.key
-/// (the key mode 0600); existing files are kept unless --force.
-#[derive(Debug, Subcommand)]
-pub enum CertCommand {
-    /// Create the cluster CA: DIR/ca.crt and DIR/ca.key
-    Ca(CertCaArgs),
-    /// Issue an API server certificate (role spiffe://berth/api): DIR/api.crt, DIR/api.key
-    Api(CertApiArgs),
-    /// Issue a node agent's certificate (role spiffe://berth/agent/NODE): DIR/agent-NODE.crt, .key
-    Agent(CertAgentArgs),
-    /// Issue a client (CLI) certificate (role spiffe://berth/client/NAME): DIR/client-NAME.crt, .key
-    Client(CertClientArgs),
-    /// Issue an etcd certificate without a berth role (etcd members, berth-api's etcd client): DIR/etcd-NAME.crt, .key
-    ///
-    /// Use a CA of its own for etcd (`berth cert ca --dir pki/etcd`): etcd's
-    /// --client-cert-auth admits every certificate its CA signed.
-    Etcd(CertEtcdArgs),
-}
-
-/// `berth cert etcd`
-#[derive(Debug, Args)]
-pub struct CertEtcdArgs {
-    /// Name of the etcd member or client
-    #[arg(long, value_name = "NAME")]
-    pub name: String,
-
-    /// DNS name or IP address the member is reached at (repeatable, or comma separated; none for a client)
-    #[arg(long, value_name = "HOST|IP", value_delimiter = ',')]
-    pub san: Vec<String>,
-
-    #[command(flatten)]
-    pub common: CertCommon,
-}
-
-/// Options every `berth cert` command takes.
-#[derive(Debug, Args)]
-pub struct CertCommon {
-    /// Directory holding ca.crt and ca.key, where the new files are written
-    #[arg(long, value_name = "DIR", default_value = ".")]
-    pub dir: PathBuf,
-
-    /// Days the certificate stays valid (default: 3650 for the CA, 825 otherwise)
-    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
-    pub days: Option<u32>,
-
-    /// File name stem for the new .crt and .key (default: ca, api, agent-NODE, client-NAME)
-    #[arg(long, value_name = "STEM")]
-    pub out: Option<String>,
-
-    /// Overwrite existing files
-    #[arg(long)]
-    pub force: bool,
-}
-
-/// `berth cert ca`
-#[derive(Debug, Args)]
-pub struct CertCaArgs {
-    /// Common name of the CA
-    #[arg(long, value_name = "NAME", default_value = "berth cluster CA")]
-    pub name: String,
-
-    #[command(flatten)]
-    pub common: CertCommon,
-}
-
-/// `berth cert api`
-#[derive(Debug, Args)]
-pub struct CertApiArgs {
-    /// Common name of the certificate (the role is the same for every API server)
-    #[arg(long, value_name = "NAME", default_value = "berth-api")]
-    pub name: String,
-
-    /// DNS name or IP address clients and agents use to reach this API server (repeatable, or comma separated)
-    #[arg(long, value_name = "HOST|IP", required = true, value_delimiter = ',')]
-    pub san: Vec<String>,
-
-    #[command(flatten)]
-    pub common: CertCommon,
-}
-
-/// `berth cert agent`
-#[derive(Debug, Args)]
-pub struct CertAgentArgs {
-    /// The node's name (the agent's --name)
-    #[arg(long, value_name = "NAME")]
-    pub node: String,
-
-    /// The node's underlay address (and any DNS name) the API server uses to reach the agent (repeatable, or comma separated)
-    #[arg(long, value_name = "IP|HOST", required = true, value_delimiter = ',')]
-    pub san: Vec<String>,
-
-    #[command(flatten)]
-    pub common: CertCommon,
-}
-
-/// `berth cert client`
-#[derive(Debug, Args)]
-pub struct CertClientArgs {
-    /// Who holds the certificate (a person or a program)
-    #[arg(long, value_name = "NAME")]
-    pub name: String,
-
-    /// What the holder may do: admin (everything, including exec and node rm),
-    /// operator (networks and sandboxes, no exec), viewer (read only)
-    #[arg(long, value_name = "ROLE", value_parser = ["admin", "operator", "viewer"], required = true)]
-    pub role: String,
-
-    #[command(flatten)]
-    pub common: CertCommon,
 }
 
 /// `berth network ...`
@@ -260,7 +158,9 @@ pub enum NetworkCommand {
     Create(NetworkCreateArgs),
     /// List networks
     #[command(visible_alias = "list")]
-    Ls,
+    Ls(LsArgs),
+    /// Remove every user-defined network that no sandbox uses
+    Prune(PruneArgs),
     /// Show networks in detail, with their attached sandboxes, as JSON
     Inspect(NamesArgs),
     /// Remove networks
@@ -340,7 +240,7 @@ pub struct NetworkDisconnectArgs {
 pub enum NodeCommand {
     /// List nodes and whether their agents are ready
     #[command(visible_alias = "list")]
-    Ls,
+    Ls(LsArgs),
     /// Remove nodes from the cluster
     #[command(visible_alias = "remove")]
     Rm(NodeRmArgs),
@@ -365,7 +265,7 @@ pub enum SandboxCommand {
     Create(SandboxCreateArgs),
     /// List sandboxes
     #[command(visible_alias = "list")]
-    Ls,
+    Ls(LsArgs),
     /// Show sandboxes in detail as JSON
     Inspect(NamesArgs),
     /// Remove sandboxes
@@ -423,6 +323,30 @@ pub struct SandboxRmArgs {
     /// Sandbox names or ids
     #[arg(required = true, value_name = "NAME|ID")]
     pub names: Vec<String>,
+}
+
+/// `ls` of networks, sandboxes and nodes.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Only print ids (12 characters; names for nodes), one a line
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `berth network prune`
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Do not ask for confirmation (needed when stdin is not a terminal)
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// `berth completion`
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `berth exec`
@@ -523,7 +447,7 @@ pub fn parse_publish(s: &str) -> Result<PublishSpec, String> {
             host_ip: host_ip.clone(),
             host_port,
             container_port,
-            protocol: protocol.to_string(),
+            protocol: PortProtocol::from_name(protocol).unwrap_or(PortProtocol::Tcp) as i32,
         })
         .collect();
     Ok(PublishSpec(mappings))
@@ -593,7 +517,7 @@ mod tests {
             host_ip: host_ip.to_string(),
             host_port,
             container_port,
-            protocol: protocol.to_string(),
+            protocol: PortProtocol::from_name(protocol).expect("tcp or udp") as i32,
         }
     }
 

@@ -18,6 +18,11 @@ pub fn run(cli: Cli) -> Result<i32> {
     // `berth cert` works offline: no runtime, no API server.
     let command = match cli.command {
         Command::Cert(cmd) => return commands::cert::run(cmd),
+        Command::Completion(args) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(args.shell, &mut cmd, "berth", &mut std::io::stdout());
+            return Ok(0);
+        }
         other => other,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -30,6 +35,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         server_name: cli.tls_server_name,
     };
     runtime.block_on(async move {
+        if let Command::Version = command {
+            return commands::node::version(&cli.api, &tls, cli.output).await;
+        }
         let channel = connect::connect(&cli.api, &tls).await?;
         let out = cli.output;
         match command {
@@ -37,7 +45,10 @@ pub fn run(cli: Cli) -> Result<i32> {
             Command::Node(cmd) => commands::node::run(channel, out, cmd).await,
             Command::Sandbox(cmd) => commands::sandbox::run(channel, out, cmd).await,
             Command::Exec(args) => commands::sandbox::exec(channel, args).await,
+            Command::Events(args) => commands::events::run(channel, out, args).await,
+            Command::Version => Ok(0),
             Command::Cert(cmd) => commands::cert::run(cmd),
+            Command::Completion(_) => Ok(0),
         }
     })
 }

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use berth_proto::v1::{Network, Node, PortMapping, Sandbox};
+use berth_proto::v1::{Network, NetworkScope, Node, PortMapping, PortProtocol, Sandbox};
 use serde::Serialize;
 
 use crate::views::{driver_name, node_status};
@@ -76,7 +76,14 @@ pub fn networks_table(networks: &[Network]) -> String {
     networks.sort_by(|a, b| a.name.cmp(&b.name));
     let rows: Vec<Vec<String>> = networks
         .iter()
-        .map(|n| vec![short_id(&n.id), n.name.clone(), driver_name(n), n.scope.clone()])
+        .map(|n| {
+            vec![
+                short_id(&n.id),
+                n.name.clone(),
+                driver_name(n),
+                NetworkScope::name_of(n.scope).to_string(),
+            ]
+        })
         .collect();
     render_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows)
 }
@@ -109,10 +116,9 @@ pub fn format_ports(ports: &[PortMapping]) -> String {
         } else {
             p.host_ip.as_str()
         };
-        let proto = if p.protocol.is_empty() {
-            "tcp"
-        } else {
-            p.protocol.as_str()
+        let proto = match PortProtocol::try_from(p.protocol) {
+            Ok(PortProtocol::Udp) => "udp",
+            _ => "tcp",
         };
         if let Some(last) = runs.last_mut() {
             let (lip, lproto, host, cont, len) = *last;

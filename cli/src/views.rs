@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use berth_core::model::Driver;
-use berth_proto::v1::{Endpoint, Network, NetworkDriver, Node, Sandbox};
+use berth_proto::v1::{Endpoint, Network, NetworkDriver, NetworkScope, Node, PortProtocol, Sandbox};
 use serde::Serialize;
 
 /// The driver's name as people and scripts read it (`bridge`, `overlay`,
@@ -56,7 +56,7 @@ impl From<&Network> for NetworkSummary {
             id: n.id.clone(),
             name: n.name.clone(),
             driver: driver_name(n),
-            scope: n.scope.clone(),
+            scope: NetworkScope::name_of(n.scope).to_string(),
             subnet: n.subnet.clone(),
             gateway: n.gateway.clone(),
             created: n.created.clone(),
@@ -159,7 +159,7 @@ pub fn network_inspect(network: &Network, endpoints: &[Endpoint]) -> NetworkInsp
         name: network.name.clone(),
         id: network.id.clone(),
         created: network.created.clone(),
-        scope: network.scope.clone(),
+        scope: NetworkScope::name_of(network.scope).to_string(),
         driver: driver_name(network),
         enable_ipv6: false,
         ipam: Ipam {
@@ -326,7 +326,7 @@ impl From<&Sandbox> for SandboxView {
                     host_ip: p.host_ip.clone(),
                     host_port: p.host_port,
                     container_port: p.container_port,
-                    protocol: p.protocol.clone(),
+                    protocol: PortProtocol::name_of(p.protocol),
                 })
                 .collect(),
             links: s
@@ -368,7 +368,7 @@ impl From<&Sandbox> for SandboxView {
 pub(crate) mod fixtures {
     use std::collections::HashMap;
 
-    use berth_proto::v1::{Endpoint, Network, Node, PortMapping, Sandbox};
+    use berth_proto::v1::{Endpoint, Network, NetworkScope, Node, PortMapping, PortProtocol, Sandbox};
 
     pub const NET_ID: &str = "3f1a9c0e5b7d2a4c6e8f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f";
     pub const SB_ID: &str = "9b8a7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b";
@@ -379,7 +379,7 @@ pub(crate) mod fixtures {
             id: NET_ID.into(),
             name: "bridge".into(),
             driver: berth_proto::v1::NetworkDriver::Bridge as i32,
-            scope: "local".into(),
+            scope: NetworkScope::Local as i32,
             subnet: "172.17.0.0/16".into(),
             gateway: "172.17.0.1".into(),
             options: HashMap::from([("com.docker.network.bridge.name".to_string(), "berth0".to_string())]),
@@ -416,7 +416,7 @@ pub(crate) mod fixtures {
             host_ip: host_ip.into(),
             host_port: host,
             container_port: cont,
-            protocol: proto.into(),
+            protocol: PortProtocol::from_name(proto).expect("tcp or udp") as i32,
         }
     }
 
@@ -595,7 +595,7 @@ mod tests {
 
         let overlay = Network {
             driver: berth_proto::v1::NetworkDriver::Overlay as i32,
-            scope: "global".into(),
+            scope: NetworkScope::Global as i32,
             ..bridge()
         };
         let v = serde_json::to_value(network_inspect(&overlay, &[])).unwrap();

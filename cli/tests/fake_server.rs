@@ -33,7 +33,7 @@ fn network(name: &str, driver: &str) -> Network {
             "host" => NetworkDriver::Host,
             _ => NetworkDriver::Null,
         } as i32,
-        scope: "local".into(),
+        scope: berth_proto::v1::NetworkScope::Local as i32,
         subnet: subnet.into(),
         gateway: gateway.into(),
         created: "2024-05-01T10:00:00Z".into(),
@@ -75,7 +75,7 @@ impl NetworkService for Fake {
                 0 => NetworkDriver::Bridge as i32,
                 d => d,
             },
-            scope: "local".into(),
+            scope: berth_proto::v1::NetworkScope::Local as i32,
             subnet: if r.subnet.is_empty() {
                 "172.18.0.0/16".into()
             } else {
@@ -272,6 +272,15 @@ impl NodeService for Fake {
         _: Request<RemoveNodeRequest>,
     ) -> Result<Response<RemoveNodeResponse>, Status> {
         Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn version(&self, _: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
+        Ok(Response::new(VersionResponse {
+            version: "9.8.7".into(),
+            api_version: "berth.v1".into(),
+            os: "linux".into(),
+            arch: "riscv64".into(),
+        }))
     }
 }
 
@@ -557,6 +566,58 @@ fn node_ls() {
     );
     let (_, out, _) = s.berth(&["node", "ls", "--output", "json"]);
     assert_eq!(json(&out)[0]["Mtu"], 1500);
+}
+
+#[test]
+fn quiet_ls_prints_ids_only() {
+    let s = Server::start();
+    let (code, out, _) = s.berth(&["network", "ls", "-q"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "600000000000\n400000000000\n400000000000\n")
+    );
+    let (code, out, _) = s.berth(&["node", "ls", "--quiet"]);
+    assert_eq!((code, out.as_str()), (0, "node1\n"));
+    let (code, out, _) = s.berth(&["sandbox", "ls", "-q"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(out.lines().all(|l| l.len() == 12), "{out}");
+}
+
+#[test]
+fn version_shows_client_and_server() {
+    let s = Server::start();
+    let (code, out, err) = s.berth(&["version"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert!(
+        out.starts_with(&format!(
+            "Client:\n Version:      {}\n",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("Server:\n Version:      9.8.7\n API version:  berth.v1\n OS/Arch:      linux/riscv64"),
+        "{out}"
+    );
+    let (_, out, _) = s.berth(&["--output", "json", "version"]);
+    assert_eq!(json(&out)["Server"]["Arch"], "riscv64");
+    // The client's version even without a server, then the error.
+    let (code, out, err) = run_berth("unix:///nonexistent/berth.sock", &["version"]);
+    assert_eq!(code, 1);
+    assert!(out.starts_with("Client:\n"), "{out}");
+    assert!(err.starts_with("berth: ") && err.lines().count() == 1, "{err}");
+}
+
+#[test]
+fn completion_scripts_need_no_server() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = run_berth("unix:///nonexistent/berth.sock", &["completion", shell]);
+        assert_eq!((code, err.as_str()), (0, ""), "{shell}");
+        assert!(out.contains("events") && out.contains("prune"), "{shell}: {out}");
+    }
+    let (code, _, err) = run_berth("unix:///nonexistent/berth.sock", &["completion", "tcsh"]);
+    assert_eq!(code, 2, "{err}");
 }
 
 #[test]

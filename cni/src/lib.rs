@@ -116,17 +116,24 @@ async fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         .runtime_config
         .port_mappings
         .iter()
-        .map(|p| pb::PortMapping {
-            host_ip: p.host_ip.clone(),
-            host_port: p.host_port,
-            container_port: p.container_port,
-            protocol: if p.protocol.is_empty() {
-                "tcp".into()
-            } else {
-                p.protocol.to_ascii_lowercase()
-            },
+        .map(|p| {
+            let protocol = pb::PortProtocol::from_name(&p.protocol).ok_or_else(|| {
+                CniError::new(
+                    code::INVALID_CONFIG,
+                    format!(
+                        "runtimeConfig.portMappings: protocol {:?} is not tcp or udp",
+                        p.protocol
+                    ),
+                )
+            })?;
+            Ok(pb::PortMapping {
+                host_ip: p.host_ip.clone(),
+                host_port: p.host_port,
+                container_port: p.container_port,
+                protocol: protocol as i32,
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, CniError>>()?;
     let mut client = connect(&agent_socket(conf)).await?;
     let resp = client
         .attach(pb::LocalAttachRequest {

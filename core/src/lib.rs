@@ -6,6 +6,7 @@
 pub mod config_file;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod net;

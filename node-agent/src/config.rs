@@ -32,6 +32,17 @@ pub struct Config {
     #[arg(long, env = "BERTH_AGENT_LISTEN", default_value = "0.0.0.0:7421")]
     pub listen: SocketAddr,
 
+    /// Address (IP:PORT, in the node's namespace) of the Prometheus metrics
+    /// exporter, plain HTTP (`GET /metrics`). Empty (the default): no
+    /// exporter. Metrics carry counts and the node's name (docs/metrics.md).
+    #[arg(
+        long,
+        env = "BERTH_METRICS_LISTEN",
+        value_name = "IP:PORT",
+        default_value = ""
+    )]
+    pub metrics_listen: String,
+
     /// URL the API server uses to reach this agent; default http://ADDRESS:PORT
     /// of --listen (https:// with TLS).
     #[arg(long, env = "BERTH_AGENT_URL")]

@@ -9,6 +9,7 @@ pub mod exec;
 pub mod grpc;
 pub mod kernel;
 pub mod local;
+pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod nft;
@@ -48,6 +49,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(node = %config.name, addr = %listener.local_addr()?, tls = tls.is_some(), "agent listening");
+    berth_core::metrics::start(
+        "--metrics-listen",
+        &config.metrics_listen,
+        metrics::registry(&config.name),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     let reconciler = Arc::new(
         Reconciler::new(
             config.state_dir.clone(),
@@ -95,7 +103,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         })
     };
-    let mut builder = Server::builder();
+    let mut builder = Server::builder().layer(berth_core::metrics::RpcLayer {
+        metrics: metrics::METRICS.rpc.clone(),
+        known: metrics::known_rpc,
+    });
     if let Some(tls) = &tls {
         builder = builder
             .tls_config(tls.server(None))

@@ -349,8 +349,13 @@ impl SandboxSpec {
             .ports
             .iter()
             .map(|p| {
-                PortMapping::validate(&p.host_ip, p.host_port, p.container_port, &p.protocol)
-                    .map_err(|e| BadSpec(format!("sandbox {}: {e}", s.name)))
+                PortMapping::validate(
+                    &p.host_ip,
+                    p.host_port,
+                    p.container_port,
+                    &pb::PortProtocol::name_of(p.protocol),
+                )
+                .map_err(|e| BadSpec(format!("sandbox {}: {e}", s.name)))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {

@@ -24,7 +24,7 @@ pub const TOOLING_SERVICES: [&str; 3] = [
 /// Adds health and reflection to `server`; the caller adds the agent's
 /// service to the returned router. The agent's service is NOT_SERVING until
 /// the node has converged, and again whenever it has not (see [`follow_convergence`]).
-pub async fn with_tooling(server: &mut Server) -> anyhow::Result<(Router, HealthReporter)> {
+pub async fn with_tooling<L: Clone>(server: &mut Server<L>) -> anyhow::Result<(Router<L>, HealthReporter)> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_not_serving::<AgentServiceServer<AgentApi>>().await;
     let builder = || {

@@ -5,6 +5,39 @@ pub mod v1 {
     tonic::include_proto!("berth.v1");
 }
 
+impl v1::PortProtocol {
+    /// The protocol called `name` (`tcp`, `udp`, any case; empty: TCP).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "" | "tcp" => Some(Self::Tcp),
+            "udp" => Some(Self::Udp),
+            _ => None,
+        }
+    }
+
+    /// `tcp` or `udp` for a wire value (unspecified: `tcp`); the number
+    /// itself for a value this version does not know, so that validation
+    /// names it.
+    pub fn name_of(value: i32) -> String {
+        match Self::try_from(value) {
+            Ok(Self::Unspecified | Self::Tcp) => "tcp".into(),
+            Ok(Self::Udp) => "udp".into(),
+            Err(_) => value.to_string(),
+        }
+    }
+}
+
+impl v1::NetworkScope {
+    /// `local`, `global`, or empty (unspecified or unknown).
+    pub fn name_of(value: i32) -> &'static str {
+        match Self::try_from(value) {
+            Ok(Self::Local) => "local",
+            Ok(Self::Global) => "global",
+            _ => "",
+        }
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every berth proto file, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("berth_descriptor");
 

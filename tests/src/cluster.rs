@@ -21,6 +21,9 @@ use tempfile::TempDir;
 use crate::tls::Pki;
 use crate::{Proc, bin, expect_ok, json_args, parse_json, run_cli, unique, wait_until};
 
+/// Where the repair loop publishes its events (see docs/events.md).
+const EVENTS_PREFIX: &str = "/berth/v1/events/";
+
 /// The control namespace's underlay address (berth-api listens here).
 pub const CTL_ADDR: &str = "192.168.205.2";
 
@@ -278,7 +281,9 @@ impl Cluster {
         }
     }
 
-    /// Every key and value under berth's prefix in the cluster's etcd.
+    /// Every key and value under berth's prefix in the cluster's etcd,
+    /// except the last repair event (`events/repair`, written by the repair
+    /// loop whenever it acts: not state a request leaves behind).
     pub fn etcd_dump(&self) -> Vec<(String, String)> {
         let out = in_ns(
             &self.ctl(),
@@ -295,7 +300,7 @@ impl Cluster {
         let lines: Vec<&str> = text.lines().collect();
         lines
             .chunks(2)
-            .filter(|c| c.len() == 2)
+            .filter(|c| c.len() == 2 && !c[0].starts_with(EVENTS_PREFIX))
             .map(|c| (c[0].to_string(), c[1].to_string()))
             .collect()
     }
@@ -540,7 +545,8 @@ impl Cluster {
         parse_json(&self.cli_ok(&json_args(args)), args)
     }
 
-    /// Keys under berth's prefix in the cluster's etcd.
+    /// Keys under berth's prefix in the cluster's etcd (without
+    /// `events/repair`, as [`Cluster::etcd_dump`]).
     pub fn etcd_keys(&self) -> Vec<String> {
         let out = in_ns(
             &self.ctl(),
@@ -556,7 +562,7 @@ impl Cluster {
         );
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter(|l| !l.is_empty())
+            .filter(|l| !l.is_empty() && !l.starts_with(EVENTS_PREFIX))
             .map(str::to_string)
             .collect()
     }

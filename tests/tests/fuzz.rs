@@ -152,13 +152,20 @@ fn ports() -> BoxedStrategy<Vec<pb::PortMapping>> {
         prop::sample::select(vec!["", "", "0.0.0.0", "127.0.0.1", "garbage", "::1"]),
         port,
         prop_oneof![3 => Just(80u32), 1 => 0u32..70_000],
-        prop::sample::select(vec!["tcp", "tcp", "udp", "", "sctp", "TCP"]),
+        prop::sample::select(vec![
+            pb::PortProtocol::Tcp as i32,
+            pb::PortProtocol::Tcp as i32,
+            pb::PortProtocol::Udp as i32,
+            pb::PortProtocol::Unspecified as i32,
+            3,
+            -7,
+        ]),
     )
         .prop_map(|(host_ip, host_port, container_port, protocol)| pb::PortMapping {
             host_ip: host_ip.into(),
             host_port,
             container_port,
-            protocol: protocol.into(),
+            protocol,
         });
     prop_oneof![
         4 => Just(Vec::new()),
@@ -297,13 +304,13 @@ struct Snapshot {
 }
 
 /// etcd under berth's prefix without what changes on its own (the repair
-/// leader's lease key), and the kernel objects of every node and sandbox
+/// leader's lease key, the last repair event), and the kernel objects of every node and sandbox
 /// namespace of this cluster, read by one shell.
 fn snapshot(c: &Cluster) -> Snapshot {
     let etcd = c
         .etcd_dump()
         .into_iter()
-        .filter(|(k, _)| !k.ends_with("/leader/repair"))
+        .filter(|(k, _)| !k.ends_with("/leader/repair") && !k.ends_with("/events/repair"))
         .collect();
     let mut script = format!("ls /run/netns | grep '^{}' | sort; ", c.tag);
     for i in 1..=NODES {

@@ -31,7 +31,7 @@ fn publish(port: u32) -> pb::PortMapping {
     pb::PortMapping {
         host_port: port,
         container_port: 80,
-        protocol: "tcp".into(),
+        protocol: pb::PortProtocol::Tcp as i32,
         ..Default::default()
     }
 }

@@ -422,7 +422,12 @@ async fn overlay_networks_take_the_global_pool_and_a_vni() {
         .network
         .expect("network");
     assert_eq!(
-        (a.scope.as_str(), a.subnet.as_str(), a.gateway.as_str(), a.vni),
+        (
+            pb::NetworkScope::name_of(a.scope),
+            a.subnet.as_str(),
+            a.gateway.as_str(),
+            a.vni
+        ),
         ("global", "10.0.0.0/24", "10.0.0.1", 4096)
     );
     let b = client
@@ -436,14 +441,20 @@ async fn overlay_networks_take_the_global_pool_and_a_vni() {
         .network
         .expect("network");
     assert_eq!((b.subnet.as_str(), b.vni), ("10.0.1.0/24", 4097));
-    // A local bridge may reuse a range that only a global network has.
-    client
+    // A local bridge may not take a range a global network has: a sandbox
+    // on both would have two routes to it (docs/ipam.md).
+    let clash = client
         .create_network(pb::CreateNetworkRequest {
             subnet: "10.0.0.0/24".into(),
             ..create_req("local-ten")
         })
         .await
-        .expect("local network overlapping a global one");
+        .expect_err("a local network overlapping a global one");
+    assert_eq!(clash.code(), tonic::Code::FailedPrecondition, "{clash:?}");
+    assert_eq!(
+        clash.message(),
+        "subnet 10.0.0.0/24 overlaps 10.0.0.0/24 of global network demo"
+    );
     let v = api.cli_json(&["network", "inspect", "demo"]);
     assert_eq!(v[0]["Scope"], "global");
     assert_eq!(v[0]["Attachable"], true);

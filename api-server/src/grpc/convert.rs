@@ -1,7 +1,8 @@
 //! Conversions between domain types (records, views, requests) and the
 //! generated proto types; the only place that knows both.
 use berth_core::Invalid;
-use berth_core::model::Driver;
+use berth_core::model::{Driver, Scope};
+use berth_core::ports::Proto;
 use berth_proto::v1 as pb;
 
 use crate::nodes::NodeStatus;
@@ -41,7 +42,10 @@ pub fn network(n: &NetworkRecord) -> pb::Network {
         id: n.id.clone(),
         name: n.name.clone(),
         driver: driver(n.driver) as i32,
-        scope: n.scope.to_string(),
+        scope: match n.scope {
+            Scope::Local => pb::NetworkScope::Local,
+            Scope::Global => pb::NetworkScope::Global,
+        } as i32,
         subnet: n.subnet.map(|s| s.to_string()).unwrap_or_default(),
         gateway: n.gateway.map(|g| g.to_string()).unwrap_or_default(),
         options: n.options.clone().into_iter().collect(),
@@ -113,7 +117,10 @@ pub fn sandbox(r: &SandboxRecord, endpoints: &[(EndpointRecord, NetworkRecord)])
                 host_ip: p.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
                 host_port: u32::from(p.host_port),
                 container_port: u32::from(p.container_port),
-                protocol: p.proto.to_string(),
+                protocol: match p.proto {
+                    Proto::Tcp => pb::PortProtocol::Tcp,
+                    Proto::Udp => pb::PortProtocol::Udp,
+                } as i32,
             })
             .collect(),
         links: r
@@ -240,7 +247,7 @@ pub fn sandbox_request(r: pb::CreateSandboxRequest) -> SandboxRequest {
                 host_ip: p.host_ip,
                 host_port: p.host_port,
                 container_port: p.container_port,
-                protocol: p.protocol,
+                protocol: pb::PortProtocol::name_of(p.protocol),
             })
             .collect(),
         links: links.into_iter().map(|l| (l.name, l.alias)).collect(),

@@ -38,7 +38,7 @@ pub async fn attach(
                 host_ip: p.host_ip.clone(),
                 host_port: p.host_port,
                 container_port: p.container_port,
-                protocol: p.protocol.clone(),
+                protocol: pb::PortProtocol::name_of(p.protocol),
             })
             .collect(),
         aliases: r.aliases.clone(),

@@ -25,6 +25,18 @@ impl NodeService for NodeApi {
         }))
     }
 
+    async fn version(
+        &self,
+        _req: Request<pb::VersionRequest>,
+    ) -> Result<Response<pb::VersionResponse>, Status> {
+        Ok(Response::new(pb::VersionResponse {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            api_version: "berth.v1".to_string(),
+            os: std::env::consts::OS.to_string(),
+            arch: std::env::consts::ARCH.to_string(),
+        }))
+    }
+
     #[tracing::instrument(skip_all, fields(node = %req.get_ref().name))]
     async fn remove_node(
         &self,

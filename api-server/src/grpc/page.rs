@@ -122,7 +122,7 @@ mod tests {
                     host_ip: "255.255.255.255".into(),
                     host_port: 65535 - i as u32,
                     container_port: 65535,
-                    protocol: "tcp".into(),
+                    protocol: pb::PortProtocol::Tcp as i32,
                 })
                 .collect(),
             links: vec![
@@ -163,7 +163,7 @@ mod tests {
             id: "f".repeat(64),
             name: "n".repeat(63),
             driver: pb::NetworkDriver::Overlay as i32,
-            scope: "global".into(),
+            scope: pb::NetworkScope::Global as i32,
             subnet: "255.255.255.252/30".into(),
             gateway: "255.255.255.253".into(),
             options,

@@ -66,6 +66,11 @@ impl Sandboxes {
             )
             .into());
         }
+        // Before anything is written (an overlay's gateway bridge network is
+        // created on first use, below): a refused request leaves nothing.
+        if let (Some(ip), Some(subnet), Some(gateway)) = (spec.ip, network.subnet, network.gateway) {
+            berth_core::net::check_assignable("ip", subnet, gateway, ip)?;
+        }
         let node = node?;
         self.check_links(&spec.links, &node.name).await?;
         self.reserved.check(&node, &spec.ports)?;
@@ -87,7 +92,7 @@ impl Sandboxes {
             let gw_ep = gw.as_ref().zip(gw_ip);
             match self.record_creating(&spec, &network, &node, mode, gw_ep).await {
                 Ok(Recorded::Done(view)) => return self.realise(&node, *view).await,
-                Ok(Recorded::GatewayTaken) => continue,
+                Ok(Recorded::GatewayTaken) => crate::metrics::retry("sandbox_gateway"),
                 Err(e) => {
                     if let Some((net, ip)) = gw_ep {
                         ipam::unpick(&self.store, &net.id, ipam::pool_for(net, &node.name), ip);

@@ -18,7 +18,10 @@ impl Sandboxes {
                 match self.mark_removing(view).await? {
                     Some(v) => v,
                     // Changed meanwhile (a connect, another removal): read again.
-                    None => continue,
+                    None => {
+                        crate::metrics::retry("sandbox_remove");
+                        continue;
+                    }
                 }
             };
             let node = match self.nodes.get(&view.record.node).await {

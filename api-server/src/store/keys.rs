@@ -144,6 +144,11 @@ impl Keys {
     pub fn node(&self, name: &str) -> String {
         format!("{}nodes/{name}", self.root)
     }
+    /// `events/repair`: overwritten with each repair action (the events
+    /// stream reads its history).
+    pub fn repair_event(&self) -> String {
+        format!("{}events/repair", self.root)
+    }
     /// Present while the node's agent keeps its lease alive.
     pub fn alive_all(&self) -> String {
         format!("{}alive/", self.root)

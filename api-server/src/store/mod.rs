@@ -7,7 +7,7 @@ pub mod txn;
 
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Client, ConnectOptions, GetOptions, Txn, TxnResponse};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -184,6 +184,21 @@ impl Store {
                 .collect(),
             rev,
         ))
+    }
+
+    /// One transaction, timed and counted by outcome
+    /// (`berth_etcd_txn_duration_seconds`); every write and multi-key read
+    /// goes through it.
+    pub(crate) async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        let start = std::time::Instant::now();
+        let resp = self.client.clone().txn(txn).await;
+        let outcome = match &resp {
+            Ok(r) if r.succeeded() => "committed",
+            Ok(_) => "compare_failed",
+            Err(_) => "error",
+        };
+        crate::metrics::txn(start, outcome);
+        Ok(resp?)
     }
 }
 

@@ -145,7 +145,7 @@ impl Store {
                 .iter()
                 .map(|k| TxnOp::get(k.as_str(), Some(GetOptions::new().with_revision(revision))))
                 .collect();
-            let resp = self.client.clone().txn(Txn::new().and_then(ops)).await?;
+            let resp = self.txn(Txn::new().and_then(ops)).await?;
             for r in resp.op_responses() {
                 let TxnOpResponse::Get(g) = r else {
                     return Err(ApiError::Internal("a read transaction answered a write".into()));

@@ -209,7 +209,7 @@ impl Store {
         let probes: Vec<TxnOp> = write.guards.iter().map(Guard::probe).collect();
         let ops: Vec<TxnOp> = write.ops.into_iter().map(Op::into_txn_op).collect();
         let txn = Txn::new().when(compares).and_then(ops).or_else(probes);
-        let resp = self.client.clone().txn(txn).await?;
+        let resp = self.txn(txn).await?;
         if resp.succeeded() {
             return Ok(Outcome::Committed {
                 revision: resp.header().map_or(0, |h| h.revision()),
@@ -244,7 +244,7 @@ impl Store {
                 Read::Under(p) => TxnOp::get(p, Some(GetOptions::new().with_prefix())),
             })
             .collect();
-        let resp = self.client.clone().txn(Txn::new().and_then(ops)).await?;
+        let resp = self.txn(Txn::new().and_then(ops)).await?;
         let out: Vec<Vec<Entry>> = resp
             .op_responses()
             .into_iter()

@@ -19,7 +19,8 @@ pub async fn run(channel: Channel, out: OutputFormat, cmd: NetworkCommand) -> Re
     let mut client = NetworkServiceClient::new(channel);
     match cmd {
         NetworkCommand::Create(args) => create(&mut client, out, args).await,
-        NetworkCommand::Ls => ls(&mut client, out).await,
+        NetworkCommand::Ls(args) => ls(&mut client, out, args.quiet).await,
+        NetworkCommand::Prune(args) => prune(&mut client, args.force).await,
         NetworkCommand::Inspect(args) => inspect(&mut client, &args.names).await,
         NetworkCommand::Rm(args) => rm(&mut client, &args.names).await,
         NetworkCommand::Connect(args) => connect(&mut client, args).await,
@@ -64,7 +65,7 @@ async fn create(
     Ok(0)
 }
 
-async fn ls(client: &mut NetworkServiceClient<Channel>, out: OutputFormat) -> Result<i32> {
+async fn list_all(client: &mut NetworkServiceClient<Channel>) -> Result<Vec<berth_proto::v1::Network>> {
     let mut networks = Vec::new();
     let mut pages = crate::Pages::default();
     while let Some(page_token) = pages.next_token() {
@@ -80,6 +81,17 @@ async fn ls(client: &mut NetworkServiceClient<Channel>, out: OutputFormat) -> Re
         pages.got(page.next_page_token)?;
     }
     networks.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(networks)
+}
+
+async fn ls(client: &mut NetworkServiceClient<Channel>, out: OutputFormat, quiet: bool) -> Result<i32> {
+    let networks = list_all(client).await?;
+    if quiet {
+        for n in &networks {
+            output::print(&n.id.chars().take(12).collect::<String>())?;
+        }
+        return Ok(0);
+    }
     match out {
         OutputFormat::Table => output::print(&output::networks_table(&networks))?,
         OutputFormat::Json => {
@@ -114,6 +126,47 @@ async fn inspect(client: &mut NetworkServiceClient<Channel>, names: &[String]) -
         report(err);
     }
     Ok(if errors.is_empty() { 0 } else { 1 })
+}
+
+/// `network prune`: removes every user-defined network; the server refuses
+/// those with endpoints (FAILED_PRECONDITION), which are kept silently, as
+/// Docker keeps networks in use. Prints the removed names.
+async fn prune(client: &mut NetworkServiceClient<Channel>, force: bool) -> Result<i32> {
+    use std::io::IsTerminal;
+    if !force {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "network prune removes every unused network: pass --force (stdin is not a terminal to ask)"
+            );
+        }
+        eprint!(
+            "WARNING! This will remove all user-defined networks not used by any sandbox.\nAre you sure you want to continue? [y/N] "
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(0);
+        }
+    }
+    let mut removed = Vec::new();
+    let mut failed = false;
+    for n in list_all(client).await?.into_iter().filter(|n| !n.builtin) {
+        let request = RemoveNetworkRequest {
+            name_or_id: n.id.clone(),
+        };
+        match client.remove_network(request).await {
+            Ok(_) => removed.push(n.name),
+            Err(s) if matches!(s.code(), tonic::Code::FailedPrecondition | tonic::Code::NotFound) => {}
+            Err(s) => {
+                report(&status_message(&s));
+                failed = true;
+            }
+        }
+    }
+    if !removed.is_empty() {
+        output::print(&format!("Deleted Networks:\n{}", removed.join("\n")))?;
+    }
+    Ok(i32::from(failed))
 }
 
 /// Removes each network, printing its name; goes on past failures, exit 1 if any.

@@ -21,8 +21,14 @@ pub async fn run(channel: Channel, out: OutputFormat, cmd: SandboxCommand) -> Re
     let mut client = SandboxServiceClient::new(channel);
     match cmd {
         SandboxCommand::Create(args) => create(&mut client, out, args).await,
-        SandboxCommand::Ls => {
+        SandboxCommand::Ls(args) => {
             let sandboxes = list_all(&mut client).await?;
+            if args.quiet {
+                for s in &sandboxes {
+                    output::print(&s.id.chars().take(12).collect::<String>())?;
+                }
+                return Ok(0);
+            }
             match out {
                 OutputFormat::Table => output::print(&output::sandboxes_table(&sandboxes))?,
                 OutputFormat::Json => {

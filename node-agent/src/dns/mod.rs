@@ -267,8 +267,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Decides how to answer a query, and counts it (`berth_dns_queries_total`).
     fn answer(&self, sandbox_id: &str, packet: &[u8], udp: bool) -> Outcome {
-        answer::answer(
+        let outcome = answer::answer(
             &Context {
                 names: &*self.names,
                 sandbox_id,
@@ -277,7 +278,22 @@ impl Shared {
                 rotation: self.rotation.fetch_add(1, Ordering::Relaxed),
             },
             packet,
-        )
+        );
+        let result = match &outcome {
+            Outcome::Reply(reply) => crate::metrics::dns_result_of(reply),
+            Outcome::Forward { .. } => "forwarded",
+            Outcome::Ignore => "ignored",
+        };
+        crate::metrics::dns_query(!udp, result);
+        outcome
+    }
+
+    /// Relays a query to the upstreams, timed (`berth_dns_forward_duration_seconds`).
+    async fn forward(&self, query: &[u8], id: u16, tcp: bool) -> Option<Vec<u8>> {
+        let start = std::time::Instant::now();
+        let reply = self.forwarder.forward(query, id, tcp).await;
+        crate::metrics::dns_forward(reply.is_some(), start);
+        reply
     }
 }
 
@@ -342,13 +358,14 @@ async fn run(shared: Arc<Shared>, sandbox: String, udp: UdpSocket, tcp: TcpListe
                     Outcome::Reply(reply) => send(&udp, &reply, peer).await,
                     Outcome::Forward { fallback, .. } if jobs.len() >= MAX_JOBS => {
                         warn!(sandbox, "too many DNS forwards in flight; answering SERVFAIL");
+                        crate::metrics::dns_query(false, "servfail");
                         send(&udp, &fallback, peer).await;
                     }
                     Outcome::Forward { id, fallback } => {
                         let query = buf[..n].to_vec();
                         let shared = shared.clone();
                         jobs.spawn(async move {
-                            let reply = shared.forwarder.forward(&query, id, false).await;
+                            let reply = shared.forward(&query, id, false).await;
                             Some((reply.unwrap_or(fallback), peer))
                         });
                     }
@@ -391,11 +408,7 @@ async fn serve_tcp(shared: Arc<Shared>, sandbox: String, mut stream: TcpStream) 
             .ok()?;
         let reply = match shared.answer(&sandbox, &query, false) {
             Outcome::Reply(reply) => reply,
-            Outcome::Forward { id, fallback } => shared
-                .forwarder
-                .forward(&query, id, true)
-                .await
-                .unwrap_or(fallback),
+            Outcome::Forward { id, fallback } => shared.forward(&query, id, true).await.unwrap_or(fallback),
             Outcome::Ignore => continue,
         };
         let len = u16::try_from(reply.len()).ok()?;

@@ -432,6 +432,7 @@ impl Reconciler {
     /// name index for what they changed; `before` are the links the scoped
     /// sandboxes wanted before the change.
     async fn pass(&self, inner: &mut Inner, scope: &Scope, before: &[String]) -> PassReport {
+        let start = std::time::Instant::now();
         inner.passes += 1;
         let config = PassConfig {
             underlay_mtu: self.underlay_mtu,
@@ -462,6 +463,8 @@ impl Reconciler {
         drop(exec);
         self.publish_wanted(d, scope, before);
         self.note_vanished(d, &report.vanished);
+        crate::metrics::pass(scope.is_full(), report.errors.is_empty(), start);
+        crate::metrics::objects(results);
         report
     }
 
@@ -736,7 +739,13 @@ pub async fn run_pass<E: Executor>(
             failed.push((a.key(), failed_sandboxes(a, d), err));
             continue;
         }
-        match exec.execute(a, owned).await {
+        let executed = exec.execute(a, owned).await;
+        crate::metrics::action(
+            scope.is_full(),
+            a.key().kind,
+            executed.as_ref().err().map(|e| e.kind),
+        );
+        match executed {
             Ok(effect) => {
                 record_success(a, effect, owned);
                 done_ok.push(a.key());
