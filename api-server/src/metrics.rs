@@ -54,7 +54,7 @@ pub static METRICS: LazyLock<ApiMetrics> = LazyLock::new(|| ApiMetrics {
 });
 
 /// The actions of the repair loop, all of them exported from the start (at 0).
-pub const REPAIR_ACTIONS: [&str; 7] = [
+pub const REPAIR_ACTIONS: [&str; 8] = [
     "removal_finished",
     "create_finished",
     "create_undone",
@@ -62,6 +62,7 @@ pub const REPAIR_ACTIONS: [&str; 7] = [
     "node_removed",
     "node_resynced",
     "orphan_freed",
+    "index_fixed",
 ];
 
 /// The operations whose retries after a lost race are counted.

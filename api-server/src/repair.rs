@@ -420,12 +420,13 @@ impl Repair {
         for (key, (r, mod_rev)) in &records {
             if !index.contains_key(key) {
                 tracing::info!(sandbox = %r.name, node = %r.node, "repair: sandbox record without its node index key");
-                writes.push(
+                writes.push((
+                    key.clone(),
                     Write::new()
                         .when(Guard::Unchanged(keys.sandbox(&r.id), *mod_rev))
                         .when(Guard::Absent(key.clone()))
                         .then(Op::put(key.clone(), r.id.clone())),
-                );
+                ));
             }
         }
         let by_id: HashMap<&str, i64> = sandboxes
@@ -436,7 +437,8 @@ impl Repair {
             if !records.contains_key(key) {
                 let id = crate::store::keys::last_segment(key);
                 tracing::info!(key = %key, "repair: node index key without its sandbox record");
-                writes.push(
+                writes.push((
+                    key.clone(),
                     Write::new()
                         .when(Guard::Unchanged(key.clone(), *mod_rev))
                         .when(Guard::Unchanged(
@@ -444,14 +446,15 @@ impl Repair {
                             by_id.get(id).copied().unwrap_or(0),
                         ))
                         .then(Op::delete(key.clone())),
-                );
+                ));
             }
         }
         let mut fixed = 0;
-        for w in writes {
+        for (key, w) in writes {
             if self.store.write(w).await?.committed() {
                 fixed += 1;
                 Counters::add(&self.counters.index_fixed);
+                self.announce("index_fixed", &[("key", &key)]).await;
             }
         }
         Ok(fixed)
