@@ -122,7 +122,7 @@ impl Repair {
         loop {
             match self.campaign().await {
                 Ok(lease) => {
-                    tracing::info!(replica = %self.replica, "repair loop: elected");
+                    tracing::info!(replica = %self.replica, lease, "repair loop: elected");
                     if let Err(e) = self.lead(lease).await {
                         tracing::warn!(error = %e, "repair loop: leadership lost");
                     }
@@ -149,8 +149,26 @@ impl Repair {
                 return Ok(lease);
             }
             let _ = client.lease_revoke(lease).await;
+            if let Some(own) = self.own_live_lease(&key).await {
+                return Ok(own);
+            }
             tokio::time::sleep(self.period / 2).await;
         }
+    }
+
+    /// The lease of a leadership key that this very replica still holds:
+    /// after etcd restarts, its keep-alive stream breaks but the key and
+    /// lease survive (etcd renews leases on restart), and waiting for our
+    /// own lease to lapse would stop repairs for a whole TTL.
+    async fn own_live_lease(&self, key: &str) -> Option<i64> {
+        let mut client = self.store.client();
+        let resp = client.get(key, None).await.ok()?;
+        let kv = resp.kvs().first()?;
+        if kv.value() != self.replica.as_bytes() || kv.lease() == 0 {
+            return None;
+        }
+        let ttl = client.lease_time_to_live(kv.lease(), None).await.ok()?.ttl();
+        (ttl > 0).then_some(kv.lease())
     }
 
     /// Repairs every period while the lease lives.

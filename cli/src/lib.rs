@@ -80,18 +80,16 @@ pub fn status_message(status: &tonic::Status) -> String {
         }
         _ => msg,
     };
-    // What a TLS 1.3 client sees when the server rejects its certificate,
-    // depending on timing: the alert, or only the closed connection.
-    let refused = [
-        "connection closed",
-        "received fatal alert",
-        "broken pipe",
-        "connection reset",
-    ];
-    if refused.iter().any(|r| msg.contains(r)) {
-        return format!(
-            "{msg} (an API server with mutual TLS refuses clients without a certificate signed by the cluster CA)"
-        );
+    // What a TLS 1.3 client sees when the server rejects its certificate:
+    // the alert, or, depending on timing, only the closed connection, which
+    // is also what a server that stops mid-request looks like.
+    let mtls = "with mutual TLS, it refuses clients without a certificate signed by the cluster CA";
+    if msg.contains("received fatal alert") {
+        return format!("{msg} (an API server {mtls})");
+    }
+    let closed = ["connection closed", "broken pipe", "connection reset"];
+    if closed.iter().any(|r| msg.contains(r)) {
+        return format!("{msg} (the API server closed the connection: it stopped, or, {mtls})");
     }
     msg
 }

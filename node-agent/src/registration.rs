@@ -82,6 +82,9 @@ async fn own_routes() -> Vec<pb::NodeRoute> {
     }
 }
 
+/// The first wait after a failed heartbeat.
+const HEARTBEAT_RETRY: Duration = Duration::from_millis(200);
+
 /// Registers, converges, then heartbeats every third of the lease TTL.
 /// Never returns.
 pub async fn keep_registered(config: Config, reconciler: Arc<Reconciler>, channel: Channel) {
@@ -113,12 +116,10 @@ pub async fn keep_registered(config: Config, reconciler: Arc<Reconciler>, channe
         let period = ttl / 3;
         let mut last_ok = Instant::now();
         // The first heartbeat (right after the sync) makes the node ready.
-        let mut first = true;
+        let mut delay = Duration::ZERO;
+        let mut retry = HEARTBEAT_RETRY;
         loop {
-            if !first {
-                tokio::time::sleep(period).await;
-            }
-            first = false;
+            tokio::time::sleep(delay).await;
             let hb = pb::HeartbeatRequest {
                 name: config.name.clone(),
                 lease_id: lease,
@@ -126,6 +127,8 @@ pub async fn keep_registered(config: Config, reconciler: Arc<Reconciler>, channe
             match client.heartbeat(hb).await {
                 Ok(_) => {
                     last_ok = Instant::now();
+                    delay = period;
+                    retry = HEARTBEAT_RETRY;
                     tracing::debug!(node = %config.name, "heartbeat");
                 }
                 Err(s) if s.code() == Code::NotFound => {
@@ -136,7 +139,14 @@ pub async fn keep_registered(config: Config, reconciler: Arc<Reconciler>, channe
                     tracing::warn!(node = %config.name, error = %s.message(), "no heartbeat for longer than the lease; registering again");
                     break;
                 }
-                Err(s) => tracing::warn!(node = %config.name, error = %s.message(), "heartbeat failed"),
+                // A failed heartbeat is retried soon (HEARTBEAT_RETRY, doubling, at
+                // most the period): waiting a whole period would spend a
+                // third of the lease on one lost packet or API restart.
+                Err(s) => {
+                    delay = retry.min(period);
+                    retry = (retry * 2).min(period);
+                    tracing::warn!(node = %config.name, error = %s.message(), retry_in = ?delay, "heartbeat failed");
+                }
             }
         }
     }
