@@ -167,35 +167,101 @@ const WINDOW: usize = 32;
 /// whole pool (which finds the lowest free one, or says the pool is full).
 const MAX_SCAN: usize = 8 * WINDOW;
 
-/// Up to `n` assignable addresses of `subnet` (not the gateway) after
-/// `after` (the first one when `after` is `None` or outside the subnet),
-/// wrapping around at the end, each at most once.
-pub fn after_cursor(subnet: Ipv4Net, gateway: Ipv4Addr, after: Option<Ipv4Addr>, n: usize) -> Vec<Ipv4Addr> {
-    let first = u64::from(u32::from(subnet.network())) + 1;
-    let last = u64::from(u32::from(subnet.broadcast()));
-    if last <= first {
-        return Vec::new(); // a /31 or /32: nothing to hand out
-    }
-    let size = last - first; // first..last (exclusive): every host address
-    let start = after
-        .map(|a| u64::from(u32::from(a)))
-        .filter(|a| (first..last).contains(a))
-        .map_or(0, |a| a - first + 1);
-    (0..size)
-        .map(|i| Ipv4Addr::from((first + (start + i) % size) as u32))
-        .filter(|ip| *ip != gateway)
-        .take(n)
-        .collect()
+/// The addresses a network hands out automatically: the host addresses of
+/// its subnet, or of its `--ip-range` inside it, without the gateway and the
+/// `--aux-address`es.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Range {
+    /// First address (as a number).
+    first: u64,
+    /// One past the last address.
+    end: u64,
+    /// Addresses inside `first..end` that are never handed out.
+    skip: Vec<Ipv4Addr>,
 }
 
-/// How many addresses of `subnet` can be handed out.
-fn assignable_count(subnet: Ipv4Net, gateway: Ipv4Addr) -> usize {
-    let hosts = (u64::from(u32::from(subnet.broadcast())) - u64::from(u32::from(subnet.network())))
-        .saturating_sub(1) as usize;
-    hosts
-        - usize::from(
-            subnet.contains(&gateway) && gateway != subnet.network() && gateway != subnet.broadcast(),
-        )
+impl Range {
+    pub fn new(subnet: Ipv4Net, gateway: Ipv4Addr, ip_range: Option<Ipv4Net>, aux: &[Ipv4Addr]) -> Self {
+        let num = |a: Ipv4Addr| u64::from(u32::from(a));
+        // The subnet's host addresses: not its network or broadcast address.
+        let mut first = num(subnet.network()) + 1;
+        let mut end = num(subnet.broadcast()).max(first);
+        if let Some(r) = ip_range {
+            first = first.max(num(r.network()));
+            end = end.min(num(r.broadcast()) + 1).max(first);
+        }
+        let mut skip: Vec<Ipv4Addr> = std::iter::once(gateway)
+            .chain(aux.iter().copied())
+            .filter(|a| (first..end).contains(&num(*a)))
+            .collect();
+        skip.sort();
+        skip.dedup();
+        Self { first, end, skip }
+    }
+
+    /// The range of `network` (`None` for a network without a subnet).
+    pub fn of(network: &NetworkRecord) -> Option<Self> {
+        let aux: Vec<Ipv4Addr> = network.aux_addresses.values().copied().collect();
+        Some(Self::new(
+            network.subnet?,
+            network.gateway?,
+            network.ip_range,
+            &aux,
+        ))
+    }
+
+    /// How many addresses can be handed out.
+    pub fn count(&self) -> usize {
+        (self.end - self.first) as usize - self.skip.len()
+    }
+
+    #[cfg(test)]
+    fn contains(&self, ip: Ipv4Addr) -> bool {
+        (self.first..self.end).contains(&u64::from(u32::from(ip))) && !self.skip.contains(&ip)
+    }
+
+    /// Every address in order.
+    pub fn iter(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        (self.first..self.end)
+            .map(|a| Ipv4Addr::from(a as u32))
+            .filter(|ip| !self.skip.contains(ip))
+    }
+
+    /// Up to `n` addresses after `after` (from the first one when `after` is
+    /// `None` or outside the range), wrapping around at the end, each at
+    /// most once.
+    pub fn after(&self, after: Option<Ipv4Addr>, n: usize) -> Vec<Ipv4Addr> {
+        let size = self.end - self.first;
+        if size == 0 {
+            return Vec::new(); // a /31 or /32, or an empty range: nothing to hand out
+        }
+        let start = after
+            .map(|a| u64::from(u32::from(a)))
+            .filter(|a| (self.first..self.end).contains(a))
+            .map_or(0, |a| a - self.first + 1);
+        (0..size)
+            .map(|i| Ipv4Addr::from((self.first + (start + i) % size) as u32))
+            .filter(|ip| !self.skip.contains(ip))
+            .take(n)
+            .collect()
+    }
+}
+
+/// Checks an address asked for with `--ip`: inside the subnet (not only the
+/// `--ip-range`, as Docker), not its network, broadcast or gateway address
+/// (INVALID_ARGUMENT), and not one of the network's `--aux-address`es
+/// (ALREADY_EXISTS, as an address in use).
+pub fn check_requested(network: &NetworkRecord, ip: Ipv4Addr) -> Result<()> {
+    if let (Some(subnet), Some(gateway)) = (network.subnet, network.gateway) {
+        net::check_assignable("ip", subnet, gateway, ip)?;
+    }
+    if let Some((name, _)) = network.aux_addresses.iter().find(|(_, a)| **a == ip) {
+        return Err(ApiError::AlreadyExists(format!(
+            "address {ip} is reserved as aux-address {name} of network {}",
+            network.name
+        )));
+    }
+    Ok(())
 }
 
 fn cursor_key(network_id: &str, pool: &str) -> String {
@@ -244,7 +310,7 @@ pub async fn pick_free(
     pool: &str,
     attempt: usize,
 ) -> Result<Ipv4Addr> {
-    let (Some(subnet), Some(gateway)) = (network.subnet, network.gateway) else {
+    let (Some(subnet), Some(range)) = (network.subnet, Range::of(network)) else {
         return Err(ApiError::Internal(format!(
             "network {} has no subnet to allocate from",
             network.name
@@ -252,8 +318,14 @@ pub async fn pick_free(
     };
     let key = cursor_key(&network.id, pool);
     let exhausted = || {
+        let within = network.ip_range.map_or(subnet, |r| r);
+        let what = if network.ip_range.is_some() {
+            "ip-range"
+        } else {
+            "subnet"
+        };
         ApiError::Exhausted(format!(
-            "no free address left in {subnet} of network {}",
+            "no free address left in {within} ({what}) of network {}",
             network.name
         ))
     };
@@ -274,17 +346,15 @@ pub async fn pick_free(
         if attempt == 0 {
             let mut cursors = store.cursors.lock().unwrap_or_else(|e| e.into_inner());
             let from = cursors.get(&key).copied().unwrap_or(cursor);
-            let ip = *after_cursor(subnet, gateway, Some(from), 1)
-                .first()
-                .ok_or_else(exhausted)?;
+            let ip = *range.after(Some(from), 1).first().ok_or_else(exhausted)?;
             cursors.insert(key, ip);
             return Ok(ip);
         }
-        let total = assignable_count(subnet, gateway);
+        let total = range.count();
         let mut from = cursor;
         let mut scanned = 0;
         while scanned < total.min(MAX_SCAN) {
-            let window = after_cursor(subnet, gateway, Some(from), WINDOW.min(total - scanned));
+            let window = range.after(Some(from), WINDOW.min(total - scanned));
             let Some(&last) = window.last() else { break };
             let reads = window
                 .iter()
@@ -322,7 +392,8 @@ pub async fn pick_free(
         .filter_map(|k| last_segment(k).parse().ok())
         .collect();
     let window = if attempt == 0 { 1 } else { 8 * attempt };
-    let free: Vec<Ipv4Addr> = net::assignable(subnet, gateway)
+    let free: Vec<Ipv4Addr> = range
+        .iter()
         .filter(|ip| !used.contains(ip))
         .take(window)
         .collect();
@@ -351,14 +422,14 @@ pub async fn allocate_ip<F>(
 where
     F: FnMut(Ipv4Addr) -> Result<Write>,
 {
-    let (Some(subnet), Some(gateway)) = (network.subnet, network.gateway) else {
+    if network.subnet.is_none() || network.gateway.is_none() {
         return Err(ApiError::Internal(format!(
             "network {} has no subnet to allocate from",
             network.name
         )));
-    };
+    }
     if let Some(ip) = requested {
-        net::check_assignable("ip", subnet, gateway, ip)?;
+        check_requested(network, ip)?;
     }
     let net_key = store.keys.network(&network.id);
     for attempt in 0..MAX_ATTEMPTS {
@@ -476,24 +547,64 @@ mod tests {
     #[test]
     fn next_fit_after_the_cursor() {
         let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap() };
-        let (sub, gw) = (n("10.1.0.0/29"), ip("10.1.0.1"));
+        let plain = |sub: &str, gw: &str| Range::new(n(sub), ip(gw), None, &[]);
+        let r = plain("10.1.0.0/29", "10.1.0.1");
         // .2 ... .6 are assignable (.1 is the gateway, .7 broadcast).
-        assert_eq!(after_cursor(sub, gw, None, 2), [ip("10.1.0.2"), ip("10.1.0.3")]);
+        assert_eq!(r.after(None, 2), [ip("10.1.0.2"), ip("10.1.0.3")]);
         assert_eq!(
-            after_cursor(sub, gw, Some(ip("10.1.0.5")), 3),
+            r.after(Some(ip("10.1.0.5")), 3),
             [ip("10.1.0.6"), ip("10.1.0.2"), ip("10.1.0.3")],
             "wraps around, skipping the gateway"
         );
-        assert_eq!(after_cursor(sub, gw, Some(ip("10.9.9.9")), 1), [ip("10.1.0.2")]);
-        assert_eq!(
-            after_cursor(sub, gw, Some(ip("10.1.0.3")), 99).len(),
-            5,
-            "each once"
+        assert_eq!(r.after(Some(ip("10.9.9.9")), 1), [ip("10.1.0.2")]);
+        assert_eq!(r.after(Some(ip("10.1.0.3")), 99).len(), 5, "each once");
+        assert_eq!(r.count(), 5);
+        assert_eq!(plain("10.9.0.0/30", "10.9.0.1").count(), 1);
+        assert!(plain("10.9.0.0/31", "10.9.0.0").after(None, 4).is_empty());
+        assert_eq!(plain("10.9.0.0/31", "10.9.0.0").count(), 0);
+    }
+
+    /// `--ip-range` bounds the picks (its own network and broadcast
+    /// addresses are ordinary hosts of the subnet); aux addresses and the
+    /// gateway are skipped wherever they fall.
+    #[test]
+    fn ip_range_and_aux_addresses_bound_the_picks() {
+        let ip = |s: &str| -> Ipv4Addr { s.parse().unwrap() };
+        let r = Range::new(
+            n("10.2.0.0/24"),
+            ip("10.2.0.1"),
+            Some(n("10.2.0.8/29")),
+            &[ip("10.2.0.9"), ip("10.2.0.200")],
         );
-        assert_eq!(assignable_count(sub, gw), 5);
-        assert_eq!(assignable_count(n("10.9.0.0/30"), ip("10.9.0.1")), 1);
-        assert!(after_cursor(n("10.9.0.0/31"), ip("10.9.0.0"), None, 4).is_empty());
-        assert_eq!(assignable_count(n("10.9.0.0/31"), ip("10.9.0.0")), 0);
+        let all: Vec<_> = r.iter().collect();
+        assert_eq!(
+            all,
+            [
+                "10.2.0.8",
+                "10.2.0.10",
+                "10.2.0.11",
+                "10.2.0.12",
+                "10.2.0.13",
+                "10.2.0.14",
+                "10.2.0.15"
+            ]
+            .map(ip)
+        );
+        assert_eq!(r.count(), 7);
+        assert_eq!(
+            r.after(Some(ip("10.2.0.15")), 2),
+            [ip("10.2.0.8"), ip("10.2.0.10")]
+        );
+        assert!(r.contains(ip("10.2.0.8")) && !r.contains(ip("10.2.0.9")) && !r.contains(ip("10.2.0.16")));
+        // A range at the subnet's edge keeps out the subnet's own network
+        // and broadcast addresses.
+        let edge = Range::new(n("10.3.0.0/24"), ip("10.3.0.1"), Some(n("10.3.0.0/30")), &[]);
+        assert_eq!(edge.iter().collect::<Vec<_>>(), [ip("10.3.0.2"), ip("10.3.0.3")]);
+        let top = Range::new(n("10.3.0.0/24"), ip("10.3.0.1"), Some(n("10.3.0.252/30")), &[]);
+        assert_eq!(
+            top.iter().collect::<Vec<_>>(),
+            ["10.3.0.252", "10.3.0.253", "10.3.0.254"].map(ip)
+        );
     }
 
     #[test]

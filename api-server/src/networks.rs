@@ -25,6 +25,10 @@ pub struct NetworkSpec {
     pub options: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
     pub parsed: NetworkOptions,
+    /// `--internal`, `--ip-range` and `--aux-address` ([`NetworkSpec::with_addressing`]).
+    pub internal: bool,
+    pub ip_range: Option<Ipv4Net>,
+    pub aux_addresses: BTreeMap<String, Ipv4Addr>,
     builtin: bool,
     bridge: Option<String>,
 }
@@ -70,8 +74,83 @@ impl NetworkSpec {
             labels,
             bridge: parsed.bridge_name.clone(),
             parsed,
+            internal: false,
+            ip_range: None,
+            aux_addresses: BTreeMap::new(),
             builtin: false,
         })
+    }
+
+    /// Adds Docker's `--internal`, `--ip-range` and `--aux-address` to a
+    /// validated spec: the range and the reserved addresses need `--subnet`
+    /// and must lie inside it, as in Docker; an aux address may not be the
+    /// gateway or appear twice.
+    pub fn with_addressing(
+        mut self,
+        internal: bool,
+        ip_range: &str,
+        aux_addresses: BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let invalid = |field: &str, why: String| -> ApiError { berth_core::Invalid::new(field, why).into() };
+        let needs_subnet = |flag: &str| match self.subnet {
+            Some(s) if self.driver.has_ipam() => Ok(s),
+            _ => Err(invalid(flag, format!("--{flag} needs --subnet"))),
+        };
+        if !ip_range.is_empty() {
+            let subnet = needs_subnet("ip-range")?;
+            let range: Ipv4Net = ip_range.parse().map_err(|_| {
+                invalid(
+                    "ip-range",
+                    format!("{ip_range:?} is not an IPv4 CIDR such as 172.20.5.0/24"),
+                )
+            })?;
+            if range.network() != range.addr() {
+                return Err(invalid(
+                    "ip-range",
+                    format!("{ip_range:?} has host bits set; did you mean {}?", range.trunc()),
+                ));
+            }
+            if !subnet.contains(&range) {
+                return Err(invalid(
+                    "ip-range",
+                    format!("{range} is not inside the subnet {subnet}"),
+                ));
+            }
+            let gateway = self.gateway.unwrap_or_else(|| net::default_gateway(subnet));
+            if ipam::Range::new(subnet, gateway, Some(range), &[]).count() == 0 {
+                return Err(invalid(
+                    "ip-range",
+                    format!("{range} leaves no address to hand out"),
+                ));
+            }
+            self.ip_range = Some(range);
+        }
+        if aux_addresses.len() > berth_core::limits::MAX_AUX_ADDRESSES {
+            return Err(invalid(
+                "aux-address",
+                format!(
+                    "{} addresses, at most {}",
+                    aux_addresses.len(),
+                    berth_core::limits::MAX_AUX_ADDRESSES
+                ),
+            ));
+        }
+        for (name, value) in aux_addresses {
+            let subnet = needs_subnet("aux-address")?;
+            validate_name("aux-address", &name)?;
+            let ip = net::parse_ip("aux-address", &value)?;
+            let gateway = self.gateway.unwrap_or_else(|| net::default_gateway(subnet));
+            net::check_assignable("aux-address", subnet, gateway, ip)?;
+            if let Some((other, _)) = self.aux_addresses.iter().find(|(_, a)| **a == ip) {
+                return Err(invalid(
+                    "aux-address",
+                    format!("{ip} is given twice ({other} and {name})"),
+                ));
+            }
+            self.aux_addresses.insert(name, ip);
+        }
+        self.internal = internal;
+        Ok(self)
     }
 
     fn builtin(name: &str, driver: Driver, subnet: Option<Ipv4Net>, bridge: Option<&str>) -> Self {
@@ -83,6 +162,9 @@ impl NetworkSpec {
             options: BTreeMap::new(),
             labels: BTreeMap::new(),
             parsed: NetworkOptions::default(),
+            internal: false,
+            ip_range: None,
+            aux_addresses: BTreeMap::new(),
             builtin: true,
             bridge: bridge.map(str::to_string),
         }
@@ -157,6 +239,9 @@ impl Networks {
                 bridge: None,
                 mtu: spec.parsed.mtu,
                 builtin: spec.builtin,
+                internal: spec.internal,
+                ip_range: spec.ip_range,
+                aux_addresses: spec.aux_addresses.clone(),
             };
             if spec.driver.has_ipam() {
                 let taken = ipam::taken_subnets(&self.store, scope).await?;

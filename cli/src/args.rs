@@ -195,6 +195,18 @@ pub struct NetworkCreateArgs {
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub label: Vec<(String, String)>,
 
+    /// No way out: no masquerade, no default route, no published ports
+    #[arg(long)]
+    pub internal: bool,
+
+    /// Hand out automatic addresses only from this part of the subnet (needs --subnet)
+    #[arg(long, value_name = "CIDR")]
+    pub ip_range: Option<String>,
+
+    /// Reserve an address of the subnet, never handed out (needs --subnet; repeatable)
+    #[arg(long = "aux-address", value_name = "NAME=IP", value_parser = parse_key_value)]
+    pub aux_address: Vec<(String, String)>,
+
     /// Name of the new network
     pub name: String,
 }

@@ -103,7 +103,11 @@ pub struct Ipam {
 #[serde(rename_all = "PascalCase")]
 pub struct IpamConfig {
     pub subnet: String,
+    #[serde(rename = "IPRange", skip_serializing_if = "String::is_empty")]
+    pub ip_range: String,
     pub gateway: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub auxiliary_addresses: BTreeMap<String, String>,
 }
 
 /// `ConfigFrom` of [`NetworkInspect`].
@@ -134,7 +138,9 @@ pub fn network_inspect(network: &Network, endpoints: &[Endpoint]) -> NetworkInsp
     } else {
         vec![IpamConfig {
             subnet: network.subnet.clone(),
+            ip_range: network.ip_range.clone(),
             gateway: network.gateway.clone(),
+            auxiliary_addresses: sorted(&network.aux_addresses),
         }]
     };
     let containers = endpoints
@@ -167,7 +173,7 @@ pub fn network_inspect(network: &Network, endpoints: &[Endpoint]) -> NetworkInsp
             options: BTreeMap::new(),
             config,
         },
-        internal: false,
+        internal: network.internal,
         attachable: network.driver == NetworkDriver::Overlay as i32,
         ingress: false,
         config_from: ConfigFrom {
@@ -389,6 +395,7 @@ pub(crate) mod fixtures {
             bridge: "berth0".into(),
             mtu: 0,
             builtin: true,
+            ..Default::default()
         }
     }
 

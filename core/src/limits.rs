@@ -28,6 +28,9 @@ pub const MAX_OPTION_KEY_BYTES: usize = 255;
 /// Bytes of one option value.
 pub const MAX_OPTION_VALUE_BYTES: usize = 256;
 
+/// `--aux-address`es of one network.
+pub const MAX_AUX_ADDRESSES: usize = 16;
+
 /// Aliases of one endpoint (`--alias` on `sandbox create` or `network connect`).
 pub const MAX_ALIASES: usize = 16;
 /// Legacy links of one sandbox (`--link`).

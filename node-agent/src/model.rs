@@ -22,7 +22,10 @@ pub struct NetworkSpec {
     /// 0 = the driver's default (1500 for bridges, underlay MTU − 50 for overlays).
     pub mtu: u32,
     pub icc: bool,
+    /// Masquerade outbound traffic (never for an internal network).
     pub masquerade: bool,
+    /// `--internal`: nothing is forwarded into or out of the bridge.
+    pub internal: bool,
     /// VXLAN network identifier of an overlay network.
     pub vni: Option<u32>,
 }
@@ -269,7 +272,8 @@ impl NetworkSpec {
             gateway,
             mtu: n.mtu,
             icc: opts.enable_icc,
-            masquerade: opts.enable_ip_masquerade,
+            masquerade: opts.enable_ip_masquerade && !n.internal,
+            internal: n.internal,
             vni: (driver == Driver::Overlay).then_some(n.vni).filter(|v| *v > 0),
         }))
     }

@@ -180,6 +180,7 @@ mod tests {
             mtu: 0,
             icc: true,
             masquerade: true,
+            internal: false,
             vni: None,
         }
     }

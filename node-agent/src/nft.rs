@@ -46,6 +46,8 @@ pub struct BridgeRules {
     pub bridge: String,
     pub subnet: Ipv4Net,
     pub masquerade: bool,
+    /// `--internal`: nothing is forwarded into or out of the bridge.
+    pub internal: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +226,27 @@ pub fn render(bridges: &[BridgeRules], ports: &[PortRule]) -> Ruleset {
     }
 
     chains.push(base_chain("forward", NfChainType::Filter, NfHook::Forward, 0));
+    // Internal networks first: nothing crosses their bridge, not even a
+    // published port of another network reached through the gateway.
+    for b in bridges.iter().filter(|b| b.internal) {
+        for (inside, outside) in [
+            (MetaKey::Iifname, MetaKey::Oifname),
+            (MetaKey::Oifname, MetaKey::Iifname),
+        ] {
+            rules.push(rule(
+                "forward",
+                vec![
+                    is(meta(inside), text(&b.bridge)),
+                    Statement::Match(Match {
+                        left: meta(outside),
+                        right: text(&b.bridge),
+                        op: Operator::NEQ,
+                    }),
+                    Statement::Drop(None),
+                ],
+            ));
+        }
+    }
     if !ports.is_empty() {
         // Published ports are reachable from every network.
         rules.push(rule("forward", vec![ct_status_dnat(), Statement::Accept(None)]));
@@ -440,6 +463,7 @@ mod tests {
             bridge: name.into(),
             subnet: subnet.parse().unwrap(),
             masquerade: masq,
+            internal: false,
         }
     }
 
@@ -523,6 +547,38 @@ mod tests {
         assert_eq!(
             r.rule_counts(),
             BTreeMap::from([("forward".into(), 0), ("postrouting".into(), 1)])
+        );
+    }
+
+    /// An internal bridge: nothing forwarded in or out, checked before the
+    /// accept of published ports; no masquerade.
+    #[test]
+    fn internal_bridges_forward_nothing_across() {
+        let internal = BridgeRules {
+            internal: true,
+            ..b("br-in", "172.30.0.0/16", false)
+        };
+        let r = render(
+            &[internal, b("berth0", "172.17.0.0/16", true)],
+            &[port_rule("", 8080, 80, "tcp", "172.17.0.2", "berth0")],
+        );
+        let ne =
+            |key: &str, v: &str| json!({"match": {"op": "!=", "left": {"meta": {"key": key}}, "right": v}});
+        let iif = json!({"meta": {"key": "iifname"}});
+        let forward = rules(&r, "forward");
+        assert_eq!(
+            forward[0],
+            json!([eq(iif.clone(), json!("br-in")), ne("oifname", "br-in"), {"drop": null}])
+        );
+        assert_eq!(
+            forward[1],
+            json!([eq(oifname(), json!("br-in")), ne("iifname", "br-in"), {"drop": null}])
+        );
+        assert_eq!(forward[2], json!([ct_dnat(), {"accept": null}]));
+        let post = serde_json::to_string(&rules(&r, "postrouting")).unwrap();
+        assert!(
+            !post.contains("172.30.0.0"),
+            "an internal subnet is not masqueraded: {post}"
         );
     }
 

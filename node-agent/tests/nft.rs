@@ -92,16 +92,19 @@ fn bridges() -> Vec<BridgeRules> {
             bridge: "berth0".into(),
             subnet: "172.17.0.0/16".parse().unwrap(),
             masquerade: true,
+            internal: false,
         },
         BridgeRules {
             bridge: "br-1".into(),
             subnet: "172.18.0.0/16".parse().unwrap(),
             masquerade: false,
+            internal: false,
         },
         BridgeRules {
             bridge: "br-2".into(),
             subnet: "172.19.0.0/16".parse().unwrap(),
             masquerade: true,
+            internal: false,
         },
     ]
 }
@@ -173,6 +176,27 @@ async fn json_ruleset_loads_as_the_text_one_did() {
         assert!(!text.contains("ports") && !text.contains("dnat"), "{text}");
         assert!(
             text.contains("ip saddr 172.19.0.0/16 oifname != \"br-2\" masquerade"),
+            "{text}"
+        );
+        // An internal bridge: the kernel takes its two drops, first in `forward`.
+        let mut internal = bridges();
+        internal[1].internal = true;
+        nft::apply(&nft::render(&internal, &ports()))
+            .await
+            .expect("applying");
+        let text = nft_ok(&["list", "chain", "ip", "berth", "forward"], None);
+        let rules: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.ends_with("drop") || l.ends_with("accept"))
+            .collect();
+        assert_eq!(
+            rules[..3],
+            [
+                "iifname \"br-1\" oifname != \"br-1\" drop",
+                "oifname \"br-1\" iifname != \"br-1\" drop",
+                "ct status dnat accept"
+            ],
             "{text}"
         );
     })

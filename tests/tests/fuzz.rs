@@ -203,18 +203,41 @@ fn command() -> BoxedStrategy<Vec<String>> {
 }
 
 fn request() -> BoxedStrategy<Req> {
-    let create_network = (name(), driver(), subnet(), address(), options(), labels()).prop_map(
-        |(name, driver, subnet, gateway, options, labels)| {
-            Req::CreateNetwork(pb::CreateNetworkRequest {
-                name,
-                driver,
-                subnet,
-                gateway,
-                options,
-                labels,
-            })
-        },
+    // `--internal`, `--ip-range` and `--aux-address`: ranges and addresses
+    // from the same generators as subnets and gateways, so some fit.
+    let addressing = (
+        any::<bool>(),
+        prop_oneof![3 => Just(String::new()), 1 => subnet()],
+        prop_oneof![
+            3 => Just(Vec::new()),
+            2 => prop::collection::vec((name(), address()), 1..3),
+            1 => prop::collection::vec(("[a-z]{1,4}", address()), 17..20),
+        ],
     );
+    let create_network = (
+        name(),
+        driver(),
+        subnet(),
+        address(),
+        options(),
+        labels(),
+        addressing,
+    )
+        .prop_map(
+            |(name, driver, subnet, gateway, options, labels, (internal, ip_range, aux))| {
+                Req::CreateNetwork(pb::CreateNetworkRequest {
+                    name,
+                    driver,
+                    subnet,
+                    gateway,
+                    options,
+                    labels,
+                    internal,
+                    ip_range,
+                    aux_addresses: aux.into_iter().collect(),
+                })
+            },
+        );
     let create_sandbox = (
         name(),
         node(),

@@ -55,6 +55,13 @@ pub fn network(n: &NetworkRecord) -> pb::Network {
         bridge: n.bridge.clone().unwrap_or_default(),
         mtu: n.mtu.unwrap_or(0),
         builtin: n.builtin,
+        internal: n.internal,
+        ip_range: n.ip_range.map(|r| r.to_string()).unwrap_or_default(),
+        aux_addresses: n
+            .aux_addresses
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
     }
 }
 
@@ -135,9 +142,11 @@ pub fn sandbox(r: &SandboxRecord, endpoints: &[(EndpointRecord, NetworkRecord)])
         created: r.created.clone(),
         endpoints: {
             // The default route goes through the first endpoint on a bridge
-            // network (overlays have no way out; their sandboxes use the
-            // gateway bridge), in attach order.
-            let default = endpoints.iter().position(|(_, n)| n.driver == Driver::Bridge);
+            // network that is not internal (overlays have no way out; their
+            // sandboxes use the gateway bridge), in attach order.
+            let default = endpoints
+                .iter()
+                .position(|(_, n)| n.driver == Driver::Bridge && !n.internal);
             endpoints
                 .iter()
                 .enumerate()

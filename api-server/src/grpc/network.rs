@@ -31,7 +31,8 @@ impl NetworkService for NetworkApi {
             &r.gateway,
             r.options.into_iter().collect(),
             r.labels.into_iter().collect(),
-        )?;
+        )?
+        .with_addressing(r.internal, &r.ip_range, r.aux_addresses.into_iter().collect())?;
         let net = self.networks.create(spec).await?;
         Ok(Response::new(pb::CreateNetworkResponse {
             network: Some(convert::network(&net)),

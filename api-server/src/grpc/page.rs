@@ -173,6 +173,11 @@ mod tests {
             bridge: "b".repeat(15),
             mtu: 65535,
             builtin: false,
+            internal: true,
+            ip_range: "255.255.255.252/30".into(),
+            aux_addresses: (0..berth_core::limits::MAX_AUX_ADDRESSES)
+                .map(|i| (format!("{i:02}{}", "a".repeat(61)), "255.255.255.254".into()))
+                .collect(),
         }
     }
 

@@ -59,6 +59,16 @@ impl Sandboxes {
             )
             .into());
         }
+        if !spec.ports.is_empty() && network.internal {
+            return Err(berth_core::Invalid::new(
+                "publish",
+                format!(
+                    "network {} is internal: nothing on it can be reached from outside, so it publishes no ports",
+                    network.name
+                ),
+            )
+            .into());
+        }
         if !spec.links.is_empty() && network.name != berth_core::model::DEFAULT_BRIDGE.0 {
             return Err(berth_core::Invalid::new(
                 "link",
@@ -68,8 +78,8 @@ impl Sandboxes {
         }
         // Before anything is written (an overlay's gateway bridge network is
         // created on first use, below): a refused request leaves nothing.
-        if let (Some(ip), Some(subnet), Some(gateway)) = (spec.ip, network.subnet, network.gateway) {
-            berth_core::net::check_assignable("ip", subnet, gateway, ip)?;
+        if let Some(ip) = spec.ip {
+            ipam::check_requested(&network, ip)?;
         }
         let node = node?;
         self.check_links(&spec.links, &node.name).await?;
@@ -78,8 +88,9 @@ impl Sandboxes {
         // Overlay sandboxes also get eth1 on the node's gateway bridge for
         // outbound traffic (and their default route through it), as Docker's
         // docker_gwbridge; its address is taken in the same transaction.
+        // An internal overlay has no way out, so no gateway bridge either.
         let gw = match network.driver {
-            Driver::Overlay => Some(self.networks.ensure_gwbridge().await?),
+            Driver::Overlay if !network.internal => Some(self.networks.ensure_gwbridge().await?),
             _ => None,
         };
         for attempt in 0..ipam::MAX_ATTEMPTS {

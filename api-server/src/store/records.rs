@@ -32,6 +32,15 @@ pub struct NetworkRecord {
     pub mtu: Option<u32>,
     #[serde(default)]
     pub builtin: bool,
+    /// `--internal`: no masquerade, no default route, no published ports.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
+    /// `--ip-range`: automatic addresses come only from this part of the subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<Ipv4Net>,
+    /// `--aux-address NAME=IP`: never handed out.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aux_addresses: BTreeMap<String, Ipv4Addr>,
 }
 
 /// `<prefix>/v1/nodes/<name>`: kept after the agent's lease lapses, so the

@@ -50,6 +50,9 @@ async fn create(
         gateway: args.gateway.unwrap_or_default(),
         options: args.opt.into_iter().collect(),
         labels: args.label.into_iter().collect(),
+        internal: args.internal,
+        ip_range: args.ip_range.unwrap_or_default(),
+        aux_addresses: args.aux_address.into_iter().collect(),
     };
     let network = client
         .create_network(request)

@@ -242,6 +242,7 @@ mod tests {
             mtu: 0,
             icc: true,
             masquerade: true,
+            internal: false,
             vni: None,
         }
     }

@@ -25,6 +25,7 @@ pub(super) fn plan(ctx: &mut Ctx<'_>) {
             bridge: n.bridge.clone(),
             subnet: n.subnet,
             masquerade: n.masquerade,
+            internal: n.internal,
         })
         .collect();
     let mut ports = Vec::new();

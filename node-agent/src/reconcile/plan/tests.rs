@@ -30,6 +30,7 @@ fn net(id: &str, name: &str, driver: Driver, bridge: &str, subnet: &str, vni: Op
         mtu: 0,
         icc: true,
         masquerade: driver == Driver::Bridge,
+        internal: false,
         vni,
     }
 }
