@@ -57,6 +57,7 @@ pub fn describe() -> Machine {
     let mut versions = Vec::new();
     for pkg in [
         "containernetworking-plugins",
+        "netavark",
         "iperf3",
         "etcd-server",
         "iptables",

@@ -13,6 +13,7 @@ mod etcdfloor;
 mod icmp;
 mod lab;
 mod machine;
+mod netavark;
 mod profile;
 mod raw;
 mod report;

@@ -17,6 +17,7 @@ use crate::cni::{self, CniNet};
 use crate::config::Config;
 use crate::icmp::Probe;
 use crate::lab::{Lab, UL_HOST_ADDR};
+use crate::netavark::{self, Netavark};
 use crate::profile::Mark;
 use crate::raw::RawFloor;
 use crate::results::{LatencyRow, Results, RowStatus, ThroughputRow};
@@ -163,6 +164,7 @@ async fn phase_create(ctx: &mut Ctx) -> Result<()> {
     let raw = RawFloor::new(&raw_ns).await?;
     let (w, n) = (ctx.cfg.warmup, ctx.cfg.samples);
     let mut sb = ctx.sandboxes();
+    let nv = NetavarkPeer::start(ctx, "benchnv", "nv-bench0", "10.90.0.0/16").await?;
 
     let mut ns_create = Vec::new();
     for i in 0..w + n {
@@ -172,8 +174,11 @@ async fn phase_create(ctx: &mut Ctx) -> Result<()> {
         if i >= w {
             ns_create.push(ms(t.elapsed()));
         }
+        if nv.is_some() {
+            netns::create(&ctx.lab.ns(&format!("v{i}")), "berth:bench").await?;
+        }
     }
-    let (mut berth_c, mut cni_c, mut raw_c) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut berth_c, mut cni_c, mut raw_c, mut nv_c) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut cni_results = Vec::new();
     let (mut create_marks, mut ids) = (Vec::new(), Vec::new());
     for i in 0..w + n {
@@ -196,6 +201,20 @@ async fn phase_create(ctx: &mut Ctx) -> Result<()> {
             )
             .await?;
         let raw_d = raw.create(&ctx.lab.ns(&format!("r{i}")), i).await?;
+        if let Some(nv) = &nv {
+            let d = nv
+                .net
+                .setup(
+                    &format!("bench-v{i}"),
+                    &nv.path(ctx, i),
+                    nv.net.address(i + 1),
+                    None,
+                )
+                .await?;
+            if i >= w {
+                nv_c.push(ms(d));
+            }
+        }
         if i >= w {
             berth_c.push(d);
             cni_c.push(ms(added.elapsed));
@@ -215,7 +234,8 @@ async fn phase_create(ctx: &mut Ctx) -> Result<()> {
     }
     check_root_untouched()?;
 
-    let (mut berth_r, mut cni_r, mut raw_r, mut raw_rv) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut berth_r, mut cni_r, mut raw_r, mut raw_rv, mut nv_r) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut remove_marks = Vec::new();
     for i in 0..w + n {
         let name = format!("c{i}");
@@ -249,6 +269,21 @@ async fn phase_create(ctx: &mut Ctx) -> Result<()> {
             raw.remove_with_veth(&r, i).await?
         };
         netns::delete(&k).await?;
+        if let Some(nv) = &nv {
+            let d = nv
+                .net
+                .teardown(
+                    &format!("bench-v{i}"),
+                    &nv.path(ctx, i),
+                    nv.net.address(i + 1),
+                    None,
+                )
+                .await?;
+            netns::delete(&ctx.lab.ns(&format!("v{i}"))).await?;
+            if i >= w {
+                nv_r.push(ms(d));
+            }
+        }
         if i >= w {
             berth_r.push(d);
             cni_r.push(ms(cd));
@@ -256,6 +291,16 @@ async fn phase_create(ctx: &mut Ctx) -> Result<()> {
         }
     }
     check_root_untouched()?;
+    let nv_status = match nv {
+        Some(nv) => {
+            nv.stop(ctx).await?;
+            None
+        }
+        None => Some(format!(
+            "netavark not run: {} is missing (apt-get install netavark)",
+            netavark::BINARY
+        )),
+    };
     let (etcd_get, etcd_txn) = etcdfloor::measure(&ctx.lab.ns("c"), w, n).await?;
     ctx.res.latency.push(LatencyRow {
         id: "create".into(),
@@ -267,6 +312,10 @@ async fn phase_create(ctx: &mut Ctx) -> Result<()> {
         )),
         peers: vec![
             Series::new("CNI bridge + host-local ADD (ipMasq)", cni_c),
+            Series::new(
+                "netavark setup (bridge, address given by the caller, iptables)",
+                nv_c,
+            ),
             Series::new("raw floor: netns + veth with peer inside (netlink)", raw_c),
             Series::new("netns creation before each CNI ADD (not in ADD)", ns_create),
             Series::new(
@@ -275,9 +324,12 @@ async fn phase_create(ctx: &mut Ctx) -> Result<()> {
             ),
             Series::new("etcd floor: one get", etcd_get),
         ],
-        note: "berth's time includes creating the namespace; the CNI ADD's does not (its namespace \
-               was created beforehand, timed in the last line)."
-            .into(),
+        note: format!(
+            "berth's time includes creating the namespace; the CNI ADD's and netavark's do not (their \
+             namespaces were created beforehand, timed in the `netns creation` line), and netavark is \
+             handed its address (podman allocates in-process).{}",
+            nv_status.as_deref().map(|s| format!(" {s}.")).unwrap_or_default()
+        ),
     });
     ctx.res.latency.push(LatencyRow {
         id: "remove".into(),
@@ -286,6 +338,7 @@ async fn phase_create(ctx: &mut Ctx) -> Result<()> {
         berth: Some(Series::new("berth RemoveSandbox (gRPC, end to end)", berth_r)),
         peers: vec![
             Series::new("CNI bridge DEL", cni_r),
+            Series::new("netavark teardown", nv_r),
             Series::new("raw floor: netns delete (every other iteration)", raw_r),
             Series::new(
                 "raw floor: netns delete, then delete the host veth at once (the other iterations)",
@@ -299,17 +352,64 @@ async fn phase_create(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
+/// netavark's network in its own lab node namespace, with one container
+/// that stays attached the whole phase: netavark deletes its bridge with
+/// the last container, and neither berth's nor CNI's bridge goes away, so
+/// the keeper makes every measured setup find the bridge as the others do.
+struct NetavarkPeer {
+    net: Netavark,
+}
+
+impl NetavarkPeer {
+    /// `None` when netavark is not installed (the row says so).
+    async fn start(ctx: &mut Ctx, name: &str, bridge: &str, subnet: &str) -> Result<Option<Self>> {
+        if !netavark::installed() {
+            return Ok(None);
+        }
+        let node_ns = ctx.lab.ns(&format!("nv-{name}"));
+        if !netns::exists(&node_ns) {
+            ctx.lab.add_ns(&node_ns)?;
+        }
+        let net = Netavark::new(&node_ns, name, bridge, subnet.parse()?, ctx.lab.dir());
+        let keeper = ctx.lab.ns(&format!("{name}-keep"));
+        netns::create(&keeper, "berth:bench").await?;
+        net.setup(
+            "keeper",
+            &netns::path(&keeper).display().to_string(),
+            net.address(0),
+            None,
+        )
+        .await?;
+        Ok(Some(Self { net }))
+    }
+
+    /// The namespace path of container `i`.
+    fn path(&self, ctx: &Ctx, i: usize) -> String {
+        netns::path(&ctx.lab.ns(&format!("v{i}"))).display().to_string()
+    }
+
+    async fn stop(self, ctx: &Ctx) -> Result<()> {
+        let keeper = ctx.lab.ns(&format!("{}-keep", self.net.name()));
+        let path = netns::path(&keeper).display().to_string();
+        self.net
+            .teardown("keeper", &path, self.net.address(0), None)
+            .await?;
+        netns::delete(&keeper).await?;
+        Ok(())
+    }
+}
+
 /// The CNI plugins run in a lab namespace; make sure nothing of theirs
 /// reached the root namespace.
 fn check_root_untouched() -> Result<()> {
     let links = crate::util::run("ip", &["-o", "link", "show"])?;
-    if links.contains("cni-bench") {
-        bail!("a CNI bridge appeared in the root namespace");
+    if links.contains("cni-bench") || links.contains("nv-bench") {
+        bail!("a peer's bridge appeared in the root namespace");
     }
     if let Ok(rules) = crate::util::run("nft", &["list", "ruleset"])
-        && rules.contains("CNI-")
+        && (rules.contains("CNI-") || rules.contains("NETAVARK"))
     {
-        bail!("CNI rules appeared in the root namespace's nftables");
+        bail!("a peer's rules appeared in the root namespace's nftables");
     }
     Ok(())
 }
@@ -323,6 +423,7 @@ async fn phase_ports(ctx: &mut Ctx) -> Result<()> {
     let cni = CniNet::new(&cni_ns, "benchpm", "cni-bench1", "10.89.0.0/16", ctx.lab.dir());
     let (w, n) = (ctx.cfg.warmup, ctx.cfg.samples);
     let mut sb = ctx.sandboxes();
+    let nv = NetavarkPeer::start(ctx, "benchnvp", "nv-bench1", "10.91.0.0/16").await?;
     let port_req = |name: &str, port: u16| {
         let mut r = create_req(name, "node1", "bridge");
         r.ports = vec![pb::PortMapping {
@@ -350,10 +451,13 @@ async fn phase_ports(ctx: &mut Ctx) -> Result<()> {
     };
     let berth_ok = status == RowStatus::Ok;
     let names: Vec<String> = (0..w + n).map(|i| ctx.lab.ns(&format!("q{i}"))).collect();
-    for name in &names {
+    for (i, name) in names.iter().enumerate() {
         netns::create(name, "berth:bench").await?;
+        if nv.is_some() {
+            netns::create(&ctx.lab.ns(&format!("v{i}")), "berth:bench").await?;
+        }
     }
-    let (mut berth_c, mut cni_c, mut prev) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut berth_c, mut cni_c, mut prev, mut nv_c) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, ns) in names.iter().enumerate() {
         let port = 20000 + i as u16;
         if berth_ok {
@@ -376,9 +480,20 @@ async fn phase_ports(ctx: &mut Ctx) -> Result<()> {
             cni_c.push(ms(added.elapsed));
         }
         prev.push(added.result);
+        if let Some(nv) = &nv {
+            // Host ports of their own: netavark's DNAT lives in its own namespace anyway.
+            let id = format!("bench-vp{i}");
+            let d = nv
+                .net
+                .setup(&id, &nv.path(ctx, i), nv.net.address(i + 1), Some(port))
+                .await?;
+            if i >= w {
+                nv_c.push(ms(d));
+            }
+        }
     }
     check_root_untouched()?;
-    let (mut berth_r, mut cni_r) = (Vec::new(), Vec::new());
+    let (mut berth_r, mut cni_r, mut nv_r) = (Vec::new(), Vec::new(), Vec::new());
     for (i, ns) in names.iter().enumerate() {
         let port = 20000 + i as u16;
         if berth_ok {
@@ -402,6 +517,20 @@ async fn phase_ports(ctx: &mut Ctx) -> Result<()> {
             cni_r.push(ms(d));
         }
         netns::delete(ns).await?;
+        if let Some(nv) = &nv {
+            let id = format!("bench-vp{i}");
+            let d = nv
+                .net
+                .teardown(&id, &nv.path(ctx, i), nv.net.address(i + 1), Some(port))
+                .await?;
+            netns::delete(&ctx.lab.ns(&format!("v{i}"))).await?;
+            if i >= w {
+                nv_r.push(ms(d));
+            }
+        }
+    }
+    if let Some(nv) = nv {
+        nv.stop(ctx).await?;
     }
     let berth = |name: &str, v: Vec<f64>| berth_ok.then(|| Series::new(name, v));
     ctx.res.latency.push(LatencyRow {
@@ -409,10 +538,10 @@ async fn phase_ports(ctx: &mut Ctx) -> Result<()> {
         title: "sandbox create with one published port".into(),
         status: status.clone(),
         berth: berth("berth CreateSandbox with -p (gRPC, end to end)", berth_c),
-        peers: vec![Series::new(
-            "CNI bridge + portmap ADD (two execs, chained)",
-            cni_c,
-        )],
+        peers: vec![
+            Series::new("CNI bridge + portmap ADD (two execs, chained)", cni_c),
+            Series::new("netavark setup with one port mapping (iptables)", nv_c),
+        ],
         note: String::new(),
     });
     ctx.res.latency.push(LatencyRow {
@@ -420,7 +549,10 @@ async fn phase_ports(ctx: &mut Ctx) -> Result<()> {
         title: "sandbox removal with one published port".into(),
         status,
         berth: berth("berth RemoveSandbox", berth_r),
-        peers: vec![Series::new("CNI portmap + bridge DEL", cni_r)],
+        peers: vec![
+            Series::new("CNI portmap + bridge DEL", cni_r),
+            Series::new("netavark teardown with one port mapping", nv_r),
+        ],
         note: String::new(),
     });
     Ok(())
