@@ -142,6 +142,8 @@ pub enum Command {
     Exec(ExecArgs),
     /// Stream what happens in the cluster (networks, sandboxes, nodes, repairs), as docker events
     Events(crate::commands::events::EventsArgs),
+    /// Find what is broken: every node's differences from its desired state, or the hops of a path (read-only)
+    Doctor(DoctorArgs),
     /// Show the client's and the API server's versions
     Version,
     /// Print a shell completion script: bash, zsh, fish, elvish or powershell (no API call)
@@ -331,6 +333,18 @@ pub struct LsArgs {
     /// Only print ids (12 characters; names for nodes), one a line
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// `berth doctor`
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Sandbox (name or id) whose endpoints, or path to TARGET, to walk; without it, every node's differences
+    #[arg(value_name = "SANDBOX")]
+    pub sandbox: Option<String>,
+
+    /// The other end: a sandbox (name or id) or an IPv4 address
+    #[arg(value_name = "TARGET")]
+    pub target: Option<String>,
 }
 
 /// `berth network prune`
