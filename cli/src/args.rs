@@ -333,6 +333,10 @@ pub struct LsArgs {
     /// Only print ids (12 characters; names for nodes), one a line
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Only what matches KEY=VALUE (repeatable; one key's values ORed, keys ANDed). Networks: name, id, driver, scope, label; sandboxes: name, id, network, node, status, origin; nodes: name, status
+    #[arg(short, long = "filter", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub filter: Vec<(String, String)>,
 }
 
 /// `berth doctor`

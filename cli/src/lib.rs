@@ -4,6 +4,7 @@
 pub mod args;
 pub mod commands;
 pub mod connect;
+pub mod filter;
 pub mod output;
 pub mod views;
 

@@ -48,3 +48,100 @@ fn quiet_ls_prune_and_version() {
     assert_eq!(v["Client"]["Version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(v["Server"]["ApiVersion"], "berth.v1");
 }
+
+/// `ls --filter KEY=VALUE`, as Docker's: one key's values ORed, keys
+/// ANDed, `name` a part of the name, `id` a prefix; an unknown key is one
+/// line and exit 1, before any call.
+#[test]
+fn ls_filters() {
+    let c = must(Cluster::start(2), "cluster");
+    c.cli_ok(&["network", "create", "front-net", "--label", "team=blue"]);
+    c.cli_ok(&["network", "create", "-d", "overlay", "back-net"]);
+    c.cli_ok(&[
+        "sandbox",
+        "create",
+        "web1",
+        "--node",
+        "node1",
+        "--network",
+        "front-net",
+    ]);
+    c.cli_ok(&[
+        "sandbox",
+        "create",
+        "web2",
+        "--node",
+        "node2",
+        "--network",
+        "back-net",
+    ]);
+    c.cli_ok(&["sandbox", "create", "db", "--node", "node2"]);
+    let names = |args: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = c
+            .cli_json(args)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["Name"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(&["network", "ls", "--filter", "name=-net"]),
+        ["back-net", "front-net"]
+    );
+    assert_eq!(names(&["network", "ls", "-f", "driver=overlay"]), ["back-net"]);
+    assert_eq!(
+        names(&["network", "ls", "-f", "scope=global"]),
+        ["back-net"],
+        "the scope of overlays"
+    );
+    assert_eq!(names(&["network", "ls", "-f", "label=team=blue"]), ["front-net"]);
+    assert_eq!(
+        names(&["network", "ls", "-f", "name=front", "-f", "name=none"]),
+        ["front-net", "none"]
+    );
+    assert_eq!(
+        names(&["network", "ls", "-f", "name=net", "-f", "driver=bridge"]),
+        ["front-net"]
+    );
+    let id = c.cli_ok(&["network", "ls", "-q", "-f", "name=back"]);
+    assert_eq!(id.lines().count(), 1, "{id}");
+    assert_eq!(
+        names(&["network", "ls", "-f", &format!("id={}", &id[..6])]),
+        ["back-net"]
+    );
+
+    assert_eq!(names(&["sandbox", "ls", "-f", "name=web"]), ["web1", "web2"]);
+    assert_eq!(names(&["sandbox", "ls", "-f", "node=node2"]), ["db", "web2"]);
+    assert_eq!(names(&["sandbox", "ls", "-f", "network=front-net"]), ["web1"]);
+    assert_eq!(
+        names(&["sandbox", "ls", "-f", "network=bridge", "-f", "node=node2"]),
+        ["db"]
+    );
+    assert_eq!(names(&["sandbox", "ls", "-f", "status=ready"]).len(), 3);
+    assert!(names(&["sandbox", "ls", "-f", "status=creating"]).is_empty());
+    assert_eq!(names(&["sandbox", "ls", "-f", "origin=berth"]).len(), 3);
+    assert!(names(&["sandbox", "ls", "-f", "origin=cni"]).is_empty());
+    let table = c.cli_ok(&["sandbox", "ls", "-f", "name=db"]);
+    assert_eq!(table.lines().count(), 2, "{table}");
+    assert_eq!(c.cli_ok(&["node", "ls", "-q", "-f", "name=2"]), "node2\n");
+
+    for (args, want) in [
+        (
+            vec!["network", "ls", "-f", "colour=red"],
+            "berth: invalid filter \"colour\": network ls filters by name, id, driver, scope, label",
+        ),
+        (
+            vec!["sandbox", "ls", "--filter", "driver=bridge"],
+            "berth: invalid filter \"driver\": sandbox ls filters by name, id, network, node, status, origin",
+        ),
+    ] {
+        let out = c.cli(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(stderr(&out).trim_end(), want);
+    }
+    // Not KEY=VALUE: an argument error, as clap's.
+    assert_eq!(c.cli(&["sandbox", "ls", "-f", "name"]).status.code(), Some(2));
+}

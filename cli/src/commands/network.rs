@@ -9,7 +9,8 @@ use berth_proto::v1::{
 };
 use tonic::transport::Channel;
 
-use crate::args::{NetworkCommand, NetworkConnectArgs, NetworkCreateArgs, OutputFormat};
+use crate::args::{LsArgs, NetworkCommand, NetworkConnectArgs, NetworkCreateArgs, OutputFormat};
+use crate::filter::Filters;
 use crate::output;
 use crate::views::{self, NetworkSummary};
 use crate::{report, status_error, status_message};
@@ -19,7 +20,7 @@ pub async fn run(channel: Channel, out: OutputFormat, cmd: NetworkCommand) -> Re
     let mut client = NetworkServiceClient::new(channel);
     match cmd {
         NetworkCommand::Create(args) => create(&mut client, out, args).await,
-        NetworkCommand::Ls(args) => ls(&mut client, out, args.quiet).await,
+        NetworkCommand::Ls(args) => ls(&mut client, out, args).await,
         NetworkCommand::Prune(args) => prune(&mut client, args.force).await,
         NetworkCommand::Inspect(args) => inspect(&mut client, &args.names).await,
         NetworkCommand::Rm(args) => rm(&mut client, &args.names).await,
@@ -84,9 +85,11 @@ async fn list_all(client: &mut NetworkServiceClient<Channel>) -> Result<Vec<bert
     Ok(networks)
 }
 
-async fn ls(client: &mut NetworkServiceClient<Channel>, out: OutputFormat, quiet: bool) -> Result<i32> {
-    let networks = list_all(client).await?;
-    if quiet {
+async fn ls(client: &mut NetworkServiceClient<Channel>, out: OutputFormat, args: LsArgs) -> Result<i32> {
+    let filters = Filters::parse(&args.filter, crate::filter::NETWORK_KEYS, "network ls")?;
+    let mut networks = list_all(client).await?;
+    networks.retain(|n| filters.network(n));
+    if args.quiet {
         for n in &networks {
             output::print(&n.id.chars().take(12).collect::<String>())?;
         }

@@ -15,12 +15,14 @@ pub async fn run(channel: Channel, out: OutputFormat, cmd: NodeCommand) -> Resul
     let mut client = NodeServiceClient::new(channel);
     match cmd {
         NodeCommand::Ls(args) => {
-            let nodes = client
+            let filters = crate::filter::Filters::parse(&args.filter, crate::filter::NODE_KEYS, "node ls")?;
+            let mut nodes = client
                 .list_nodes(ListNodesRequest {})
                 .await
                 .map_err(status_error)?
                 .into_inner()
                 .nodes;
+            nodes.retain(|n| filters.node(n));
             if args.quiet {
                 for n in &nodes {
                     output::print(&n.name)?;

@@ -22,7 +22,10 @@ pub async fn run(channel: Channel, out: OutputFormat, cmd: SandboxCommand) -> Re
     match cmd {
         SandboxCommand::Create(args) => create(&mut client, out, args).await,
         SandboxCommand::Ls(args) => {
-            let sandboxes = list_all(&mut client).await?;
+            let filters =
+                crate::filter::Filters::parse(&args.filter, crate::filter::SANDBOX_KEYS, "sandbox ls")?;
+            let mut sandboxes = list_all(&mut client).await?;
+            sandboxes.retain(|s| filters.sandbox(s));
             if args.quiet {
                 for s in &sandboxes {
                     output::print(&s.id.chars().take(12).collect::<String>())?;
