@@ -66,7 +66,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         nodes.clone(),
         Agents::new(tls.as_ref().map(ApiTls::agent_client)),
     )
-    .with_reserved_ports(ReservedPorts::new(&config.reserved_ports, tcp.map(|a| a.port())));
+    .with_reserved_ports(ReservedPorts::new(&config.reserved_ports, tcp.map(|a| a.port())))
+    .with_ephemeral_ports(config.ephemeral_ports);
     let health = ApiHealth::new().await;
     tokio::spawn(health.clone().follow_etcd(store.clone()));
     let repair = crate::repair::Repair::new(

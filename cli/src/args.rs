@@ -105,7 +105,7 @@ impl Cli {
     /// exits with status 2 like clap's own, before any call.
     pub fn check_limits(&self) -> Result<(), clap::Error> {
         if let Command::Sandbox(SandboxCommand::Create(args)) = &self.command {
-            let ports: usize = args.publish.iter().map(|p| p.0.len()).sum();
+            let ports: usize = args.publish.iter().chain(&args.expose).map(|p| p.0.len()).sum();
             if ports > MAX_PORTS {
                 return Err(Cli::command().error(
                     clap::error::ErrorKind::ValueValidation,
@@ -298,7 +298,7 @@ pub struct SandboxCreateArgs {
     #[arg(long = "link", value_name = "NAME[:ALIAS]", value_parser = parse_link)]
     pub links: Vec<Link>,
 
-    /// Publish a port: [HOST_IP:]HOST_PORT:PORT[/tcp|/udp]; ranges like 8000-8010:8000-8010 (repeatable)
+    /// Publish a port: [HOST_IP:]HOST_PORT:PORT[/tcp|/udp]; ranges like 8000-8010:8000-8010; PORT or HOST_IP::PORT for a host port berth chooses (repeatable)
     #[arg(
         short = 'p',
         long = "publish",
@@ -306,6 +306,14 @@ pub struct SandboxCreateArgs {
         value_parser = parse_publish
     )]
     pub publish: Vec<PublishSpec>,
+
+    /// Publish every --expose'd port on a host port berth chooses (berth-api's --ephemeral-ports)
+    #[arg(short = 'P', long = "publish-all", requires = "expose")]
+    pub publish_all: bool,
+
+    /// A container port for -P to publish: PORT[-END][/tcp|/udp] (repeatable; needs -P: berth records no exposed ports)
+    #[arg(long = "expose", value_name = "PORT[/PROTO]", value_parser = parse_expose, requires = "publish_all")]
+    pub expose: Vec<PublishSpec>,
 
     /// Name of the new sandbox (unique in the cluster)
     pub name: String,
@@ -433,10 +441,27 @@ pub fn parse_publish(s: &str) -> Result<PublishSpec, String> {
         None => (s, "tcp"),
     };
 
+    // `PORT` alone (or a range): berth chooses the host ports.
+    if !spec.is_empty() && spec.chars().all(|c| c.is_ascii_digit() || c == '-') {
+        let (start, end) = parse_port_range(spec).map_err(|why| bad(&why))?;
+        return auto_ports("", start, end, protocol).map_err(|why| bad(&why));
+    }
     let (host_ip, ports) = split_host_ip(spec).map_err(|why| bad(&why))?;
+    // `HOST_IP::PORT`: on that address, the host port chosen by berth.
+    if !host_ip.is_empty()
+        && let Some(container) = ports.strip_prefix(':')
+        && !container.contains(':')
+    {
+        let (start, end) = parse_port_range(container).map_err(|why| bad(&why))?;
+        return auto_ports(&host_ip, start, end, protocol).map_err(|why| bad(&why));
+    }
     let (host, container) = match ports.split(':').collect::<Vec<_>>()[..] {
         [host, container] => (host, container),
-        _ => return Err(bad("expected [HOST_IP:]HOST_PORT:PORT[/tcp|/udp]")),
+        _ => {
+            return Err(bad(
+                "expected [HOST_IP:]HOST_PORT:PORT, PORT or HOST_IP::PORT [/tcp|/udp]",
+            ));
+        }
     };
     if host.is_empty() {
         return Err(bad("missing host port"));
@@ -469,6 +494,38 @@ pub fn parse_publish(s: &str) -> Result<PublishSpec, String> {
         })
         .collect();
     Ok(PublishSpec(mappings))
+}
+
+/// Container ports `start..=end` whose host ports berth chooses (host port 0).
+fn auto_ports(host_ip: &str, start: u32, end: u32, protocol: &str) -> Result<PublishSpec, String> {
+    let count = (end - start + 1) as usize;
+    if count > MAX_PORTS {
+        return Err(format!(
+            "the range has {count} ports, at most {MAX_PORTS} per sandbox"
+        ));
+    }
+    Ok(PublishSpec(
+        (start..=end)
+            .map(|container_port| PortMapping {
+                host_ip: host_ip.to_string(),
+                host_port: 0,
+                container_port,
+                protocol: PortProtocol::from_name(protocol).unwrap_or(PortProtocol::Tcp) as i32,
+            })
+            .collect(),
+    ))
+}
+
+/// Parses `--expose PORT[-END][/tcp|/udp]`: container ports for `-P`.
+pub fn parse_expose(s: &str) -> Result<PublishSpec, String> {
+    let bad = |why: &str| format!("invalid port '{s}': {why}");
+    let (spec, protocol) = match s.rsplit_once('/') {
+        Some((spec, proto @ ("tcp" | "udp"))) => (spec, proto),
+        Some((_, proto)) => return Err(bad(&format!("protocol '{proto}' is not tcp or udp"))),
+        None => (s, "tcp"),
+    };
+    let (start, end) = parse_port_range(spec).map_err(|why| bad(&why))?;
+    auto_ports("", start, end, protocol).map_err(|why| bad(&why))
 }
 
 /// Splits an optional leading host address off `[HOST_IP:]HOST_PORT:PORT`.
@@ -637,9 +694,28 @@ mod tests {
     }
 
     #[test]
+    fn publish_with_a_host_port_berth_chooses() {
+        assert_eq!(parse_publish("80").unwrap().0, vec![pm("", 0, 80, "tcp")]);
+        assert_eq!(parse_publish("53/udp").unwrap().0, vec![pm("", 0, 53, "udp")]);
+        assert_eq!(
+            parse_publish("127.0.0.1::80").unwrap().0,
+            vec![pm("127.0.0.1", 0, 80, "tcp")]
+        );
+        assert_eq!(parse_publish("8000-8002").unwrap().0.len(), 3);
+        assert_eq!(
+            parse_expose("9000-9001/udp").unwrap().0,
+            vec![pm("", 0, 9000, "udp"), pm("", 0, 9001, "udp")]
+        );
+        assert!(parse_expose("x").is_err());
+        assert!(parse_publish("8000-8050").unwrap_err().contains("at most 50"));
+    }
+
+    #[test]
     fn publish_errors() {
         let err = |s: &str| parse_publish(s).unwrap_err();
-        assert!(err("80").contains("expected [HOST_IP:]HOST_PORT:PORT"));
+        assert!(err("80/sctp").contains("protocol 'sctp'"));
+        assert!(err("0").contains("out of range 1-65535"));
+        assert!(parse_publish("::80").is_err());
         assert!(err("1:2:3:4").contains("expected"));
         assert!(err("8080:80/sctp").contains("protocol 'sctp'"));
         assert!(err("8080:80/").contains("protocol ''"));

@@ -145,3 +145,118 @@ fn ls_filters() {
     // Not KEY=VALUE: an argument error, as clap's.
     assert_eq!(c.cli(&["sandbox", "ls", "-f", "name"]).status.code(), Some(2));
 }
+
+/// `-p PORT` and `-P --expose PORT`: berth chooses free host ports from
+/// berth-api's `--ephemeral-ports` (four here, to run out), in the create's
+/// transaction, so concurrent creates never get the same one; a create
+/// that finds none left is refused and leaves nothing behind.
+#[test]
+fn host_ports_berth_chooses() {
+    use berth_tests::cluster::ClusterOptions;
+    let c = must(
+        Cluster::start_with(
+            1,
+            ClusterOptions {
+                api_args: vec!["--ephemeral-ports".into(), "40000-40003".into()],
+                ..Default::default()
+            },
+        ),
+        "cluster",
+    );
+    let ports_of = |name: &str| -> Vec<(u64, u64, String)> {
+        c.cli_json(&["sandbox", "inspect", name])[0]["Ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["HostPort"].as_u64().unwrap(),
+                    p["ContainerPort"].as_u64().unwrap(),
+                    p["Protocol"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    c.cli_ok(&["sandbox", "create", "w1", "--node", "node1", "-p", "80"]);
+    let w1 = ports_of("w1");
+    assert_eq!(w1.len(), 1);
+    let (host, cont, proto) = w1[0].clone();
+    assert!((40000..=40003).contains(&host), "{w1:?}");
+    assert_eq!((cont, proto.as_str()), (80, "tcp"));
+    let ls = c.cli_ok(&["sandbox", "ls", "-f", "name=w1"]);
+    assert!(ls.contains(&format!("0.0.0.0:{host}->80/tcp")), "{ls}");
+    // Realised like an explicit port: the agent's DNAT rule names it.
+    let rules = berth_tests::cluster::in_ns_ok(&c.node(1), &["nft", "list", "table", "ip", "berth"]);
+    assert!(rules.contains(&format!("dport {host}")), "{rules}");
+
+    // -P publishes every --expose'd port; udp is its own space.
+    c.cli_ok(&[
+        "sandbox", "create", "w2", "--node", "node1", "-P", "--expose", "8080", "--expose", "53/udp",
+    ]);
+    let w2 = ports_of("w2");
+    assert_eq!(w2.len(), 2, "{w2:?}");
+    assert!(w2.iter().all(|(h, _, _)| (40000..=40003).contains(h)));
+    assert_ne!(w2.iter().find(|p| p.2 == "tcp").unwrap().0, host);
+
+    // Two tcp ports left, five creates at once: two win distinct ports.
+    let keys = c.etcd_keys();
+    let outs: Vec<std::process::Output> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..5)
+            .map(|i| {
+                let c = &c;
+                s.spawn(move || {
+                    c.cli(&[
+                        "sandbox",
+                        "create",
+                        &format!("r{i}"),
+                        "--node",
+                        "node1",
+                        "-p",
+                        "80",
+                    ])
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let won: Vec<String> = (0..5)
+        .filter(|i| outs[*i].status.success())
+        .map(|i| format!("r{i}"))
+        .collect();
+    assert_eq!(won.len(), 2, "{:?}", outs.iter().map(stderr).collect::<Vec<_>>());
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        assert_eq!(o.status.code(), Some(1));
+        assert_eq!(
+            stderr(o).trim_end(),
+            "berth: no free host port left in 40000-40003 (berth-api's --ephemeral-ports) on node1 for 1 port(s)"
+        );
+    }
+    let mut all: Vec<u64> = won.iter().map(|n| ports_of(n)[0].0).collect();
+    all.extend(w1.iter().map(|p| p.0));
+    all.extend(w2.iter().filter(|p| p.2 == "tcp").map(|p| p.0));
+    all.sort();
+    assert_eq!(all, [40000, 40001, 40002, 40003], "every tcp port once");
+    // The refused ones left nothing: only the winners' six keys each
+    // (name, record, node index, endpoint, address, port) are new.
+    let after = c.etcd_keys();
+    let new: Vec<&String> = after.iter().filter(|k| !keys.contains(k)).collect();
+    assert_eq!(new.len(), 6 * won.len(), "{new:#?}");
+    let names: Vec<&&String> = new.iter().filter(|k| k.contains("/names/sandboxes/")).collect();
+    assert!(
+        names
+            .iter()
+            .all(|k| won.iter().any(|w| k.ends_with(&format!("/{w}")))),
+        "{names:?}"
+    );
+    assert_eq!(new.iter().filter(|k| k.contains("/ports/node1/tcp/")).count(), 2);
+    assert_eq!(c.sandbox_namespaces().len(), 4);
+    // Removing one frees its port for the next.
+    c.cli_ok(&["sandbox", "rm", &won[0]]);
+    c.cli_ok(&["sandbox", "create", "again", "--node", "node1", "-p", "80"]);
+    // -P without --expose, --expose without -P: argument errors.
+    assert_eq!(c.cli(&["sandbox", "create", "x", "-P"]).status.code(), Some(2));
+    assert_eq!(
+        c.cli(&["sandbox", "create", "x", "--expose", "80"]).status.code(),
+        Some(2)
+    );
+}

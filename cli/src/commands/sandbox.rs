@@ -94,7 +94,12 @@ async fn create(
         ip: args.ip.unwrap_or_default(),
         aliases: args.aliases,
         links: args.links,
-        ports: args.publish.into_iter().flat_map(|spec| spec.0).collect(),
+        ports: args
+            .publish
+            .into_iter()
+            .chain(args.expose)
+            .flat_map(|spec| spec.0)
+            .collect(),
         command: args.command,
     };
     let sandbox = client
