@@ -164,7 +164,7 @@ pub enum NetworkCommand {
     /// Remove every user-defined network that no sandbox uses
     Prune(PruneArgs),
     /// Show networks in detail, with their attached sandboxes, as JSON
-    Inspect(NamesArgs),
+    Inspect(InspectArgs),
     /// Remove networks
     #[command(visible_alias = "remove")]
     Rm(NamesArgs),
@@ -269,7 +269,7 @@ pub enum SandboxCommand {
     #[command(visible_alias = "list")]
     Ls(LsArgs),
     /// Show sandboxes in detail as JSON
-    Inspect(NamesArgs),
+    Inspect(InspectArgs),
     /// Remove sandboxes
     #[command(visible_alias = "remove")]
     Rm(SandboxRmArgs),
@@ -345,6 +345,22 @@ pub struct LsArgs {
     /// Only what matches KEY=VALUE (repeatable; one key's values ORed, keys ANDed). Networks: name, id, driver, scope, label; sandboxes: name, id, network, node, status, origin; nodes: name, status
     #[arg(short, long = "filter", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub filter: Vec<(String, String)>,
+
+    /// Print each item through a template: {{.Field}}, {{json .}}, text with \t; `table ` first for a header and columns (fields: the --output json keys)
+    #[arg(long, value_name = "TEMPLATE")]
+    pub format: Option<String>,
+}
+
+/// `inspect` of networks and sandboxes.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Print each one through a template instead of the JSON array: {{.Field}}, {{json .}}, text with \t
+    #[arg(short, long, value_name = "TEMPLATE")]
+    pub format: Option<String>,
+
+    /// Names or ids
+    #[arg(required = true, value_name = "NAME|ID")]
+    pub names: Vec<String>,
 }
 
 /// `berth doctor`

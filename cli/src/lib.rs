@@ -5,6 +5,7 @@ pub mod args;
 pub mod commands;
 pub mod connect;
 pub mod filter;
+pub mod format;
 pub mod output;
 pub mod views;
 

@@ -51,9 +51,10 @@ fn quiet_ls_prune_and_version() {
 
 /// `ls --filter KEY=VALUE`, as Docker's: one key's values ORed, keys
 /// ANDed, `name` a part of the name, `id` a prefix; an unknown key is one
-/// line and exit 1, before any call.
+/// line and exit 1, before any call. `--format` templates on `ls` and
+/// `inspect`.
 #[test]
-fn ls_filters() {
+fn ls_filters_and_formats() {
     let c = must(Cluster::start(2), "cluster");
     c.cli_ok(&["network", "create", "front-net", "--label", "team=blue"]);
     c.cli_ok(&["network", "create", "-d", "overlay", "back-net"]);
@@ -144,6 +145,115 @@ fn ls_filters() {
     }
     // Not KEY=VALUE: an argument error, as clap's.
     assert_eq!(c.cli(&["sandbox", "ls", "-f", "name"]).status.code(), Some(2));
+
+    // --format: Docker's template habits on the --output json documents.
+    assert_eq!(
+        c.cli_ok(&[
+            "network",
+            "ls",
+            "-f",
+            "name=-net",
+            "--format",
+            "{{.Name}}\\t{{.Driver}}"
+        ]),
+        "back-net\toverlay\nfront-net\tbridge\n"
+    );
+    assert_eq!(
+        c.cli_ok(&[
+            "network",
+            "ls",
+            "-f",
+            "driver=overlay",
+            "--format",
+            "table {{.Name}}\\t{{.Scope}}"
+        ]),
+        "NAME       SCOPE\nback-net   global\n"
+    );
+    let id = c.cli_ok(&["network", "ls", "-q", "-f", "name=front"]);
+    assert_eq!(
+        c.cli_ok(&[
+            "network",
+            "ls",
+            "-f",
+            "name=front",
+            "--format",
+            "{{.ID}} {{json .Labels}}"
+        ]),
+        format!(
+            "{} {{\"team\":\"blue\"}}\n",
+            &c.cli_json(&["network", "inspect", "front-net"])[0]["Id"]
+                .as_str()
+                .unwrap()
+        )
+    );
+    assert!(
+        c.cli_json(&["network", "inspect", "front-net"])[0]["Id"]
+            .as_str()
+            .unwrap()
+            .starts_with(id.trim())
+    );
+    let ip = c.cli_ok(&[
+        "sandbox",
+        "inspect",
+        "web1",
+        "--format",
+        "{{.Networks.front-net.IPAddress}}",
+    ]);
+    assert_eq!(
+        ip,
+        format!(
+            "{}\n",
+            c.cli_json(&["sandbox", "inspect", "web1"])[0]["Networks"]["front-net"]["IPAddress"]
+                .as_str()
+                .unwrap()
+        )
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&c.cli_ok(&["sandbox", "inspect", "-f", "{{json .}}", "db"])).unwrap();
+    assert_eq!(doc, c.cli_json(&["sandbox", "inspect", "db"])[0]);
+    assert_eq!(
+        c.cli_ok(&[
+            "sandbox",
+            "ls",
+            "-f",
+            "node=node2",
+            "--format",
+            "{{.Name}}@{{.Node}}"
+        ]),
+        "db@node2\nweb2@node2\n"
+    );
+    assert_eq!(
+        c.cli_ok(&["node", "ls", "--format", "{{.Name}} {{.Status}}"]),
+        "node1 ready\nnode2 ready\n"
+    );
+    // An empty list: nothing, or the header alone with table.
+    assert_eq!(
+        c.cli_ok(&["sandbox", "ls", "-f", "name=zzz", "--format", "{{.Name}}"]),
+        ""
+    );
+    assert_eq!(
+        c.cli_ok(&["sandbox", "ls", "-f", "name=zzz", "--format", "table {{.Name}}"]),
+        "NAME\n"
+    );
+    for (args, want) in [
+        (
+            vec!["sandbox", "ls", "--format", "{{.Nmae}}"],
+            "berth: invalid --format: sandbox ls has no field \"Nmae\" (fields: ",
+        ),
+        (
+            vec!["network", "inspect", "bridge", "--format", "{{.Name | upper}}"],
+            "berth: invalid --format \"{{.Name | upper}}\": {{.Name | upper}}: only {{.Field}} and {{json .Field}} are supported",
+        ),
+        (
+            vec!["network", "ls", "--format", "{{.Name"],
+            "berth: invalid --format \"{{.Name\": a {{ without its }}",
+        ),
+    ] {
+        let out = c.cli(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).starts_with(want), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out).lines().count(), 1);
+    }
 }
 
 /// `-p PORT` and `-P --expose PORT`: berth chooses free host ports from

@@ -16,6 +16,11 @@ pub async fn run(channel: Channel, out: OutputFormat, cmd: NodeCommand) -> Resul
     match cmd {
         NodeCommand::Ls(args) => {
             let filters = crate::filter::Filters::parse(&args.filter, crate::filter::NODE_KEYS, "node ls")?;
+            let template = args
+                .format
+                .as_deref()
+                .map(crate::format::Template::parse)
+                .transpose()?;
             let mut nodes = client
                 .list_nodes(ListNodesRequest {})
                 .await
@@ -27,6 +32,12 @@ pub async fn run(channel: Channel, out: OutputFormat, cmd: NodeCommand) -> Resul
                 for n in &nodes {
                     output::print(&n.name)?;
                 }
+                return Ok(0);
+            }
+            if let Some(t) = &template {
+                let docs: Vec<NodeView> = nodes.iter().map(NodeView::from).collect();
+                let sample = NodeView::from(&berth_proto::v1::Node::default());
+                crate::format::print(t, &sample, &docs, "node ls")?;
                 return Ok(0);
             }
             match out {
