@@ -368,6 +368,19 @@ fn bridge_paths_outside_isolation_firewall_and_bad_input() {
     });
     assert_healthy(&c, &["a", "192.168.205.2"]);
 
+    // Operators may run doctor, viewers not (it shows node internals).
+    let viewer = c.client_cert("look", "viewer");
+    let out = c.cli_as(&viewer, &["doctor"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("needs an operator or admin certificate"),
+        "{}",
+        stderr(&out)
+    );
+    let operator = c.client_cert("fix", "operator");
+    let out = c.cli_as(&operator, &["doctor", "a", "b"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
     // Bad input: one line, non-zero, nothing changed.
     let keys = c.etcd_keys();
     for (args, want) in [
