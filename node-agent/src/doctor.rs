@@ -3,6 +3,7 @@
 //! planner found (what a pass would change, and what it saw), and the hops
 //! of one endpoint's path on this node. Pure: it reads the desired state,
 //! the observation and the plan, and touches nothing.
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use berth_core::model::Driver;
@@ -59,7 +60,7 @@ pub struct Question {
 }
 
 /// Facts of the node that are not in [`Observed`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Facts {
     pub underlay: Ipv4Addr,
     pub underlay_mtu: u32,
@@ -67,6 +68,9 @@ pub struct Facts {
     pub forwarding: bool,
     /// The agent holds its node's whole desired state.
     pub synced: bool,
+    /// The DNAT rules of berth's table (protocol, host port, target,
+    /// container port); `None`: no table.
+    pub dnat: Option<BTreeSet<(String, u16, Ipv4Addr, u16)>>,
 }
 
 fn link_words(l: &Link) -> String {
@@ -637,6 +641,52 @@ pub fn path(d: &Desired, o: &Observed, plan: &Plan, facts: &Facts, q: &Question)
         }
     }
 
+    // Published ports of the sandbox (they go to its default-route
+    // endpoint): the DNAT rule, and route_localnet for 127.0.0.1:PORT.
+    let primary = s.primary().is_some_and(|p| p.id == ep.id);
+    if primary && (q.peer_ip.is_none() || q.outside) {
+        for m in &s.ports {
+            let name = format!("published {}", m.describe());
+            let want = (m.proto.as_str().to_string(), m.host_port, ep.ip, m.container_port);
+            let h = match &facts.dnat {
+                None => hop(
+                    name,
+                    Broken,
+                    format!("berth's table {} is missing", crate::nft::TABLE),
+                ),
+                Some(rules) if !rules.contains(&want) => hop(
+                    name,
+                    Broken,
+                    format!(
+                        "no DNAT rule for {}/{} to {}:{} in chain ports of table {}",
+                        m.host_port,
+                        m.proto,
+                        ep.ip,
+                        m.container_port,
+                        crate::nft::TABLE
+                    ),
+                ),
+                Some(_) if !o.localnet.contains(&net.bridge) => hop(
+                    name,
+                    Broken,
+                    format!(
+                        "route_localnet is off on {}: 127.0.0.1:{} from the node does not reach it",
+                        net.bridge, m.host_port
+                    ),
+                ),
+                Some(_) => hop(
+                    name,
+                    Ok,
+                    format!(
+                        "DNAT {}/{} to {}:{}, route_localnet on {}",
+                        m.host_port, m.proto, ep.ip, m.container_port, net.bridge
+                    ),
+                ),
+            };
+            hops.push(h);
+        }
+    }
+
     // The firewall, as the planner compares it.
     let fw = format!("nftables table {}", crate::nft::TABLE);
     if !facts.synced {
@@ -796,6 +846,7 @@ mod tests {
             underlay_mtu: 1500,
             forwarding: true,
             synced: true,
+            dnat: Some(BTreeSet::new()),
         };
         (d, o, q, f)
     }

@@ -186,6 +186,9 @@ impl AgentService for AgentApi {
         let (underlay, underlay_mtu) = self.reconciler.underlay();
         let forwarding =
             std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1");
+        let dnat = crate::nft::published()
+            .await
+            .map_err(|e| Status::internal(format!("cannot read berth's nftables table: {e}")))?;
         let reply = self
             .reconciler
             .dry_run(|d, observed, plan, synced| {
@@ -196,6 +199,7 @@ impl AgentService for AgentApi {
                     underlay_mtu,
                     forwarding,
                     synced,
+                    dnat,
                 };
                 Ok::<_, Status>(pb::DiagnoseResponse {
                     node: self.node.clone(),

@@ -344,6 +344,21 @@ fn bridge_paths_outside_isolation_firewall_and_bad_input() {
     let why = assert_first_broken(&c, &["a", "o"], "", "common network");
     assert!(why.contains("share no network"), "{why}");
 
+    // A published port: its DNAT rule is a hop; the rule flushed by hand.
+    c.cli_ok(&["sandbox", "create", "web", "--node", "node1", "-p", "8080:80"]);
+    let doc = assert_healthy(&c, &["web"]);
+    assert!(
+        doc["Hops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["Hop"] == "published 0.0.0.0:8080->80/tcp"),
+        "{doc:#}"
+    );
+    in_ns_ok(&n1, &["nft", "flush", "chain", "ip", "berth", "ports"]);
+    let why = assert_first_broken(&c, &["web"], "node1", "published 0.0.0.0:8080->80/tcp");
+    assert!(why.contains("no DNAT rule for 8080/tcp"), "{why}");
+
     // berth's nftables table deleted by hand.
     in_ns_ok(&n1, &["nft", "delete", "table", "ip", "berth"]);
     let why = assert_first_broken(&c, &["a", "192.168.205.2"], "node1", "nftables table berth");
