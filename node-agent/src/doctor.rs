@@ -627,15 +627,25 @@ pub fn path(d: &Desired, o: &Observed, plan: &Plan, facts: &Facts, q: &Question)
                         .filter(|e| e.mac == mac)
                         .map(|e| e.dst.to_string())
                         .collect();
-                    hops.push(hop(
-                        fname,
-                        Broken,
-                        if others.is_empty() {
-                            format!("no FDB entry for the peer's MAC (want dst {vtep}, the peer's node)")
-                        } else {
-                            format!("dst {}, want {vtep} (the peer's node)", others.join(", "))
-                        },
-                    ))
+                    let flood = f.contains(&FdbEntry {
+                        mac: crate::kernel::fdb::ZERO_MAC,
+                        dst: vtep,
+                    });
+                    let mut detail = if others.is_empty() {
+                        format!("no FDB entry for the peer's MAC (want dst {vtep}, the peer's node)")
+                    } else {
+                        format!("dst {}, want {vtep} (the peer's node)", others.join(", "))
+                    };
+                    if others.is_empty() && flood {
+                        detail.push_str(
+                            "; frames to it are flooded to every node of the network through the all-zero entry, so they may still arrive",
+                        );
+                    } else if others.is_empty() {
+                        detail.push_str(
+                            "; no all-zero (flood) entry to that node either: frames to the peer are lost",
+                        );
+                    }
+                    hops.push(hop(fname, Broken, detail))
                 }
             }
         }

@@ -168,6 +168,8 @@ impl DiagnosticsApi {
             ));
         }
         let mut hops = Vec::new();
+        // Sandbox to sandbox: after the hops, one ping from the source.
+        let mut probe: Option<Ipv4Addr> = None;
         let (path, sides) = if target.is_empty() {
             let qs = src.endpoints.iter().map(|(e, _)| question(e, None)).collect();
             (
@@ -267,6 +269,7 @@ impl DiagnosticsApi {
                             vec![api_hop(name, Broken, detail)],
                         ));
                     };
+                    probe = de.ip;
                     let path = format!(
                         "{} → {} on {}{}",
                         describe_ep(&src, se),
@@ -363,7 +366,61 @@ impl DiagnosticsApi {
                 out.push(h);
             }
         }
+        if let Some(ip) = probe {
+            let source_answered = !out
+                .iter()
+                .any(|h| h.name == format!("agent on {}", src.record.node));
+            out.push(if source_answered {
+                self.ping(&src, ip).await
+            } else {
+                api_hop(
+                    format!("probe: ping {ip} from {}", src.record.name),
+                    Skipped,
+                    "the source's agent is unreachable",
+                )
+            });
+        }
         Ok((path, out))
+    }
+
+    /// One ICMP echo from the sandbox to `ip` (1 s), run by its agent as
+    /// `berth exec` runs commands: the end-to-end check of the hops above.
+    async fn ping(&self, src: &SandboxView, ip: Ipv4Addr) -> pb::Hop {
+        use pb::HopState::{Broken, Ok as Fine, Skipped};
+        let name = format!("probe: ping {ip} from {}", src.record.name);
+        let node = src.record.node.clone();
+        let hop = |state: pb::HopState, detail: String| pb::Hop {
+            node: node.clone(),
+            name: name.clone(),
+            state: state as i32,
+            detail,
+        };
+        let (node_rec, target) = match self.sandboxes.exec_target(&src.record.id).await {
+            Ok(t) => t,
+            Err(e) => return hop(Skipped, format!("cannot run it: {e}")),
+        };
+        let command = ["ping", "-n", "-c", "1", "-W", "1", &ip.to_string()]
+            .map(String::from)
+            .to_vec();
+        let mut stream = match self.sandboxes.agents().exec(&node_rec, &target, command).await {
+            Ok(s) => s,
+            Err(e) => return hop(Skipped, format!("cannot run ping on {node}: {}", e.message())),
+        };
+        let mut code = None;
+        while let Ok(Some(msg)) = stream.message().await {
+            if let Some(pb::exec_output::Kind::ExitCode(c)) = msg.kind {
+                code = Some(c);
+            }
+        }
+        match code {
+            Some(0) => hop(Fine, "answered".into()),
+            Some(1) => hop(
+                Broken,
+                "no answer within 1 s: the packet is lost on the way (see the hops above) or dropped by something berth does not manage".into(),
+            ),
+            Some(c) => hop(Skipped, format!("ping could not run in the sandbox (exit {c})")),
+            None => hop(Skipped, "ping ended without a status".into()),
+        }
     }
 }
 
