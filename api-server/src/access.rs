@@ -56,6 +56,9 @@ pub fn need(path: &str) -> Option<Need> {
         ("berth.v1.SandboxService", "Exec") => Need::Access(Admin),
         ("berth.v1.NodeService", "ListNodes" | "Version") => Need::Access(Viewer),
         ("berth.v1.EventService", "Watch") => Need::Access(Viewer),
+        // It reveals node internals (links, MACs, VTEPs, rule counts) and
+        // asks every agent for a dry run: operators, not viewers.
+        ("berth.v1.DiagnosticsService", "Doctor") => Need::Access(Operator),
         ("berth.v1.NodeService", "RemoveNode") => Need::Access(Admin),
         (
             "berth.v1.RegistryService",

@@ -20,6 +20,9 @@ use crate::store::records::NodeRecord;
 /// How long one agent command may take before the node counts as unavailable.
 pub const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long `berth doctor` waits for one agent.
+pub const DIAGNOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Clone, Default)]
 pub struct Agents {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
@@ -98,6 +101,22 @@ impl Agents {
             sandboxes: s.sandboxes as usize,
             failing: s.objects.iter().any(|o| !o.ok),
         })
+    }
+
+    /// Diagnose (berth doctor): read-only; a short deadline, so one stuck
+    /// agent does not hold up a report on every node.
+    pub async fn diagnose(
+        &self,
+        node: &NodeRecord,
+        paths: Vec<pb::PathQuestion>,
+    ) -> Result<pb::DiagnoseResponse, ApiError> {
+        let mut req = tonic::Request::new(pb::DiagnoseRequest { paths });
+        req.set_timeout(DIAGNOSE_TIMEOUT);
+        let mut client = self.client(node).map_err(|s| agent_error(&node.name, s))?;
+        match client.diagnose(req).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) => Err(agent_error(&node.name, s)),
+        }
     }
 
     /// Exec: runs `command` where `target` says and streams its output

@@ -91,6 +91,16 @@ pub struct Config {
     )]
     pub reserved_ports: Vec<PortRange>,
 
+    /// Host ports berth chooses from for `-p PORT` (no host port) and `-P`:
+    /// START-END, both protocols; Linux's default ephemeral range.
+    #[arg(
+        long,
+        env = "BERTH_EPHEMERAL_PORTS",
+        value_name = "START-END",
+        default_value = crate::sandboxes::DEFAULT_EPHEMERAL_PORTS
+    )]
+    pub ephemeral_ports: crate::sandboxes::EphemeralPorts,
+
     /// Log filter (tracing-subscriber EnvFilter syntax), e.g. `info` or `berth_api=debug`.
     #[arg(long, env = "BERTH_LOG", default_value = "info")]
     pub log: String,

@@ -66,7 +66,13 @@ pub const REPAIR_ACTIONS: [&str; 8] = [
 ];
 
 /// The operations whose retries after a lost race are counted.
-pub const RETRY_OPS: [&str; 4] = ["network_create", "address", "sandbox_gateway", "sandbox_remove"];
+pub const RETRY_OPS: [&str; 5] = [
+    "network_create",
+    "address",
+    "sandbox_gateway",
+    "sandbox_host_port",
+    "sandbox_remove",
+];
 
 /// A registry holding every metric of berth-api.
 pub fn registry() -> Registry {

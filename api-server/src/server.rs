@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use berth_proto::v1::diagnostics_service_server::DiagnosticsServiceServer;
 use berth_proto::v1::event_service_server::EventServiceServer;
 use berth_proto::v1::network_service_server::NetworkServiceServer;
 use berth_proto::v1::node_service_server::NodeServiceServer;
@@ -20,6 +21,7 @@ use tonic::transport::server::Router;
 use crate::access::{AccessLayer, UnixPolicy};
 use crate::agents::Agents;
 use crate::config::Config;
+use crate::grpc::doctor::DiagnosticsApi;
 use crate::grpc::network::NetworkApi;
 use crate::grpc::node::NodeApi;
 use crate::grpc::sandbox::SandboxApi;
@@ -64,7 +66,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         nodes.clone(),
         Agents::new(tls.as_ref().map(ApiTls::agent_client)),
     )
-    .with_reserved_ports(ReservedPorts::new(&config.reserved_ports, tcp.map(|a| a.port())));
+    .with_reserved_ports(ReservedPorts::new(&config.reserved_ports, tcp.map(|a| a.port())))
+    .with_ephemeral_ports(config.ephemeral_ports);
     let health = ApiHealth::new().await;
     tokio::spawn(health.clone().follow_etcd(store.clone()));
     let repair = crate::repair::Repair::new(
@@ -114,6 +117,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .add_service(EventServiceServer::new(crate::events::EventApi {
                 store: store.clone(),
                 clock: clock.clone(),
+            }))
+            .add_service(DiagnosticsServiceServer::new(DiagnosticsApi {
+                sandboxes: sandboxes.clone(),
+                networks: networks.clone(),
+                nodes: nodes.clone(),
             }))
             .add_service(NodeServiceServer::new(NodeApi {
                 nodes: nodes.clone(),

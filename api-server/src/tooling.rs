@@ -4,6 +4,7 @@
 //! that follows etcd: NOT_SERVING while berth-api cannot reach it.
 use std::time::Duration;
 
+use berth_proto::v1::diagnostics_service_server::DiagnosticsServiceServer;
 use berth_proto::v1::event_service_server::EventServiceServer;
 use berth_proto::v1::network_service_server::NetworkServiceServer;
 use berth_proto::v1::node_service_server::NodeServiceServer;
@@ -16,17 +17,19 @@ use tonic_health::server::{HealthReporter, HealthService};
 use tonic_reflection::server::{v1, v1alpha};
 
 use crate::events::EventApi;
+use crate::grpc::doctor::DiagnosticsApi;
 use crate::grpc::network::NetworkApi;
 use crate::grpc::node::NodeApi;
 use crate::grpc::sandbox::SandboxApi;
 use crate::store::Store;
 
 /// berth's services served by berth-api (the agent's AgentService is not).
-pub const API_SERVICES: [&str; 5] = [
+pub const API_SERVICES: [&str; 6] = [
     <NetworkServiceServer<NetworkApi> as NamedService>::NAME,
     <SandboxServiceServer<SandboxApi> as NamedService>::NAME,
     <NodeServiceServer<NodeApi> as NamedService>::NAME,
     <EventServiceServer<EventApi> as NamedService>::NAME,
+    <DiagnosticsServiceServer<DiagnosticsApi> as NamedService>::NAME,
     <RegistryServiceServer<NodeApi> as NamedService>::NAME,
 ];
 

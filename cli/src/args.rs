@@ -105,7 +105,7 @@ impl Cli {
     /// exits with status 2 like clap's own, before any call.
     pub fn check_limits(&self) -> Result<(), clap::Error> {
         if let Command::Sandbox(SandboxCommand::Create(args)) = &self.command {
-            let ports: usize = args.publish.iter().map(|p| p.0.len()).sum();
+            let ports: usize = args.publish.iter().chain(&args.expose).map(|p| p.0.len()).sum();
             if ports > MAX_PORTS {
                 return Err(Cli::command().error(
                     clap::error::ErrorKind::ValueValidation,
@@ -142,6 +142,8 @@ pub enum Command {
     Exec(ExecArgs),
     /// Stream what happens in the cluster (networks, sandboxes, nodes, repairs), as docker events
     Events(crate::commands::events::EventsArgs),
+    /// Find what is broken: every node's differences from its desired state, or the hops of a path (read-only)
+    Doctor(DoctorArgs),
     /// Show the client's and the API server's versions
     Version,
     /// Print a shell completion script: bash, zsh, fish, elvish or powershell (no API call)
@@ -162,7 +164,7 @@ pub enum NetworkCommand {
     /// Remove every user-defined network that no sandbox uses
     Prune(PruneArgs),
     /// Show networks in detail, with their attached sandboxes, as JSON
-    Inspect(NamesArgs),
+    Inspect(InspectArgs),
     /// Remove networks
     #[command(visible_alias = "remove")]
     Rm(NamesArgs),
@@ -279,7 +281,7 @@ pub enum SandboxCommand {
     #[command(visible_alias = "list")]
     Ls(LsArgs),
     /// Show sandboxes in detail as JSON
-    Inspect(NamesArgs),
+    Inspect(InspectArgs),
     /// Remove sandboxes
     #[command(visible_alias = "remove")]
     Rm(SandboxRmArgs),
@@ -308,7 +310,7 @@ pub struct SandboxCreateArgs {
     #[arg(long = "link", value_name = "NAME[:ALIAS]", value_parser = parse_link)]
     pub links: Vec<Link>,
 
-    /// Publish a port: [HOST_IP:]HOST_PORT:PORT[/tcp|/udp]; ranges like 8000-8010:8000-8010 (repeatable)
+    /// Publish a port: [HOST_IP:]HOST_PORT:PORT[/tcp|/udp]; ranges like 8000-8010:8000-8010; PORT or HOST_IP::PORT for a host port berth chooses (repeatable)
     #[arg(
         short = 'p',
         long = "publish",
@@ -316,6 +318,14 @@ pub struct SandboxCreateArgs {
         value_parser = parse_publish
     )]
     pub publish: Vec<PublishSpec>,
+
+    /// Publish every --expose'd port on a host port berth chooses (berth-api's --ephemeral-ports)
+    #[arg(short = 'P', long = "publish-all", requires = "expose")]
+    pub publish_all: bool,
+
+    /// A container port for -P to publish: PORT[-END][/tcp|/udp] (repeatable; needs -P: berth records no exposed ports)
+    #[arg(long = "expose", value_name = "PORT[/PROTO]", value_parser = parse_expose, requires = "publish_all")]
+    pub expose: Vec<PublishSpec>,
 
     /// Name of the new sandbox (unique in the cluster)
     pub name: String,
@@ -343,6 +353,38 @@ pub struct LsArgs {
     /// Only print ids (12 characters; names for nodes), one a line
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Only what matches KEY=VALUE (repeatable; one key's values ORed, keys ANDed). Networks: name, id, driver, scope, label; sandboxes: name, id, network, node, status, origin; nodes: name, status
+    #[arg(short, long = "filter", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub filter: Vec<(String, String)>,
+
+    /// Print each item through a template: {{.Field}}, {{json .}}, text with \t; `table ` first for a header and columns (fields: the --output json keys)
+    #[arg(long, value_name = "TEMPLATE")]
+    pub format: Option<String>,
+}
+
+/// `inspect` of networks and sandboxes.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Print each one through a template instead of the JSON array: {{.Field}}, {{json .}}, text with \t
+    #[arg(short, long, value_name = "TEMPLATE")]
+    pub format: Option<String>,
+
+    /// Names or ids
+    #[arg(required = true, value_name = "NAME|ID")]
+    pub names: Vec<String>,
+}
+
+/// `berth doctor`
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Sandbox (name or id) whose endpoints, or path to TARGET, to walk; without it, every node's differences
+    #[arg(value_name = "SANDBOX")]
+    pub sandbox: Option<String>,
+
+    /// The other end: a sandbox (name or id) or an IPv4 address
+    #[arg(value_name = "TARGET")]
+    pub target: Option<String>,
 }
 
 /// `berth network prune`
@@ -427,10 +469,27 @@ pub fn parse_publish(s: &str) -> Result<PublishSpec, String> {
         None => (s, "tcp"),
     };
 
+    // `PORT` alone (or a range): berth chooses the host ports.
+    if !spec.is_empty() && spec.chars().all(|c| c.is_ascii_digit() || c == '-') {
+        let (start, end) = parse_port_range(spec).map_err(|why| bad(&why))?;
+        return auto_ports("", start, end, protocol).map_err(|why| bad(&why));
+    }
     let (host_ip, ports) = split_host_ip(spec).map_err(|why| bad(&why))?;
+    // `HOST_IP::PORT`: on that address, the host port chosen by berth.
+    if !host_ip.is_empty()
+        && let Some(container) = ports.strip_prefix(':')
+        && !container.contains(':')
+    {
+        let (start, end) = parse_port_range(container).map_err(|why| bad(&why))?;
+        return auto_ports(&host_ip, start, end, protocol).map_err(|why| bad(&why));
+    }
     let (host, container) = match ports.split(':').collect::<Vec<_>>()[..] {
         [host, container] => (host, container),
-        _ => return Err(bad("expected [HOST_IP:]HOST_PORT:PORT[/tcp|/udp]")),
+        _ => {
+            return Err(bad(
+                "expected [HOST_IP:]HOST_PORT:PORT, PORT or HOST_IP::PORT [/tcp|/udp]",
+            ));
+        }
     };
     if host.is_empty() {
         return Err(bad("missing host port"));
@@ -463,6 +522,38 @@ pub fn parse_publish(s: &str) -> Result<PublishSpec, String> {
         })
         .collect();
     Ok(PublishSpec(mappings))
+}
+
+/// Container ports `start..=end` whose host ports berth chooses (host port 0).
+fn auto_ports(host_ip: &str, start: u32, end: u32, protocol: &str) -> Result<PublishSpec, String> {
+    let count = (end - start + 1) as usize;
+    if count > MAX_PORTS {
+        return Err(format!(
+            "the range has {count} ports, at most {MAX_PORTS} per sandbox"
+        ));
+    }
+    Ok(PublishSpec(
+        (start..=end)
+            .map(|container_port| PortMapping {
+                host_ip: host_ip.to_string(),
+                host_port: 0,
+                container_port,
+                protocol: PortProtocol::from_name(protocol).unwrap_or(PortProtocol::Tcp) as i32,
+            })
+            .collect(),
+    ))
+}
+
+/// Parses `--expose PORT[-END][/tcp|/udp]`: container ports for `-P`.
+pub fn parse_expose(s: &str) -> Result<PublishSpec, String> {
+    let bad = |why: &str| format!("invalid port '{s}': {why}");
+    let (spec, protocol) = match s.rsplit_once('/') {
+        Some((spec, proto @ ("tcp" | "udp"))) => (spec, proto),
+        Some((_, proto)) => return Err(bad(&format!("protocol '{proto}' is not tcp or udp"))),
+        None => (s, "tcp"),
+    };
+    let (start, end) = parse_port_range(spec).map_err(|why| bad(&why))?;
+    auto_ports("", start, end, protocol).map_err(|why| bad(&why))
 }
 
 /// Splits an optional leading host address off `[HOST_IP:]HOST_PORT:PORT`.
@@ -631,9 +722,28 @@ mod tests {
     }
 
     #[test]
+    fn publish_with_a_host_port_berth_chooses() {
+        assert_eq!(parse_publish("80").unwrap().0, vec![pm("", 0, 80, "tcp")]);
+        assert_eq!(parse_publish("53/udp").unwrap().0, vec![pm("", 0, 53, "udp")]);
+        assert_eq!(
+            parse_publish("127.0.0.1::80").unwrap().0,
+            vec![pm("127.0.0.1", 0, 80, "tcp")]
+        );
+        assert_eq!(parse_publish("8000-8002").unwrap().0.len(), 3);
+        assert_eq!(
+            parse_expose("9000-9001/udp").unwrap().0,
+            vec![pm("", 0, 9000, "udp"), pm("", 0, 9001, "udp")]
+        );
+        assert!(parse_expose("x").is_err());
+        assert!(parse_publish("8000-8050").unwrap_err().contains("at most 50"));
+    }
+
+    #[test]
     fn publish_errors() {
         let err = |s: &str| parse_publish(s).unwrap_err();
-        assert!(err("80").contains("expected [HOST_IP:]HOST_PORT:PORT"));
+        assert!(err("80/sctp").contains("protocol 'sctp'"));
+        assert!(err("0").contains("out of range 1-65535"));
+        assert!(parse_publish("::80").is_err());
         assert!(err("1:2:3:4").contains("expected"));
         assert!(err("8080:80/sctp").contains("protocol 'sctp'"));
         assert!(err("8080:80/").contains("protocol ''"));

@@ -4,6 +4,8 @@
 pub mod args;
 pub mod commands;
 pub mod connect;
+pub mod filter;
+pub mod format;
 pub mod output;
 pub mod views;
 
@@ -46,6 +48,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Command::Sandbox(cmd) => commands::sandbox::run(channel, out, cmd).await,
             Command::Exec(args) => commands::sandbox::exec(channel, args).await,
             Command::Events(args) => commands::events::run(channel, out, args).await,
+            Command::Doctor(args) => commands::doctor::run(channel, out, args).await,
             Command::Version => Ok(0),
             Command::Cert(cmd) => commands::cert::run(cmd),
             Command::Completion(_) => Ok(0),

@@ -84,6 +84,13 @@ pub struct Config {
     #[arg(long, env = "BERTH_RESYNC_PERIOD", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub resync_period: u64,
 
+    /// Converge at once when netlink reports that a link, address or FDB
+    /// entry berth wants was deleted. `false` leaves drift to the period:
+    /// with a long --resync-period, a break made by hand stays for
+    /// `berth doctor` to find (tests, investigations).
+    #[arg(long, env = "BERTH_NETLINK_WATCH", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub netlink_watch: bool,
+
     /// Log filter (tracing-subscriber EnvFilter syntax).
     #[arg(long, env = "BERTH_LOG", default_value = "info")]
     pub log: String,

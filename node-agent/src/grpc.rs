@@ -12,10 +12,10 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::exec;
 use crate::model::{self, NetworkSpec, PeerSet, SandboxSpec};
 use crate::reconcile::Reconciler;
 use crate::reconcile::report::{AgentError, ErrorKind};
+use crate::{doctor, exec};
 
 pub struct AgentApi {
     pub node: String,
@@ -45,6 +45,34 @@ fn error_kind(k: ErrorKind) -> pb::ObjectErrorKind {
 
 fn bad(e: model::BadSpec) -> Status {
     Status::invalid_argument(e.to_string())
+}
+
+/// A doctor's question, parsed.
+fn question(p: &pb::PathQuestion) -> Result<doctor::Question, Status> {
+    let ip = |what: &str, v: &str| -> Result<Option<std::net::Ipv4Addr>, Status> {
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse()
+            .map(Some)
+            .map_err(|_| Status::invalid_argument(format!("{what} {v:?} is not an IPv4 address")))
+    };
+    let remote = match (p.peer_mac.as_str(), ip("peer_vtep", &p.peer_vtep)?) {
+        ("", None) => None,
+        (mac, Some(vtep)) => Some((
+            model::parse_mac(mac)
+                .ok_or_else(|| Status::invalid_argument(format!("peer_mac {mac:?} is not a MAC")))?,
+            vtep,
+        )),
+        (_, None) => return Err(Status::invalid_argument("peer_mac needs peer_vtep")),
+    };
+    Ok(doctor::Question {
+        sandbox_id: p.sandbox_id.clone(),
+        network_id: p.network_id.clone(),
+        peer_ip: ip("peer_ip", &p.peer_ip)?,
+        remote,
+        outside: p.outside,
+    })
 }
 
 fn ok() -> Reply {
@@ -145,6 +173,67 @@ impl AgentService for AgentApi {
             last_full_pass: s.last_full_pass.map(rfc3339).unwrap_or_default(),
             revision: s.revision,
         }))
+    }
+
+    async fn diagnose(
+        &self,
+        req: Request<pb::DiagnoseRequest>,
+    ) -> Result<Response<pb::DiagnoseResponse>, Status> {
+        let mut questions = Vec::new();
+        for p in &req.get_ref().paths {
+            questions.push(question(p)?);
+        }
+        let (underlay, underlay_mtu) = self.reconciler.underlay();
+        let forwarding =
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1");
+        let dnat = crate::nft::published()
+            .await
+            .map_err(|e| Status::internal(format!("cannot read berth's nftables table: {e}")))?;
+        let reply = self
+            .reconciler
+            .dry_run(|d, observed, plan, synced| {
+                let o = observed
+                    .map_err(|e| Status::internal(format!("cannot observe the node: {}", e.message)))?;
+                let facts = doctor::Facts {
+                    underlay,
+                    underlay_mtu,
+                    forwarding,
+                    synced,
+                    dnat,
+                };
+                Ok::<_, Status>(pb::DiagnoseResponse {
+                    node: self.node.clone(),
+                    synced,
+                    differences: doctor::differences(d, o, plan)
+                        .into_iter()
+                        .map(|x| pb::Difference {
+                            object: x.object,
+                            change: x.change,
+                            sandbox: x.sandbox.unwrap_or_default(),
+                        })
+                        .collect(),
+                    paths: questions
+                        .iter()
+                        .map(|q| pb::PathAnswer {
+                            hops: doctor::path(d, o, plan, &facts, q)
+                                .into_iter()
+                                .map(|h| pb::Hop {
+                                    node: self.node.clone(),
+                                    name: h.name,
+                                    state: match h.state {
+                                        doctor::State::Ok => pb::HopState::Ok,
+                                        doctor::State::Broken => pb::HopState::Broken,
+                                        doctor::State::Skipped => pb::HopState::Skipped,
+                                    } as i32,
+                                    detail: h.detail,
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                })
+            })
+            .await?;
+        Ok(Response::new(reply))
     }
 
     type ExecStream = Pin<Box<dyn Stream<Item = Result<pb::ExecOutput, Status>> + Send>>;

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod converge;
 pub mod dns;
+pub mod doctor;
 pub mod etcfiles;
 pub mod exec;
 pub mod grpc;
@@ -97,7 +98,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let watcher = {
         let (wanted, wake) = (reconciler.wanted_links(), reconciler.wake());
+        let on = config.netlink_watch;
+        if !on {
+            tracing::warn!("--netlink-watch false: drift is repaired on the period only");
+        }
         tokio::spawn(async move {
+            if !on {
+                return;
+            }
             if let Err(e) = watch::run(wanted, wake).await {
                 tracing::error!(error = %e, "netlink watch ended; drift is repaired on the period only");
             }

@@ -302,13 +302,14 @@ pub fn known_rpc(path: &str) -> bool {
 }
 
 /// The methods of `berth.v1.AgentService` (a unit test compares them with the proto).
-pub const AGENT_METHODS: [&str; 6] = [
+pub const AGENT_METHODS: [&str; 7] = [
     "EnsureSandbox",
     "RemoveSandbox",
     "SetOverlayPeers",
     "Sync",
     "Status",
     "Exec",
+    "Diagnose",
 ];
 
 #[cfg(test)]

@@ -221,7 +221,7 @@ impl Desired {
 #[error("bad spec from the API server: {0}")]
 pub struct BadSpec(pub String);
 
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let parts: Vec<u8> = s
         .split(':')
         .map(|p| u8::from_str_radix(p, 16))

@@ -14,6 +14,7 @@
 //! kernel also lacks `meta ibrname` in bridge tables.)
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::Ipv4Addr;
 use std::process::Stdio;
 
 use berth_core::names::validate_ifname;
@@ -418,6 +419,59 @@ pub async fn observe() -> Result<Option<BTreeMap<String, usize>>, NftError> {
     Ok(Some(count_listed(&out.stdout)?))
 }
 
+/// The DNAT rules of berth's `ports` chain as the kernel has them now, as
+/// (protocol, host port, target address, container port); `None` when the
+/// table does not exist. Read for `berth doctor` only.
+pub async fn published() -> Result<Option<BTreeSet<(String, u16, Ipv4Addr, u16)>>, NftError> {
+    let out = nft()
+        .args(["-j", "list", "table", "ip", TABLE])
+        .stdin(Stdio::null())
+        .output()
+        .await?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if err.contains("No such file or directory") {
+            return Ok(None);
+        }
+        return Err(NftError::Refused(err));
+    }
+    Ok(Some(dnat_listed(&out.stdout)?))
+}
+
+/// The DNAT rules of chain `ports` in a JSON listing (see [`published`]).
+fn dnat_listed(json: &[u8]) -> Result<BTreeSet<(String, u16, Ipv4Addr, u16)>, serde_json::Error> {
+    let v: serde_json::Value = serde_json::from_slice(json)?;
+    let mut out = BTreeSet::new();
+    for item in v["nftables"].as_array().into_iter().flatten() {
+        let rule = &item["rule"];
+        if rule["chain"] != "ports" {
+            continue;
+        }
+        let mut dport = None;
+        let mut target = None;
+        for e in rule["expr"].as_array().into_iter().flatten() {
+            let m = &e["match"];
+            if m["left"]["payload"]["field"] == "dport"
+                && let (Some(proto), Some(p)) =
+                    (m["left"]["payload"]["protocol"].as_str(), m["right"].as_u64())
+            {
+                dport = Some((proto.to_string(), p as u16));
+            }
+            let d = &e["dnat"];
+            if let (Some(addr), Some(p)) = (
+                d["addr"].as_str().and_then(|a| a.parse().ok()),
+                d["port"].as_u64(),
+            ) {
+                target = Some((addr, p as u16));
+            }
+        }
+        if let (Some((proto, hp)), Some((addr, cp))) = (dport, target) {
+            out.insert((proto, hp, addr, cp));
+        }
+    }
+    Ok(out)
+}
+
 /// Counts chains and rules in a JSON listing. Reads only the chain names, not
 /// the crate's full schema: a rule someone added by hand with an expression
 /// the crate does not model must count as drift, not fail the read.
@@ -741,6 +795,22 @@ mod tests {
             let json = serde_json::to_string(&r.doc).unwrap();
             assert!(!json.contains("172.18."), "{name:?}: {json}");
         }
+    }
+
+    #[test]
+    fn reads_the_dnat_rules_of_a_listing() {
+        let listing = br#"{"nftables": [
+            {"chain": {"family": "ip", "table": "berth", "name": "ports", "handle": 3}},
+            {"rule": {"family": "ip", "table": "berth", "chain": "ports", "handle": 9, "expr": [
+                {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 8080}},
+                {"dnat": {"addr": "172.17.0.2", "port": 80}}]}},
+            {"rule": {"family": "ip", "table": "berth", "chain": "prerouting", "handle": 4, "expr": [
+                {"jump": {"target": "ports"}}]}}
+        ]}"#;
+        assert_eq!(
+            dnat_listed(listing).unwrap(),
+            BTreeSet::from([("tcp".to_string(), 8080, "172.17.0.2".parse().unwrap(), 80)])
+        );
     }
 
     #[test]

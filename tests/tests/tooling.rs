@@ -15,7 +15,8 @@ use berth_tests::cluster::{CTL_ADDR, Cluster, must, node_addr};
 use berth_tests::{ApiServer, Etcd, unique, wait_until};
 
 /// berth-api's services, as `grpcurl list` prints them (sorted).
-const API_LIST: [&str; 8] = [
+const API_LIST: [&str; 9] = [
+    "berth.v1.DiagnosticsService",
     "berth.v1.EventService",
     "berth.v1.NetworkService",
     "berth.v1.NodeService",

@@ -28,8 +28,39 @@ enum Recorded {
 }
 
 impl Sandboxes {
-    /// Creates a sandbox and has its node realise it.
+    /// Creates a sandbox and has its node realise it. Host ports berth
+    /// chooses are proposed, then guarded by the create's transaction like
+    /// explicit ones; a proposal another create took meanwhile is made again.
     pub async fn create(&self, spec: SandboxSpec) -> Result<SandboxView> {
+        if spec.auto_ports.is_empty() {
+            return self.create_with_ports(spec).await;
+        }
+        let node = self.place(spec.node.as_deref()).await?;
+        for _ in 0..ipam::MAX_ATTEMPTS {
+            let chosen = self
+                .choose_host_ports(&node, &spec.ports, &spec.auto_ports)
+                .await?;
+            let mut concrete = spec.clone();
+            concrete.node = Some(node.name.clone());
+            concrete.ports.extend(chosen.iter().copied());
+            concrete.auto_ports.clear();
+            match self.create_with_ports(concrete).await {
+                Err(e @ ApiError::FailedPrecondition(_)) => {
+                    if self.check_ports(&chosen, &node.name).await.is_ok() {
+                        return Err(e);
+                    }
+                    crate::metrics::retry("sandbox_host_port");
+                }
+                other => return other,
+            }
+        }
+        Err(ApiError::Aborted(format!(
+            "sandbox {} kept losing the race for a free host port; try again",
+            spec.name
+        )))
+    }
+
+    async fn create_with_ports(&self, spec: SandboxSpec) -> Result<SandboxView> {
         // Independent reads, in parallel; network errors are reported first.
         let (network, node) = tokio::join!(
             self.networks.find(&spec.network),

@@ -4,6 +4,7 @@
 //! request recorded and answers UNAVAILABLE.
 mod attach;
 mod create;
+mod hostports;
 mod lifecycle;
 mod limits;
 pub mod local;
@@ -29,6 +30,7 @@ use crate::store::records::{
 };
 use crate::store::{Guard, Store};
 
+pub use self::hostports::{DEFAULT_EPHEMERAL_PORTS, EphemeralPorts};
 pub use self::reserved::{DEFAULT_RESERVED_PORTS, ReservedPorts};
 pub use self::state::NodeState;
 
@@ -78,6 +80,9 @@ pub struct SandboxSpec {
     pub aliases: Vec<String>,
     pub command: Vec<String>,
     pub ports: Vec<PortMapping>,
+    /// Mappings whose host port berth chooses (host port 0 in the request):
+    /// from `--ephemeral-ports`, at create, guarded like `ports`.
+    pub auto_ports: Vec<PortMapping>,
     pub links: Vec<(String, String)>,
     /// Set for an attachment of a runtime's namespace (AttachLocal).
     pub external: Option<(SandboxOrigin, ExternalRef)>,
@@ -109,11 +114,18 @@ impl SandboxSpec {
             }
             links.push((name.clone(), alias.clone()));
         }
-        let ports = r
-            .ports
-            .iter()
-            .map(|p| PortMapping::validate(&p.host_ip, p.host_port, p.container_port, &p.protocol))
-            .collect::<Result<Vec<_>, _>>()?;
+        // Host port 0: berth chooses one at create (`-p PORT`); validated
+        // as an explicit mapping otherwise.
+        let (mut ports, mut auto_ports) = (Vec::new(), Vec::new());
+        for p in &r.ports {
+            let host = if p.host_port == 0 { 1 } else { p.host_port };
+            let m = PortMapping::validate(&p.host_ip, host, p.container_port, &p.protocol)?;
+            if p.host_port == 0 {
+                auto_ports.push(PortMapping { host_port: 0, ..m });
+            } else {
+                ports.push(m);
+            }
+        }
         berth_core::ports::check_distinct(&ports)?;
         if r.command.first().is_some_and(|c| c.is_empty()) {
             return Err(berth_core::Invalid::new("command", "the program name is empty").into());
@@ -130,6 +142,7 @@ impl SandboxSpec {
             aliases: r.aliases.clone(),
             command: r.command.clone(),
             ports,
+            auto_ports,
             links,
             external: None,
         })
@@ -188,6 +201,7 @@ pub struct Sandboxes {
     agents: Agents,
     overlay: Overlay,
     reserved: ReservedPorts,
+    ephemeral: EphemeralPorts,
 }
 
 impl Sandboxes {
@@ -200,6 +214,7 @@ impl Sandboxes {
             agents,
             overlay,
             reserved: ReservedPorts::default(),
+            ephemeral: EphemeralPorts::default(),
         }
     }
 

@@ -135,6 +135,10 @@ impl Keys {
         )
     }
     /// Every binding of one node, protocol and port.
+    /// `ports/<node>/<proto>/`: every published port of one protocol on a node.
+    pub fn ports_of(&self, node: &str, proto: berth_core::ports::Proto) -> String {
+        format!("{}ports/{node}/{proto}/", self.root)
+    }
     pub fn port_range(&self, node: &str, p: &PortMapping) -> String {
         format!("{}ports/{node}/{}/{}/", self.root, p.proto, p.host_port)
     }

@@ -9,7 +9,9 @@ use berth_proto::v1::{
 };
 use tonic::transport::Channel;
 
-use crate::args::{NetworkCommand, NetworkConnectArgs, NetworkCreateArgs, OutputFormat};
+use crate::args::{LsArgs, NetworkCommand, NetworkConnectArgs, NetworkCreateArgs, OutputFormat};
+use crate::filter::Filters;
+use crate::format::Template;
 use crate::output;
 use crate::views::{self, NetworkSummary};
 use crate::{report, status_error, status_message};
@@ -19,9 +21,9 @@ pub async fn run(channel: Channel, out: OutputFormat, cmd: NetworkCommand) -> Re
     let mut client = NetworkServiceClient::new(channel);
     match cmd {
         NetworkCommand::Create(args) => create(&mut client, out, args).await,
-        NetworkCommand::Ls(args) => ls(&mut client, out, args.quiet).await,
+        NetworkCommand::Ls(args) => ls(&mut client, out, args).await,
         NetworkCommand::Prune(args) => prune(&mut client, args.force).await,
-        NetworkCommand::Inspect(args) => inspect(&mut client, &args.names).await,
+        NetworkCommand::Inspect(args) => inspect(&mut client, &args.names, args.format.as_deref()).await,
         NetworkCommand::Rm(args) => rm(&mut client, &args.names).await,
         NetworkCommand::Connect(args) => connect(&mut client, args).await,
         NetworkCommand::Disconnect(args) => {
@@ -87,12 +89,21 @@ async fn list_all(client: &mut NetworkServiceClient<Channel>) -> Result<Vec<bert
     Ok(networks)
 }
 
-async fn ls(client: &mut NetworkServiceClient<Channel>, out: OutputFormat, quiet: bool) -> Result<i32> {
-    let networks = list_all(client).await?;
-    if quiet {
+async fn ls(client: &mut NetworkServiceClient<Channel>, out: OutputFormat, args: LsArgs) -> Result<i32> {
+    let filters = Filters::parse(&args.filter, crate::filter::NETWORK_KEYS, "network ls")?;
+    let template = args.format.as_deref().map(Template::parse).transpose()?;
+    let mut networks = list_all(client).await?;
+    networks.retain(|n| filters.network(n));
+    if args.quiet {
         for n in &networks {
             output::print(&n.id.chars().take(12).collect::<String>())?;
         }
+        return Ok(0);
+    }
+    if let Some(t) = &template {
+        let docs: Vec<NetworkSummary> = networks.iter().map(NetworkSummary::from).collect();
+        let sample = NetworkSummary::from(&berth_proto::v1::Network::default());
+        crate::format::print(t, &sample, &docs, "network ls")?;
         return Ok(0);
     }
     match out {
@@ -106,7 +117,12 @@ async fn ls(client: &mut NetworkServiceClient<Channel>, out: OutputFormat, quiet
 }
 
 /// Prints every network found, then the errors of those not found (exit 1), like docker.
-async fn inspect(client: &mut NetworkServiceClient<Channel>, names: &[String]) -> Result<i32> {
+async fn inspect(
+    client: &mut NetworkServiceClient<Channel>,
+    names: &[String],
+    format: Option<&str>,
+) -> Result<i32> {
+    let template = format.map(Template::parse).transpose()?;
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     for name in names {
@@ -124,7 +140,13 @@ async fn inspect(client: &mut NetworkServiceClient<Channel>, names: &[String]) -
             Err(status) => errors.push(status_message(&status)),
         }
     }
-    output::print_json(&docs)?;
+    match &template {
+        Some(t) => {
+            let sample = views::network_inspect(&berth_proto::v1::Network::default(), &[]);
+            crate::format::print(t, &sample, &docs, "network inspect")?
+        }
+        None => output::print_json(&docs)?,
+    }
     for err in &errors {
         report(err);
     }

@@ -15,16 +15,29 @@ pub async fn run(channel: Channel, out: OutputFormat, cmd: NodeCommand) -> Resul
     let mut client = NodeServiceClient::new(channel);
     match cmd {
         NodeCommand::Ls(args) => {
-            let nodes = client
+            let filters = crate::filter::Filters::parse(&args.filter, crate::filter::NODE_KEYS, "node ls")?;
+            let template = args
+                .format
+                .as_deref()
+                .map(crate::format::Template::parse)
+                .transpose()?;
+            let mut nodes = client
                 .list_nodes(ListNodesRequest {})
                 .await
                 .map_err(status_error)?
                 .into_inner()
                 .nodes;
+            nodes.retain(|n| filters.node(n));
             if args.quiet {
                 for n in &nodes {
                     output::print(&n.name)?;
                 }
+                return Ok(0);
+            }
+            if let Some(t) = &template {
+                let docs: Vec<NodeView> = nodes.iter().map(NodeView::from).collect();
+                let sample = NodeView::from(&berth_proto::v1::Node::default());
+                crate::format::print(t, &sample, &docs, "node ls")?;
                 return Ok(0);
             }
             match out {

@@ -12,6 +12,7 @@ use berth_proto::v1::{
 use tonic::transport::Channel;
 
 use crate::args::{ExecArgs, OutputFormat, SandboxCommand, SandboxCreateArgs};
+use crate::format::Template;
 use crate::output;
 use crate::views::SandboxView;
 use crate::{report, status_error, status_message};
@@ -22,11 +23,20 @@ pub async fn run(channel: Channel, out: OutputFormat, cmd: SandboxCommand) -> Re
     match cmd {
         SandboxCommand::Create(args) => create(&mut client, out, args).await,
         SandboxCommand::Ls(args) => {
-            let sandboxes = list_all(&mut client).await?;
+            let filters =
+                crate::filter::Filters::parse(&args.filter, crate::filter::SANDBOX_KEYS, "sandbox ls")?;
+            let template = args.format.as_deref().map(Template::parse).transpose()?;
+            let mut sandboxes = list_all(&mut client).await?;
+            sandboxes.retain(|s| filters.sandbox(s));
             if args.quiet {
                 for s in &sandboxes {
                     output::print(&s.id.chars().take(12).collect::<String>())?;
                 }
+                return Ok(0);
+            }
+            if let Some(t) = &template {
+                let docs: Vec<SandboxView> = sandboxes.iter().map(SandboxView::from).collect();
+                crate::format::print(t, &SandboxView::from(&Sandbox::default()), &docs, "sandbox ls")?;
                 return Ok(0);
             }
             match out {
@@ -38,7 +48,7 @@ pub async fn run(channel: Channel, out: OutputFormat, cmd: SandboxCommand) -> Re
             }
             Ok(0)
         }
-        SandboxCommand::Inspect(args) => inspect(&mut client, &args.names).await,
+        SandboxCommand::Inspect(args) => inspect(&mut client, &args.names, args.format.as_deref()).await,
         SandboxCommand::Rm(args) => {
             let mut failed = false;
             for name in &args.names {
@@ -91,7 +101,12 @@ async fn create(
         ip: args.ip.unwrap_or_default(),
         aliases: args.aliases,
         links: args.links,
-        ports: args.publish.into_iter().flat_map(|spec| spec.0).collect(),
+        ports: args
+            .publish
+            .into_iter()
+            .chain(args.expose)
+            .flat_map(|spec| spec.0)
+            .collect(),
         command: args.command,
     };
     let sandbox = client
@@ -109,7 +124,12 @@ async fn create(
 }
 
 /// Prints every sandbox found, then the errors of those not found (exit 1).
-async fn inspect(client: &mut SandboxServiceClient<Channel>, names: &[String]) -> Result<i32> {
+async fn inspect(
+    client: &mut SandboxServiceClient<Channel>,
+    names: &[String],
+    format: Option<&str>,
+) -> Result<i32> {
+    let template = format.map(Template::parse).transpose()?;
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     for name in names {
@@ -124,7 +144,15 @@ async fn inspect(client: &mut SandboxServiceClient<Channel>, names: &[String]) -
             Err(status) => errors.push(status_message(&status)),
         }
     }
-    output::print_json(&docs)?;
+    match &template {
+        Some(t) => crate::format::print(
+            t,
+            &SandboxView::from(&Sandbox::default()),
+            &docs,
+            "sandbox inspect",
+        )?,
+        None => output::print_json(&docs)?,
+    }
     for err in &errors {
         report(err);
     }

@@ -31,6 +31,7 @@ use self::action::{Action, ObjectKey, ObjectKind};
 use self::desired::DesiredStore;
 use self::executor::{Effect, Executor, ObserveRequest};
 use self::kernel::KernelExecutor;
+use self::observed::Observed;
 use self::plan::{Inputs, Plan, Scope};
 use self::report::{AgentError, ErrorKind, ObjectError, Outcome, Results};
 use crate::dns::DnsServer;
@@ -494,6 +495,51 @@ impl Reconciler {
         for s in scope.sandboxes_of(d) {
             wanted.extend(wanted_links_of(d, s));
         }
+    }
+
+    /// A dry run of a full pass (berth doctor): observes the node as a full
+    /// pass would and plans, but executes nothing and changes none of the
+    /// agent's state (the executor works on copies). `f` reads the result
+    /// while the pass lock is held, so no pass runs meanwhile.
+    pub async fn dry_run<T>(
+        &self,
+        f: impl FnOnce(&Desired, Result<&Observed, &ObjectError>, &Plan, bool) -> T,
+    ) -> T {
+        let inner = self.inner.lock().await;
+        let d = inner.desired.get();
+        let mut dns_inodes = inner.dns_inodes.clone();
+        let mut applied_rules = inner.applied_rules.clone();
+        let mut exec = KernelExecutor::new(
+            &self.node,
+            &self.state,
+            &self.dns,
+            &mut dns_inodes,
+            &mut applied_rules,
+            self.underlay,
+        );
+        let req = observe_request(d, &inner.owned, &Scope::full(), None);
+        let observed = exec.observe(&req).await;
+        let plan = match &observed {
+            Ok(o) => plan::plan(&Inputs {
+                desired: d,
+                observed: o,
+                owned: &inner.owned,
+                scope: &Scope::full(),
+                underlay_mtu: self.underlay_mtu,
+                local_vtep: self.underlay,
+                node_resolv: &etcfiles::node_resolv_conf(),
+                applied_rules: exec.applied_rules(),
+                complete: inner.synced,
+            }),
+            Err(_) => Plan::default(),
+        };
+        drop(exec);
+        f(d, observed.as_ref(), &plan, inner.synced)
+    }
+
+    /// This node's underlay address and MTU.
+    pub fn underlay(&self) -> (Ipv4Addr, u32) {
+        (self.underlay, self.underlay_mtu)
     }
 
     /// Where `berth exec` runs for a namespace name as the API server knows
