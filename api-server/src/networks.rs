@@ -303,6 +303,36 @@ impl Networks {
             .collect())
     }
 
+    /// A runtime front's network by name (Docker's `network create -d berth
+    /// NAME`, run on every node): created from `spec` when there is none of
+    /// that name, else checked against it (driver; subnet, gateway and each
+    /// option when `spec` names them). Returns the network and whether it
+    /// was created here; a concurrent create elsewhere is a bind.
+    pub async fn ensure(&self, spec: NetworkSpec) -> Result<(NetworkRecord, bool)> {
+        for _ in 0..ipam::MAX_ATTEMPTS {
+            let name_key = self.store.keys.network_name(&spec.name);
+            if let Some(id) = self.store.get_string(&name_key).await?
+                && let Some(rec) = self
+                    .store
+                    .get_json::<NetworkRecord>(&self.store.keys.network(&id))
+                    .await?
+            {
+                let have = rec.value;
+                check_same(&spec, &have)?;
+                return Ok((have, false));
+            }
+            match self.create(spec.clone()).await {
+                Ok(rec) => return Ok((rec, true)),
+                Err(ApiError::AlreadyExists(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ApiError::Aborted(format!(
+            "network {} was created and removed concurrently; try again",
+            spec.name
+        )))
+    }
+
     /// Looks a network up by exact name, full id, or unique id prefix (as Docker does).
     pub async fn find(&self, name_or_id: &str) -> Result<NetworkRecord> {
         if name_or_id.is_empty() {
@@ -464,4 +494,44 @@ mod tests {
             "invalid options: 17 options, at most 16"
         );
     }
+}
+
+/// Why existing network `have` is not the one `want` asks for, if it is not.
+fn check_same(want: &NetworkSpec, have: &NetworkRecord) -> Result<()> {
+    let mut diffs = Vec::new();
+    if want.driver != have.driver {
+        diffs.push(format!("driver {} (asked: {})", have.driver, want.driver));
+    }
+    if let Some(s) = want.subnet
+        && have.subnet != Some(s)
+    {
+        diffs.push(format!(
+            "subnet {} (asked: {s})",
+            have.subnet.map_or("none".to_string(), |s| s.to_string())
+        ));
+    }
+    if let Some(g) = want.gateway
+        && have.gateway != Some(g)
+    {
+        diffs.push(format!(
+            "gateway {} (asked: {g})",
+            have.gateway.map_or("none".to_string(), |g| g.to_string())
+        ));
+    }
+    for (k, v) in &want.options {
+        if have.options.get(k) != Some(v) {
+            diffs.push(format!(
+                "option {k}={} (asked: {v})",
+                have.options.get(k).map_or("unset", String::as_str)
+            ));
+        }
+    }
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::FailedPrecondition(format!(
+        "berth network {} exists with {}; remove it or ask for the same",
+        have.name,
+        diffs.join(", ")
+    )))
 }

@@ -78,8 +78,13 @@ impl Sandboxes {
         // Overlay sandboxes also get eth1 on the node's gateway bridge for
         // outbound traffic (and their default route through it), as Docker's
         // docker_gwbridge; its address is taken in the same transaction.
+        // Not for Docker's endpoints: dockerd takes one interface per network.
+        let handoff = spec
+            .external
+            .as_ref()
+            .is_some_and(|(o, x)| *o == SandboxOrigin::Docker && x.netns_path.is_empty());
         let gw = match network.driver {
-            Driver::Overlay => Some(self.networks.ensure_gwbridge().await?),
+            Driver::Overlay if !handoff => Some(self.networks.ensure_gwbridge().await?),
             _ => None,
         };
         for attempt in 0..ipam::MAX_ATTEMPTS {
@@ -178,7 +183,7 @@ impl Sandboxes {
             mode,
             // A runtime's namespace goes by its path; berth's by the sandbox's name.
             netns: match &spec.external {
-                Some((_, x)) => Some(x.netns_path.clone()),
+                Some((_, x)) => (!x.netns_path.is_empty()).then(|| x.netns_path.clone()),
                 None => (mode != SandboxMode::Host).then(|| spec.name.clone()),
             },
             networks: std::iter::once(network.id.clone())

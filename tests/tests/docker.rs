@@ -1,0 +1,397 @@
+//! Real containers through real dockerd (Debian's docker.io 20.10) on berth
+//! networks across two nodes: each node's agent serves Docker's remote
+//! network and IPAM driver protocols (`--docker-plugin`), each node runs a
+//! dockerd of its own (own data, exec and pid paths and API socket under
+//! the test's directory, `--bridge=none --iptables=false`) in the node's
+//! network namespace and in a private mount namespace where only its own
+//! agent's socket is at /run/docker/plugins. The seed's part 2 literally
+//! (`docker network create` on both nodes, test1 and test2, a ping across),
+//! `-p` through berth from the other node, removal freeing the address, a
+//! mismatch refused, and dockerd restarted with a container running.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use berth_tests::cluster::{Cluster, ClusterOptions, in_ns, must, node_addr};
+use berth_tests::{Proc, wait_until};
+use serde_json::Value;
+
+const DOCKER: &str = "/usr/bin/docker";
+
+/// One node's dockerd, stopped (by PID) and its containers removed on drop.
+struct Dockerd {
+    dir: PathBuf,
+    node_ns: String,
+    proc: Option<Proc>,
+}
+
+fn plugin_dir(base: &Path, node: usize) -> PathBuf {
+    base.join(format!("node{node}")).join("plugins")
+}
+
+impl Dockerd {
+    fn start(base: &Path, node: usize, node_ns: &str) -> Self {
+        let dir = base.join(format!("node{node}"));
+        std::fs::create_dir_all(dir.join("exec")).unwrap();
+        let mut d = Self {
+            dir,
+            node_ns: node_ns.to_string(),
+            proc: None,
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let dir = self.dir.display().to_string();
+        // The bind mount over the fixed discovery directory is private to
+        // this dockerd (unshare -m makes the new mount namespace private).
+        let script = format!(
+            "mkdir -p /run/docker/plugins && mount --bind {dir}/plugins /run/docker/plugins && \
+             exec nsenter --net=/run/netns/{ns} -- dockerd --data-root {dir}/data --exec-root {dir}/exec \
+             --pidfile {dir}/docker.pid --host unix://{dir}/docker.sock --bridge=none --iptables=false \
+             --ip6tables=false --ip-masq=false --storage-driver vfs --shutdown-timeout 1 --log-level debug",
+            ns = self.node_ns
+        );
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c", &script]);
+        let proc = Proc::spawn_append("dockerd", &mut cmd, self.dir.join("dockerd.log")).unwrap();
+        self.proc = Some(proc);
+        let up = wait_until(Duration::from_secs(60), || {
+            self.run(&["version"]).status.success()
+        });
+        assert!(up, "dockerd did not come up:\n{}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(DOCKER)
+            .arg("-H")
+            .arg(format!("unix://{}/docker.sock", self.dir.display()))
+            .args(args)
+            .output()
+            .expect("running docker: install docker.io (.ci/run does)")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log().lines().rev().take(40).collect::<Vec<_>>().join("\n")
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn err(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "docker {args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    }
+
+    fn ip(&self, container: &str, network: &str) -> String {
+        self.ok(&[
+            "inspect",
+            "-f",
+            &format!("{{{{.NetworkSettings.Networks.{network}.IPAddress}}}}"),
+            container,
+        ])
+    }
+
+    /// SIGTERM (dockerd stops its containers: 10 s for a shell that ignores
+    /// it) and wait up to 30 s, then SIGKILL; by PID.
+    fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p.pid() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            wait_until(Duration::from_secs(30), || !p.alive());
+            p.stop();
+        }
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        if self.proc.is_some() {
+            let ids = self.run(&["ps", "-aq"]);
+            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+                let _ = self.run(&["rm", "-f", id]);
+            }
+        }
+        self.stop();
+        kill_leftovers(&self.dir);
+    }
+}
+
+/// SIGKILLs what this dockerd started and left behind (its containerd, the
+/// shims and their containers when dockerd itself died): processes whose
+/// command line names the dockerd's own directory, and their children. By PID.
+fn kill_leftovers(dir: &Path) {
+    let needle = dir.display().to_string();
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).contains(&needle) {
+            pids.push(pid);
+        }
+    }
+    let mut all = pids.clone();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if ppid.is_some_and(|p| pids.contains(&p)) {
+            all.push(pid);
+        }
+    }
+    for pid in all {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// A busybox image from Debian's busybox-static, imported (no registry).
+fn import_busybox(d: &Dockerd, base: &Path) {
+    let tar = base.join("busybox.tar");
+    if !tar.exists() {
+        let root = base.join("rootfs");
+        for dir in ["bin", "etc", "proc", "sys", "dev", "tmp", "run"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("install busybox-static");
+        let out = Command::new("/bin/busybox").arg("--list").output().unwrap();
+        for applet in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+        }
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    d.ok(&["import", tar.to_str().unwrap(), "busybox"]);
+}
+
+fn sandboxes(c: &Cluster) -> Vec<Value> {
+    c.cli_json(&["sandbox", "ls"])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn docker_sandboxes(c: &Cluster) -> Vec<Value> {
+    sandboxes(c)
+        .into_iter()
+        .filter(|s| s["Origin"] == "docker")
+        .collect()
+}
+
+#[test]
+fn docker_containers_on_two_nodes_share_a_berth_overlay() {
+    let base = tempfile::Builder::new()
+        .prefix("berth-docker-")
+        .tempdir()
+        .unwrap();
+    let agent_args = |i: usize| {
+        let d = base.path().join(format!("node{i}"));
+        std::fs::create_dir_all(d.join("plugins")).unwrap();
+        vec![
+            "--resync-period".to_string(),
+            "2".into(),
+            "--docker-plugin".into(),
+            "--docker-plugin-socket".into(),
+            plugin_dir(base.path(), i)
+                .join("berth.sock")
+                .display()
+                .to_string(),
+            "--docker-host".into(),
+            format!("unix://{}/docker.sock", d.display()),
+        ]
+    };
+    let c = must(
+        Cluster::start_with(
+            2,
+            ClusterOptions {
+                agent_args: vec![agent_args(1), agent_args(2)],
+                ..Default::default()
+            },
+        ),
+        "cluster",
+    );
+    let mut d1 = Dockerd::start(base.path(), 1, &c.node(1));
+    let d2 = Dockerd::start(base.path(), 2, &c.node(2));
+    import_busybox(&d1, base.path());
+    import_busybox(&d2, base.path());
+
+    // The seed's part 2: the same command on both nodes, one berth network.
+    let create = [
+        "network",
+        "create",
+        "-d",
+        "berth",
+        "--ipam-driver",
+        "berth",
+        "demo",
+    ];
+    d1.ok(&create);
+    c.eventually("berth network demo", || {
+        c.cli(&["network", "inspect", "demo"]).status.success()
+    });
+    d2.ok(&create);
+    let net = c.cli_json(&["network", "inspect", "demo"]);
+    let net = if net.is_array() { net[0].clone() } else { net };
+    assert_eq!(net["Driver"], "overlay", "{net}");
+    let sleep = ["sh", "-c", "while true; do sleep 3600; done"];
+    let mut run1 = vec!["run", "-d", "--name", "test1", "--network", "demo", "busybox"];
+    run1.extend(sleep);
+    d1.ok(&run1);
+    let mut run2 = vec!["run", "-d", "--name", "test2", "--network", "demo", "busybox"];
+    run2.extend(sleep);
+    d2.ok(&run2);
+    let ip1 = d1.ip("test1", "demo");
+    let ip2 = d2.ip("test2", "demo");
+    assert!(
+        ip1.starts_with("10.0.") && ip2.starts_with("10.0.") && ip1 != ip2,
+        "{ip1} {ip2}"
+    );
+    // Both are berth's, marked as Docker's, on their nodes.
+    let listed = docker_sandboxes(&c);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    for (node, ip) in [("node1", &ip1), ("node2", &ip2)] {
+        let sb = listed
+            .iter()
+            .find(|s| s["Node"] == node)
+            .unwrap_or_else(|| panic!("{node}: {listed:?}"));
+        assert_eq!(sb["Networks"]["demo"]["IPAddress"], ip.as_str(), "{sb}");
+    }
+    // MTU 1450 on the overlay, and a ping across nodes over VXLAN.
+    let link = d1.ok(&["exec", "test1", "ip", "link", "show", "eth0"]);
+    assert!(link.contains("mtu 1450"), "{link}");
+    let pinged = wait_until(Duration::from_secs(10), || {
+        d1.run(&["exec", "test1", "ping", "-c1", "-W1", &ip2])
+            .status
+            .success()
+    });
+    assert!(pinged, "test1 -> test2\n{}", c.logs());
+    d1.ok(&["exec", "test1", "ping", "-c3", &ip2]);
+    d2.ok(&["exec", "test2", "ping", "-c1", "-W2", &ip1]);
+
+    // -p on a berth bridge network, published through berth: from the other node.
+    d1.ok(&[
+        "network",
+        "create",
+        "-d",
+        "berth",
+        "--ipam-driver",
+        "berth",
+        "-o",
+        "berth.driver=bridge",
+        "--subnet",
+        "172.29.3.0/24",
+        "web",
+    ]);
+    d1.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "web",
+        "-p",
+        "18082:80",
+        "busybox",
+        "sh",
+        "-c",
+        "echo berth-docker > /tmp/index.html; exec httpd -f -p 80 -h /tmp",
+    ]);
+    assert!(d1.ip("web", "web").starts_with("172.29.3."));
+    let get = format!(
+        "import socket\nc=socket.create_connection(('{}',18082),timeout=2)\nc.sendall(b'GET /index.html HTTP/1.0\\r\\n\\r\\n')\nprint(c.recv(4096).decode())",
+        node_addr(1)
+    );
+    let answered = wait_until(Duration::from_secs(10), || {
+        String::from_utf8_lossy(&in_ns(&c.node(2), &["python3", "-c", &get]).stdout).contains("berth-docker")
+    });
+    assert!(answered, "port 18082 on node1 from node2\n{}", c.logs());
+    // The same port again on node1 is refused by berth's clash rules, and leaves nothing.
+    let before = docker_sandboxes(&c).len();
+    let e = d1.err(&[
+        "run",
+        "-d",
+        "--name",
+        "web2",
+        "--network",
+        "web",
+        "-p",
+        "18082:80",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    assert!(e.contains("18082"), "{e}");
+    let _ = d1.run(&["rm", "-f", "web2"]);
+    c.eventually("web2 left nothing", || docker_sandboxes(&c).len() == before);
+    d1.ok(&["rm", "-f", "web"]);
+    assert!(
+        !c.etcd_keys().iter().any(|k| k.contains("/ports/node1/")),
+        "port freed"
+    );
+
+    // A mismatch with an existing berth network is a clear error.
+    c.cli_ok(&["network", "create", "-d", "bridge", "mm"]);
+    d2.ok(&["network", "create", "-d", "berth", "--ipam-driver", "berth", "mm"]);
+    let e = d2.err(&[
+        "run",
+        "-d",
+        "--name",
+        "mm1",
+        "--network",
+        "mm",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    assert!(e.contains("driver bridge"), "{e}");
+    let _ = d2.run(&["rm", "-f", "mm1"]);
+
+    // docker rm: the address goes.
+    d2.ok(&["rm", "-f", "test2"]);
+    c.eventually("test2's address freed", || {
+        !c.etcd_keys()
+            .iter()
+            .any(|k| k.contains("/ipam/") && k.ends_with(&ip2))
+    });
+
+    // dockerd restarted with test1 running: dockerd stops it, nothing is leaked,
+    // and test1 starts again on berth with no stale endpoint.
+    d1.stop();
+    d1.spawn();
+    c.eventually("node1's docker addresses freed after the restart", || {
+        docker_sandboxes(&c).iter().all(|s| s["Node"] != "node1")
+    });
+    d1.ok(&["start", "test1"]);
+    let again = d1.ip("test1", "demo");
+    assert!(again.starts_with("10.0."), "{again}");
+    assert_eq!(docker_sandboxes(&c).len(), 1);
+    d1.ok(&["rm", "-f", "test1"]);
+    c.eventually("every docker address freed", || docker_sandboxes(&c).is_empty());
+    d1.ok(&["network", "rm", "demo", "web"]);
+    d2.ok(&["network", "rm", "demo", "mm"]);
+}
