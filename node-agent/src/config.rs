@@ -94,6 +94,12 @@ pub struct Config {
     #[arg(long, env = "BERTH_DOCKER_HOST", default_value = "unix:///run/docker.sock")]
     pub docker_host: String,
 
+    /// Seconds an address handed to dockerd may wait for its endpoint (or a
+    /// Docker endpoint dockerd no longer lists may stay) before the plugin's
+    /// sweep frees it.
+    #[arg(long, env = "BERTH_DOCKER_GRACE", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub docker_grace: u64,
+
     /// Directory for the agent's own state.
     #[arg(long, env = "BERTH_STATE_DIR", default_value = "/var/lib/berth")]
     pub state_dir: PathBuf,

@@ -105,6 +105,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             docker::dockerd::Dockerd::new(&config.docker_host)?,
             reconciler.clone(),
             config.mtu,
+            std::time::Duration::from_secs(config.docker_grace),
             config.state_dir.clone(),
         )?);
         tracing::info!(path = %config.docker_plugin_socket.display(), dockerd = %config.docker_host, "docker plugin listening");

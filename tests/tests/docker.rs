@@ -102,6 +102,17 @@ impl Dockerd {
         ])
     }
 
+    /// SIGKILL, containers left running (their shims and containerd live on).
+    fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p.pid() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            p.stop();
+        }
+    }
+
     /// SIGTERM (dockerd stops its containers: 10 s for a shell that ignores
     /// it) and wait up to 30 s, then SIGKILL; by PID.
     fn stop(&mut self) {
@@ -189,6 +200,23 @@ fn import_busybox(d: &Dockerd, base: &Path) {
     d.ok(&["import", tar.to_str().unwrap(), "busybox"]);
 }
 
+/// One call on a plugin socket, as dockerd makes it.
+fn plugin_call(sock: &Path, path: &str, body: &Value) -> Value {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    let body = body.to_string();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: plugin\r\nContent-Type: application/vnd.docker.plugins.v1.2+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (_, json) = out.split_once("\r\n\r\n").unwrap();
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
 fn sandboxes(c: &Cluster) -> Vec<Value> {
     c.cli_json(&["sandbox", "ls"])
         .as_array()
@@ -215,6 +243,8 @@ fn docker_containers_on_two_nodes_share_a_berth_overlay() {
         vec![
             "--resync-period".to_string(),
             "2".into(),
+            "--docker-grace".into(),
+            "3".into(),
             "--docker-plugin".into(),
             "--docker-plugin-socket".into(),
             plugin_dir(base.path(), i)
@@ -225,7 +255,7 @@ fn docker_containers_on_two_nodes_share_a_berth_overlay() {
             format!("unix://{}/docker.sock", d.display()),
         ]
     };
-    let c = must(
+    let mut c = must(
         Cluster::start_with(
             2,
             ClusterOptions {
@@ -371,6 +401,75 @@ fn docker_containers_on_two_nodes_share_a_berth_overlay() {
     assert!(e.contains("driver bridge"), "{e}");
     let _ = d2.run(&["rm", "-f", "mm1"]);
 
+    // The agent killed between RequestAddress and Join (here: dockerd's
+    // RequestAddress made by hand, then the agent SIGKILLed): the address is
+    // berth's until the restarted agent's sweep sees no endpoint came.
+    let demo_id = d1.ok(&["network", "inspect", "-f", "{{.Id}}", "demo"]);
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(c.dir().join("node1/docker.json")).unwrap()).unwrap();
+    let pool = state["networks"][&demo_id]["pool"].as_str().unwrap().to_string();
+    let sock1 = plugin_dir(base.path(), 1).join("berth.sock");
+    let got = plugin_call(
+        &sock1,
+        "/IpamDriver.RequestAddress",
+        &serde_json::json!({"PoolID": pool, "Address": "", "Options": null}),
+    );
+    let orphan = got["Address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{got}"))
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        c.etcd_keys()
+            .iter()
+            .any(|k| k.contains("/ipam/") && k.ends_with(&orphan))
+    );
+    c.crash_agent(1);
+    must(c.start_agent(1), "agent restart");
+    must(c.wait_ready(&[1]), "node1 ready");
+    c.eventually("the orphaned address freed", || {
+        !c.etcd_keys()
+            .iter()
+            .any(|k| k.contains("/ipam/") && k.ends_with(&orphan))
+    });
+    // The agent's restart left the running containers' traffic alone.
+    assert_eq!(docker_sandboxes(&c).len(), 2);
+    d1.ok(&["exec", "test1", "ping", "-c1", "-W2", &ip2]);
+    // Bad input over the socket: Docker's error fields, nothing recorded.
+    let bad = plugin_call(
+        &sock1,
+        "/IpamDriver.RequestAddress",
+        &serde_json::json!({"PoolID": "nope", "Address": ""}),
+    );
+    assert!(bad["Error"].as_str().unwrap().contains("unknown pool"), "{bad}");
+    let bad = plugin_call(
+        &sock1,
+        "/NetworkDriver.Join",
+        &serde_json::json!({"EndpointID": "x"}),
+    );
+    assert!(bad["Err"].as_str().unwrap().contains("unknown endpoint"), "{bad}");
+    assert_eq!(docker_sandboxes(&c).len(), 2);
+
+    // dockerd SIGKILLed with test2 running: berth keeps its address while
+    // dockerd is away (the container still runs); the restarted dockerd
+    // stops it, and its address is freed; it starts again, no stale endpoint.
+    let mut d2 = d2;
+    d2.kill();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(docker_sandboxes(&c).len(), 2, "kept while dockerd is away");
+    d1.ok(&["exec", "test1", "ping", "-c1", "-W2", &ip2]);
+    d2.spawn();
+    c.eventually("test2's address freed after dockerd's restart", || {
+        !c.etcd_keys()
+            .iter()
+            .any(|k| k.contains("/ipam/") && k.ends_with(&ip2))
+    });
+    d2.ok(&["start", "test2"]);
+    let ip2 = d2.ip("test2", "demo");
+    d1.ok(&["exec", "test1", "ping", "-c1", "-W2", &ip2]);
+
     // docker rm: the address goes.
     d2.ok(&["rm", "-f", "test2"]);
     c.eventually("test2's address freed", || {
@@ -390,6 +489,14 @@ fn docker_containers_on_two_nodes_share_a_berth_overlay() {
     let again = d1.ip("test1", "demo");
     assert!(again.starts_with("10.0."), "{again}");
     assert_eq!(docker_sandboxes(&c).len(), 1);
+    // A container killed with SIGKILL: dockerd tears its endpoint down; freed.
+    d1.ok(&["kill", "-s", "KILL", "test1"]);
+    c.eventually("the killed container's address freed", || {
+        !c.etcd_keys()
+            .iter()
+            .any(|k| k.contains("/ipam/") && k.ends_with(&again))
+    });
+    d1.ok(&["start", "test1"]);
     d1.ok(&["rm", "-f", "test1"]);
     c.eventually("every docker address freed", || docker_sandboxes(&c).is_empty());
     d1.ok(&["network", "rm", "demo", "web"]);

@@ -33,8 +33,6 @@ use store::{State, Store};
 /// The interface name berth's attachment records for a Docker endpoint
 /// (dockerd names the container's interface itself: `eth0`, `eth1`, …).
 pub const IFNAME: &str = "eth0";
-/// How long an address may wait for its endpoint before the sweep frees it.
-pub const GRACE: Duration = Duration::from_secs(60);
 
 /// A request's failure, as Docker's `Err`/`Error` string.
 #[derive(Debug)]
@@ -58,6 +56,8 @@ pub struct Plugin {
     pub dockerd: Dockerd,
     pub reconciler: Arc<Reconciler>,
     pub underlay_mtu: u32,
+    /// How long an address may wait for its endpoint before the sweep frees it.
+    pub grace: Duration,
     store: Store,
     state: Mutex<State>,
 }
@@ -100,6 +100,7 @@ impl Plugin {
         dockerd: Dockerd,
         reconciler: Arc<Reconciler>,
         underlay_mtu: u32,
+        grace: Duration,
         state_dir: PathBuf,
     ) -> anyhow::Result<Self> {
         let store = Store::new(&state_dir);
@@ -110,6 +111,7 @@ impl Plugin {
             dockerd,
             reconciler,
             underlay_mtu,
+            grace,
             store,
             state: Mutex::new(state),
         })
@@ -247,7 +249,7 @@ impl Plugin {
     }
 
     /// Frees what dockerd no longer holds: addresses without an endpoint
-    /// past [`GRACE`], endpoints dockerd does not list any more, and berth
+    /// past `--docker-grace`, endpoints dockerd does not list any more, and berth
     /// sandboxes of origin docker on this node the plugin has no record of.
     /// Only while dockerd answers (a stopped dockerd holds its containers).
     pub async fn sweep(&self) -> Result<usize> {
@@ -277,8 +279,8 @@ impl Plugin {
             let token = &s.container_id;
             let keep = match snapshot.addresses.get(token) {
                 Some(a) => match &a.endpoint {
-                    Some(ep) => live.contains(ep) || now.saturating_sub(a.since) < GRACE.as_secs(),
-                    None => now.saturating_sub(a.since) < GRACE.as_secs(),
+                    Some(ep) => live.contains(ep) || now.saturating_sub(a.since) < self.grace.as_secs(),
+                    None => now.saturating_sub(a.since) < self.grace.as_secs(),
                 },
                 // Not in the plugin's record (it was lost): after the grace
                 // from the sandbox's creation.
@@ -288,11 +290,27 @@ impl Plugin {
                         &time::format_description::well_known::Rfc3339,
                     )
                     .map_or(0, |t| t.unix_timestamp().max(0) as u64);
-                    now.saturating_sub(created) < GRACE.as_secs()
+                    now.saturating_sub(created) < self.grace.as_secs()
                 }
             };
             if !keep {
                 gone.push(token.clone());
+            }
+        }
+        // The plugin's records of addresses berth no longer has (removed
+        // with `berth sandbox rm`, or an attach that never completed).
+        {
+            let held: std::collections::BTreeSet<&str> =
+                have.iter().map(|s| s.container_id.as_str()).collect();
+            let mut st = self.state.lock().await;
+            let before = st.addresses.len();
+            let grace = self.grace.as_secs();
+            st.addresses
+                .retain(|t, a| held.contains(t.as_str()) || now.saturating_sub(a.since) < grace);
+            if st.addresses.len() != before {
+                let tokens: std::collections::BTreeSet<String> = st.addresses.keys().cloned().collect();
+                st.endpoints.retain(|_, e| tokens.contains(&e.token));
+                self.save(&st)?;
             }
         }
         for token in &gone {
