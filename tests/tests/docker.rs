@@ -322,6 +322,38 @@ fn docker_containers_on_two_nodes_share_a_berth_overlay() {
     assert!(pinged, "test1 -> test2\n{}", c.logs());
     d1.ok(&["exec", "test1", "ping", "-c3", &ip2]);
     d2.ok(&["exec", "test2", "ping", "-c1", "-W2", &ip1]);
+    // Outside the overlay through berth_gwbridge's masquerade (the other
+    // node's underlay address), and -p on the overlay from the other node.
+    let out = wait_until(Duration::from_secs(10), || {
+        d1.run(&["exec", "test1", "ping", "-c1", "-W1", &node_addr(2)])
+            .status
+            .success()
+    });
+    assert!(out, "test1 -> {}\n{}", node_addr(2), c.logs());
+    d1.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ovweb",
+        "--network",
+        "demo",
+        "-p",
+        "18083:80",
+        "busybox",
+        "sh",
+        "-c",
+        "echo berth-overlay > /tmp/index.html; exec httpd -f -p 80 -h /tmp",
+    ]);
+    let get = format!(
+        "import socket\nc=socket.create_connection(('{}',18083),timeout=2)\nc.sendall(b'GET /index.html HTTP/1.0\\r\\n\\r\\n')\nprint(c.recv(4096).decode())",
+        node_addr(1)
+    );
+    let answered = wait_until(Duration::from_secs(10), || {
+        String::from_utf8_lossy(&in_ns(&c.node(2), &["python3", "-c", &get]).stdout).contains("berth-overlay")
+    });
+    assert!(answered, "overlay port 18083 on node1 from node2\n{}", c.logs());
+    d1.ok(&["rm", "-f", "ovweb"]);
+    c.eventually("ovweb freed", || docker_sandboxes(&c).len() == 2);
 
     // -p on a berth bridge network, published through berth: from the other node.
     d1.ok(&[

@@ -78,13 +78,8 @@ impl Sandboxes {
         // Overlay sandboxes also get eth1 on the node's gateway bridge for
         // outbound traffic (and their default route through it), as Docker's
         // docker_gwbridge; its address is taken in the same transaction.
-        // Not for Docker's endpoints: dockerd takes one interface per network.
-        let handoff = spec
-            .external
-            .as_ref()
-            .is_some_and(|(o, x)| *o == SandboxOrigin::Docker && x.netns_path.is_empty());
         let gw = match network.driver {
-            Driver::Overlay if !handoff => Some(self.networks.ensure_gwbridge().await?),
+            Driver::Overlay => Some(self.networks.ensure_gwbridge().await?),
             _ => None,
         };
         for attempt in 0..ipam::MAX_ATTEMPTS {

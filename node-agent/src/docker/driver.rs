@@ -230,12 +230,23 @@ impl Plugin {
             }
             self.save(&s)?;
             drop(s);
-            self.remove_veth(&e.berth_endpoint).await?;
+            self.remove_links(&e).await?;
         }
         Ok(json!({}))
     }
 
-    pub async fn join(&self, r: Join) -> Result<Value> {
+    /// The host ends of the endpoint's veths (the kernel removes the peers).
+    async fn remove_links(&self, e: &Endpoint) -> Result<()> {
+        self.remove_veth(&e.berth_endpoint).await?;
+        if let Some(s) = self.attachment(&e.token).await {
+            for ep in s.endpoints.iter().skip(1) {
+                self.remove_veth(&ep.id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn join(self: &std::sync::Arc<Self>, r: Join, dockerd_pid: i32) -> Result<Value> {
         let Some(e) = self.state.lock().await.endpoints.get(&r.endpoint_id).cloned() else {
             return fail(format!("berth: unknown endpoint {}", r.endpoint_id));
         };
@@ -279,10 +290,23 @@ impl Plugin {
         .await?;
         tracing::info!(ifname = %peer, ip = %ep.ip, sandbox = %sandbox.name, netns = %r.sandbox_key, "docker join");
         // A bridge network's gateway is on the node; an overlay's is not
-        // (overlays touch no routing table), so no default route there.
+        // (overlays touch no routing table): there the container's second
+        // interface, on berth_gwbridge, carries the default route, added
+        // once dockerd has made the container's namespace.
         let gateway = match net.driver {
             berth_core::model::Driver::Bridge => net.gateway.to_string(),
-            _ => String::new(),
+            _ => {
+                if let Some(gw) = sandbox.endpoints.get(1).cloned() {
+                    let me = self.clone();
+                    let key = r.sandbox_key.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = me.attach_gateway(&gw, dockerd_pid, &key).await {
+                            tracing::warn!(netns = %key, error = %e.0, "the overlay container gets no outbound interface");
+                        }
+                    });
+                }
+                String::new()
+            }
         };
         Ok(serde_json::to_value(JoinResponse {
             interface_name: InterfaceName {
@@ -294,10 +318,67 @@ impl Plugin {
         })?)
     }
 
+    /// The overlay container's interface on the node's gateway bridge
+    /// (berth_gwbridge: outbound masquerade, published ports), inside the
+    /// container's namespace, as berth's own overlay sandboxes have it.
+    /// dockerd binds the namespace at `key` only when the container starts,
+    /// after Join; it is reached through dockerd's root (`/proc/PID/root`).
+    async fn attach_gateway(&self, gw: &crate::model::EndpointSpec, pid: i32, key: &str) -> Result<()> {
+        let Some(net) = self.reconciler.network(&gw.network_id).await else {
+            return fail("berth: the gateway bridge network is not on this node's agent");
+        };
+        if !key.starts_with('/') || key.split('/').any(|c| c == "..") {
+            return fail(format!("berth: sandbox key {key:?} is not an absolute path"));
+        }
+        let path = if pid > 0 {
+            format!("/proc/{pid}/root{key}")
+        } else {
+            key.to_string()
+        };
+        let start = std::time::Instant::now();
+        loop {
+            // The namespace is there once its file is a namespace (nsfs).
+            if crate::kernel::netns::verify_net(&path).await.is_ok() {
+                break;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(30) {
+                return fail(format!(
+                    "berth: container namespace {key} did not appear within 30 s"
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let h = crate::kernel::netns::netlink(None).await?;
+        let Some(bridge) = crate::kernel::link::get(&h, &net.bridge).await? else {
+            return fail(format!("berth: bridge {} is not on this node", net.bridge));
+        };
+        let host = host_ifname(&gw.id);
+        crate::kernel::link::ensure_veth(
+            &h,
+            &crate::kernel::link::VethSpec {
+                host_name: &host,
+                master: bridge.index,
+                mtu: crate::reconcile::plan::mtu_of(&net, self.underlay_mtu),
+                netns: &path,
+                peer_name: &gw.ifname,
+                peer_mac: gw.mac,
+                addr: gw.ip,
+                prefix: gw.prefix,
+                gateway: Some(net.gateway),
+                foreign_netns: true,
+            },
+        )
+        .await?;
+        crate::kernel::link::ensure_alias(&h, &host, &crate::reconcile::observed::endpoint_mark(&gw.id))
+            .await?;
+        tracing::info!(netns = %key, ifname = %gw.ifname, ip = %gw.ip, "overlay container's gateway interface");
+        Ok(())
+    }
+
     pub async fn leave(&self, r: EndpointRef) -> Result<Value> {
         let e = self.state.lock().await.endpoints.get(&r.endpoint_id).cloned();
         if let Some(e) = e {
-            self.remove_veth(&e.berth_endpoint).await?;
+            self.remove_links(&e).await?;
         }
         Ok(json!({}))
     }

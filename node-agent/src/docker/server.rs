@@ -50,15 +50,19 @@ pub async fn serve(listener: UnixListener, plugin: Arc<Plugin>) {
                 continue;
             }
         };
-        if stream.peer_cred().map(|c| c.uid()).ok() != Some(0) {
+        let cred = stream.peer_cred().ok();
+        if cred.map(|c| c.uid()) != Some(0) {
             tracing::warn!("refused a docker plugin connection from a user other than root");
             continue;
         }
+        // dockerd's pid: its container namespaces are reached through
+        // /proc/PID/root (dockerd may have a mount namespace of its own).
+        let peer = cred.and_then(|c| c.pid()).unwrap_or(0);
         let plugin = plugin.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let plugin = plugin.clone();
-                async move { Ok::<_, Infallible>(answer(plugin, req).await) }
+                async move { Ok::<_, Infallible>(answer(plugin, req, peer).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
@@ -86,7 +90,7 @@ fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, PluginError> {
     serde_json::from_slice(body).map_err(|e| PluginError(format!("berth: bad request: {e}")))
 }
 
-async fn answer(plugin: Arc<Plugin>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(plugin: Arc<Plugin>, req: Request<Incoming>, peer: i32) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
@@ -109,7 +113,7 @@ async fn answer(plugin: Arc<Plugin>, req: Request<Incoming>) -> Response<Full<By
         "/NetworkDriver.CreateEndpoint" => Some(async { p.create_endpoint(parse(b)?).await }.await),
         "/NetworkDriver.DeleteEndpoint" => Some(async { p.delete_endpoint(parse(b)?).await }.await),
         "/NetworkDriver.EndpointOperInfo" => Some(Ok(json!({"Value": {}}))),
-        "/NetworkDriver.Join" => Some(async { p.join(parse(b)?).await }.await),
+        "/NetworkDriver.Join" => Some(async { p.join(parse(b)?, peer).await }.await),
         "/NetworkDriver.Leave" => Some(async { p.leave(parse(b)?).await }.await),
         "/NetworkDriver.ProgramExternalConnectivity"
         | "/NetworkDriver.RevokeExternalConnectivity"
