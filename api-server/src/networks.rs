@@ -414,6 +414,46 @@ impl Networks {
     }
 }
 
+/// Why existing network `have` is not the one `want` asks for, if it is not.
+fn check_same(want: &NetworkSpec, have: &NetworkRecord) -> Result<()> {
+    let mut diffs = Vec::new();
+    if want.driver != have.driver {
+        diffs.push(format!("driver {} (asked: {})", have.driver, want.driver));
+    }
+    if let Some(s) = want.subnet
+        && have.subnet != Some(s)
+    {
+        diffs.push(format!(
+            "subnet {} (asked: {s})",
+            have.subnet.map_or("none".to_string(), |s| s.to_string())
+        ));
+    }
+    if let Some(g) = want.gateway
+        && have.gateway != Some(g)
+    {
+        diffs.push(format!(
+            "gateway {} (asked: {g})",
+            have.gateway.map_or("none".to_string(), |g| g.to_string())
+        ));
+    }
+    for (k, v) in &want.options {
+        if have.options.get(k) != Some(v) {
+            diffs.push(format!(
+                "option {k}={} (asked: {v})",
+                have.options.get(k).map_or("unset", String::as_str)
+            ));
+        }
+    }
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::FailedPrecondition(format!(
+        "berth network {} exists with {}; remove it or ask for the same",
+        have.name,
+        diffs.join(", ")
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,44 +534,4 @@ mod tests {
             "invalid options: 17 options, at most 16"
         );
     }
-}
-
-/// Why existing network `have` is not the one `want` asks for, if it is not.
-fn check_same(want: &NetworkSpec, have: &NetworkRecord) -> Result<()> {
-    let mut diffs = Vec::new();
-    if want.driver != have.driver {
-        diffs.push(format!("driver {} (asked: {})", have.driver, want.driver));
-    }
-    if let Some(s) = want.subnet
-        && have.subnet != Some(s)
-    {
-        diffs.push(format!(
-            "subnet {} (asked: {s})",
-            have.subnet.map_or("none".to_string(), |s| s.to_string())
-        ));
-    }
-    if let Some(g) = want.gateway
-        && have.gateway != Some(g)
-    {
-        diffs.push(format!(
-            "gateway {} (asked: {g})",
-            have.gateway.map_or("none".to_string(), |g| g.to_string())
-        ));
-    }
-    for (k, v) in &want.options {
-        if have.options.get(k) != Some(v) {
-            diffs.push(format!(
-                "option {k}={} (asked: {v})",
-                have.options.get(k).map_or("unset", String::as_str)
-            ));
-        }
-    }
-    if diffs.is_empty() {
-        return Ok(());
-    }
-    Err(ApiError::FailedPrecondition(format!(
-        "berth network {} exists with {}; remove it or ask for the same",
-        have.name,
-        diffs.join(", ")
-    )))
 }
