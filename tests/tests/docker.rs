@@ -416,6 +416,81 @@ fn docker_containers_on_two_nodes_share_a_berth_overlay() {
         "port freed"
     );
 
+    // --ip is honoured (Docker allows it on networks made with --subnet).
+    d1.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fixed",
+        "--network",
+        "web",
+        "--ip",
+        "172.29.3.50",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(d1.ip("fixed", "web"), "172.29.3.50");
+    let fixed = docker_sandboxes(&c);
+    assert!(
+        fixed
+            .iter()
+            .any(|s| s["Networks"]["web"]["IPAddress"] == "172.29.3.50"),
+        "{fixed:?}"
+    );
+    d1.ok(&["rm", "-f", "fixed"]);
+    // Bad options are refused at `docker network create`, and leave nothing.
+    let nets = c.cli_json(&["network", "ls"]).as_array().map_or(0, Vec::len);
+    let e = d1.err(&[
+        "network",
+        "create",
+        "-d",
+        "berth",
+        "--ipam-driver",
+        "berth",
+        "-o",
+        "foo=1",
+        "bad1",
+    ]);
+    assert!(e.contains("unknown option -o foo"), "{e}");
+    let e = d1.err(&[
+        "network",
+        "create",
+        "-d",
+        "berth",
+        "--ipam-driver",
+        "berth",
+        "--subnet",
+        "10.77.0.1/24",
+        "bad2",
+    ]);
+    assert!(e.contains("host bits"), "{e}");
+    let e = d1.err(&[
+        "network",
+        "create",
+        "-d",
+        "berth",
+        "--ipam-driver",
+        "berth",
+        "-o",
+        "berth.driver=macvlan",
+        "bad3",
+    ]);
+    assert!(e.contains("berth.driver"), "{e}");
+    assert_eq!(
+        c.cli_json(&["network", "ls"]).as_array().map_or(0, Vec::len),
+        nets
+    );
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(c.dir().join("node1/docker.json")).unwrap()).unwrap();
+    let unlinked = state["pools"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|p| p["network"].is_null())
+        .count();
+    assert_eq!(unlinked, 0, "pools of refused networks released: {state}");
+
     // A mismatch with an existing berth network is a clear error.
     c.cli_ok(&["network", "create", "-d", "bridge", "mm"]);
     d2.ok(&["network", "create", "-d", "berth", "--ipam-driver", "berth", "mm"]);
