@@ -483,6 +483,71 @@ mod tests {
     }
 
     #[test]
+    fn binding_checks_what_was_asked() {
+        let have = |driver: Driver| NetworkRecord {
+            id: "a".repeat(64),
+            name: "demo".into(),
+            driver,
+            scope: driver.scope(),
+            subnet: "10.0.0.0/24".parse().ok(),
+            gateway: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            options: [("com.docker.network.driver.mtu".to_string(), "1400".to_string())].into(),
+            labels: BTreeMap::new(),
+            created: String::new(),
+            vni: Some(4096),
+            bridge: None,
+            mtu: None,
+            builtin: false,
+        };
+        let ov = Some(Driver::Overlay);
+        // Nothing asked beyond the driver: any subnet, gateway and options bind.
+        assert!(check_same(&spec("demo", ov, "", "").unwrap(), &have(Driver::Overlay)).is_ok());
+        assert!(
+            check_same(
+                &spec("demo", ov, "10.0.0.0/24", "").unwrap(),
+                &have(Driver::Overlay)
+            )
+            .is_ok()
+        );
+        let e = check_same(&spec("demo", ov, "", "").unwrap(), &have(Driver::Bridge)).unwrap_err();
+        assert!(e.to_string().contains("driver bridge (asked: overlay)"), "{e}");
+        let e = check_same(
+            &spec("demo", ov, "10.0.1.0/24", "").unwrap(),
+            &have(Driver::Overlay),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("subnet 10.0.0.0/24 (asked: 10.0.1.0/24)"),
+            "{e}"
+        );
+        let e = check_same(
+            &spec("demo", ov, "10.0.0.0/24", "10.0.0.9").unwrap(),
+            &have(Driver::Overlay),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("gateway 10.0.0.1"), "{e}");
+        let opts = |v: &str| {
+            NetworkSpec::validate(
+                "demo",
+                ov,
+                "",
+                "",
+                [("com.docker.network.driver.mtu".to_string(), v.to_string())].into(),
+                BTreeMap::new(),
+            )
+            .unwrap()
+        };
+        assert!(check_same(&opts("1400"), &have(Driver::Overlay)).is_ok());
+        let e = check_same(&opts("1300"), &have(Driver::Overlay)).unwrap_err();
+        assert!(matches!(e, ApiError::FailedPrecondition(_)), "{e}");
+        assert!(
+            e.to_string()
+                .contains("option com.docker.network.driver.mtu=1400"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn label_and_option_limits() {
         use berth_core::limits::{MAX_LABELS, MAX_OPTION_VALUE_BYTES};
         let invalid = |r: Result<NetworkSpec>| match r {
