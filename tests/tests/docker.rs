@@ -606,6 +606,85 @@ fn docker_containers_on_two_nodes_share_a_berth_overlay() {
     d1.ok(&["start", "test1"]);
     d1.ok(&["rm", "-f", "test1"]);
     c.eventually("every docker address freed", || docker_sandboxes(&c).is_empty());
+    // The fault matrix for Docker's paths: berth-agent or berth-api SIGKILLed
+    // 0–40 ms into a `docker run` or a `docker rm`, then restarted. Whatever
+    // the command's outcome, the cluster must converge (every record ready,
+    // keys with owners, veths exactly the recorded ones) and berth must hold
+    // an address for the container exactly when dockerd runs it.
+    for (round, delay) in [0u64, 15, 40].into_iter().enumerate() {
+        for victim in ["agent", "api"] {
+            for op in ["run", "rm"] {
+                let name = format!("f{round}{victim}{op}");
+                if op == "rm" {
+                    d1.ok(&[
+                        "run",
+                        "-d",
+                        "--name",
+                        &name,
+                        "--network",
+                        "demo",
+                        "busybox",
+                        "sleep",
+                        "1000",
+                    ]);
+                }
+                let mut cmd = Command::new(DOCKER);
+                cmd.arg("-H")
+                    .arg(format!("unix://{}/docker.sock", d1.dir.display()));
+                if op == "run" {
+                    cmd.args([
+                        "run",
+                        "-d",
+                        "--name",
+                        &name,
+                        "--network",
+                        "demo",
+                        "busybox",
+                        "sleep",
+                        "1000",
+                    ]);
+                } else {
+                    cmd.args(["rm", "-f", &name]);
+                }
+                let mut child = cmd
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(delay));
+                if victim == "agent" {
+                    c.crash_agent(1);
+                    must(c.start_agent(1), "agent restart");
+                } else {
+                    c.crash_api();
+                    must(c.start_api(), "api restart");
+                }
+                let _ = child.wait();
+                must(c.wait_ready(&[1, 2]), "nodes ready");
+                let converged = wait_until(Duration::from_secs(45), || {
+                    let running = d1.ok(&["ps", "-q", "--filter", &format!("name=^{name}$")]);
+                    let held = docker_sandboxes(&c)
+                        .iter()
+                        .filter(|s| s["Node"] == "node1")
+                        .count();
+                    // test1 is not running here; only this round's container is.
+                    let want = usize::from(!running.is_empty());
+                    berth_tests::invariants::consistent(&c).is_ok() && held == want
+                });
+                assert!(
+                    converged,
+                    "{victim} killed {delay} ms into docker {op}: {:?}\n{}",
+                    berth_tests::invariants::consistent(&c),
+                    c.logs()
+                );
+                let _ = d1.run(&["rm", "-f", &name]);
+                c.eventually("the round's container freed", || {
+                    docker_sandboxes(&c).iter().all(|s| s["Node"] != "node1")
+                });
+            }
+        }
+    }
+
     d1.ok(&["network", "rm", "demo", "web"]);
     d2.ok(&["network", "rm", "demo", "mm"]);
 }
