@@ -136,13 +136,14 @@ impl Drop for Dockerd {
             }
         }
         self.stop();
-        kill_leftovers(&self.dir);
+        kill_leftovers(&self.dir.join("exec"));
     }
 }
 
 /// SIGKILLs what this dockerd started and left behind (its containerd, the
 /// shims and their containers when dockerd itself died): processes whose
-/// command line names the dockerd's own directory, and their children. By PID.
+/// command line names the dockerd's exec root (the agent's names only the
+/// plugin socket and the API socket), and their children. By PID.
 fn kill_leftovers(dir: &Path) {
     let needle = dir.display().to_string();
     let mut pids = Vec::new();
