@@ -62,7 +62,8 @@ pub fn need(path: &str) -> Option<Need> {
         ("berth.v1.NodeService", "RemoveNode") => Need::Access(Admin),
         (
             "berth.v1.RegistryService",
-            "Register" | "Heartbeat" | "DesiredState" | "AttachLocal" | "DetachLocal" | "ListLocal",
+            "Register" | "Heartbeat" | "DesiredState" | "AttachLocal" | "DetachLocal" | "ListLocal"
+            | "EnsureNetwork",
         ) => Need::Agent,
         _ => return None,
     })

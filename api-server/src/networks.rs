@@ -388,6 +388,36 @@ impl Networks {
             .collect())
     }
 
+    /// A runtime front's network by name (Docker's `network create -d berth
+    /// NAME`, run on every node): created from `spec` when there is none of
+    /// that name, else checked against it (driver; subnet, gateway and each
+    /// option when `spec` names them). Returns the network and whether it
+    /// was created here; a concurrent create elsewhere is a bind.
+    pub async fn ensure(&self, spec: NetworkSpec) -> Result<(NetworkRecord, bool)> {
+        for _ in 0..ipam::MAX_ATTEMPTS {
+            let name_key = self.store.keys.network_name(&spec.name);
+            if let Some(id) = self.store.get_string(&name_key).await?
+                && let Some(rec) = self
+                    .store
+                    .get_json::<NetworkRecord>(&self.store.keys.network(&id))
+                    .await?
+            {
+                let have = rec.value;
+                check_same(&spec, &have)?;
+                return Ok((have, false));
+            }
+            match self.create(spec.clone()).await {
+                Ok(rec) => return Ok((rec, true)),
+                Err(ApiError::AlreadyExists(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ApiError::Aborted(format!(
+            "network {} was created and removed concurrently; try again",
+            spec.name
+        )))
+    }
+
     /// Looks a network up by exact name, full id, or unique id prefix (as Docker does).
     pub async fn find(&self, name_or_id: &str) -> Result<NetworkRecord> {
         if name_or_id.is_empty() {
@@ -469,6 +499,46 @@ impl Networks {
     }
 }
 
+/// Why existing network `have` is not the one `want` asks for, if it is not.
+fn check_same(want: &NetworkSpec, have: &NetworkRecord) -> Result<()> {
+    let mut diffs = Vec::new();
+    if want.driver != have.driver {
+        diffs.push(format!("driver {} (asked: {})", have.driver, want.driver));
+    }
+    if let Some(s) = want.subnet
+        && have.subnet != Some(s)
+    {
+        diffs.push(format!(
+            "subnet {} (asked: {s})",
+            have.subnet.map_or("none".to_string(), |s| s.to_string())
+        ));
+    }
+    if let Some(g) = want.gateway
+        && have.gateway != Some(g)
+    {
+        diffs.push(format!(
+            "gateway {} (asked: {g})",
+            have.gateway.map_or("none".to_string(), |g| g.to_string())
+        ));
+    }
+    for (k, v) in &want.options {
+        if have.options.get(k) != Some(v) {
+            diffs.push(format!(
+                "option {k}={} (asked: {v})",
+                have.options.get(k).map_or("unset", String::as_str)
+            ));
+        }
+    }
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::FailedPrecondition(format!(
+        "berth network {} exists with {}; remove it or ask for the same",
+        have.name,
+        diffs.join(", ")
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,6 +565,74 @@ mod tests {
         let mut labels = BTreeMap::new();
         labels.insert("bad key".to_string(), "v".to_string());
         assert!(NetworkSpec::validate("n", None, "", "", BTreeMap::new(), labels).is_err());
+    }
+
+    #[test]
+    fn binding_checks_what_was_asked() {
+        let have = |driver: Driver| NetworkRecord {
+            id: "a".repeat(64),
+            name: "demo".into(),
+            driver,
+            scope: driver.scope(),
+            subnet: "10.0.0.0/24".parse().ok(),
+            gateway: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            options: [("com.docker.network.driver.mtu".to_string(), "1400".to_string())].into(),
+            labels: BTreeMap::new(),
+            created: String::new(),
+            vni: Some(4096),
+            bridge: None,
+            mtu: None,
+            builtin: false,
+            internal: false,
+            ip_range: None,
+            aux_addresses: BTreeMap::new(),
+        };
+        let ov = Some(Driver::Overlay);
+        // Nothing asked beyond the driver: any subnet, gateway and options bind.
+        assert!(check_same(&spec("demo", ov, "", "").unwrap(), &have(Driver::Overlay)).is_ok());
+        assert!(
+            check_same(
+                &spec("demo", ov, "10.0.0.0/24", "").unwrap(),
+                &have(Driver::Overlay)
+            )
+            .is_ok()
+        );
+        let e = check_same(&spec("demo", ov, "", "").unwrap(), &have(Driver::Bridge)).unwrap_err();
+        assert!(e.to_string().contains("driver bridge (asked: overlay)"), "{e}");
+        let e = check_same(
+            &spec("demo", ov, "10.0.1.0/24", "").unwrap(),
+            &have(Driver::Overlay),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("subnet 10.0.0.0/24 (asked: 10.0.1.0/24)"),
+            "{e}"
+        );
+        let e = check_same(
+            &spec("demo", ov, "10.0.0.0/24", "10.0.0.9").unwrap(),
+            &have(Driver::Overlay),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("gateway 10.0.0.1"), "{e}");
+        let opts = |v: &str| {
+            NetworkSpec::validate(
+                "demo",
+                ov,
+                "",
+                "",
+                [("com.docker.network.driver.mtu".to_string(), v.to_string())].into(),
+                BTreeMap::new(),
+            )
+            .unwrap()
+        };
+        assert!(check_same(&opts("1400"), &have(Driver::Overlay)).is_ok());
+        let e = check_same(&opts("1300"), &have(Driver::Overlay)).unwrap_err();
+        assert!(matches!(e, ApiError::FailedPrecondition(_)), "{e}");
+        assert!(
+            e.to_string()
+                .contains("option com.docker.network.driver.mtu=1400"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -132,6 +132,14 @@ impl<S: RegistryService> RegistryService for RegistryGuard<S> {
         own_node(&req, &req.get_ref().node)?;
         self.inner.list_local(req).await
     }
+
+    async fn ensure_network(
+        &self,
+        req: Request<pb::EnsureNetworkRequest>,
+    ) -> Result<Response<pb::EnsureNetworkResponse>, Status> {
+        own_node(&req, &req.get_ref().node)?;
+        self.inner.ensure_network(req).await
+    }
 }
 
 /// TLS options for etcd from `--etcd-ca`, `--etcd-cert`, `--etcd-key`;

@@ -75,6 +75,31 @@ pub struct Config {
     #[arg(long, env = "BERTH_LOCAL_SOCKET", default_value = "/run/berth/agent.sock")]
     pub local_socket: PathBuf,
 
+    /// Serve Docker's remote network driver and remote IPAM driver
+    /// (`docker network create -d berth --ipam-driver berth …`) on
+    /// --docker-plugin-socket; see docs/docker.md.
+    #[arg(long, env = "BERTH_DOCKER_PLUGIN")]
+    pub docker_plugin: bool,
+
+    /// The plugin socket dockerd discovers (`berth` is the driver's name).
+    #[arg(
+        long,
+        env = "BERTH_DOCKER_PLUGIN_SOCKET",
+        default_value = "/run/docker/plugins/berth.sock"
+    )]
+    pub docker_plugin_socket: PathBuf,
+
+    /// This node's dockerd API (`unix:///PATH`), read for the names of
+    /// Docker networks and the endpoints dockerd still holds.
+    #[arg(long, env = "BERTH_DOCKER_HOST", default_value = "unix:///run/docker.sock")]
+    pub docker_host: String,
+
+    /// Seconds an address handed to dockerd may wait for its endpoint (or a
+    /// Docker endpoint dockerd no longer lists may stay) before the plugin's
+    /// sweep frees it.
+    #[arg(long, env = "BERTH_DOCKER_GRACE", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub docker_grace: u64,
+
     /// Directory for the agent's own state.
     #[arg(long, env = "BERTH_STATE_DIR", default_value = "/var/lib/berth")]
     pub state_dir: PathBuf,

@@ -766,6 +766,7 @@ mod tests {
             mtu: 0,
             icc: true,
             masquerade: true,
+            internal: false,
             vni: Some(4096),
         }
     }

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod converge;
 pub mod dns;
+pub mod docker;
 pub mod doctor;
 pub mod etcfiles;
 pub mod exec;
@@ -80,6 +81,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         reconciler.clone(),
         channel.clone(),
     ));
+    let local_channel = channel.clone();
     let local = if config.local_socket.as_os_str().is_empty() {
         None
     } else {
@@ -95,6 +97,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 tracing::error!(error = %e, "local service ended");
             }
         }))
+    };
+    let docker = if config.docker_plugin {
+        let listener = docker::server::bind(&config.docker_plugin_socket)?;
+        let plugin = Arc::new(docker::Plugin::new(
+            config.name.clone(),
+            local_channel.clone(),
+            docker::dockerd::Dockerd::new(&config.docker_host)?,
+            reconciler.clone(),
+            config.mtu,
+            std::time::Duration::from_secs(config.docker_grace),
+            config.state_dir.clone(),
+        )?);
+        tracing::info!(path = %config.docker_plugin_socket.display(), dockerd = %config.docker_host, "docker plugin listening");
+        let sweep = tokio::spawn(docker::sweep_forever(
+            plugin.clone(),
+            std::time::Duration::from_secs(config.resync_period),
+        ));
+        Some((tokio::spawn(docker::server::serve(listener, plugin)), sweep))
+    } else {
+        None
     };
     let watcher = {
         let (wanted, wake) = (reconciler.wanted_links(), reconciler.wake());
@@ -142,6 +164,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(l) = local {
         l.abort();
         let _ = std::fs::remove_file(&config.local_socket);
+    }
+    if let Some((server, sweep)) = docker {
+        server.abort();
+        sweep.abort();
+        let _ = std::fs::remove_file(&config.docker_plugin_socket);
     }
     watcher.abort();
     health_task.abort();

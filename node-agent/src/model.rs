@@ -301,7 +301,11 @@ impl SandboxSpec {
                     s.name
                 )));
             }
-            check_netns_path(&s.netns_path)?;
+            // Docker's endpoints: no namespace berth sees (dockerd moves the
+            // interface the plugin hands it; docs/docker.md).
+            if !(origin == SandboxOrigin::Docker && s.netns_path.is_empty()) {
+                check_netns_path(&s.netns_path)?;
+            }
             validate_ifname("ifname", &s.ifname).map_err(|e| BadSpec(format!("sandbox {}: {e}", s.name)))?;
             berth_core::names::validate_container_id("container id", &s.container_id)
                 .map_err(|e| BadSpec(format!("sandbox {}: {e}", s.name)))?;
@@ -316,6 +320,7 @@ impl SandboxSpec {
             None
         };
         let netns = match (&external, mode) {
+            (Some(x), _) if x.netns_path.is_empty() => None,
             (Some(x), _) => Some(x.netns_path.clone()),
             (None, SandboxMode::Host) => None,
             _ if s.netns.is_empty() => return Err(BadSpec(format!("sandbox {} has no netns", s.name))),

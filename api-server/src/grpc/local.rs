@@ -80,3 +80,27 @@ pub async fn list(
         sandboxes: views.iter().map(convert::sandbox_view).collect(),
     }))
 }
+
+pub async fn ensure_network(
+    sandboxes: &Sandboxes,
+    r: pb::EnsureNetworkRequest,
+) -> Result<Response<pb::EnsureNetworkResponse>, Status> {
+    berth_core::names::validate_name("node", &r.node).map_err(crate::error::ApiError::from)?;
+    let driver = convert::driver_from_proto(r.driver).map_err(crate::error::ApiError::from)?;
+    let spec = crate::networks::NetworkSpec::validate(
+        &r.name,
+        driver,
+        &r.subnet,
+        &r.gateway,
+        r.options.into_iter().collect(),
+        r.labels.into_iter().collect(),
+    )?;
+    let (net, created) = sandboxes.networks().ensure(spec).await?;
+    if created {
+        tracing::info!(network = %net.name, node = %r.node, "created a network for a runtime front");
+    }
+    Ok(Response::new(pb::EnsureNetworkResponse {
+        network: Some(convert::network(&net)),
+        created,
+    }))
+}

@@ -107,4 +107,12 @@ impl RegistryService for NodeApi {
     ) -> Result<Response<pb::ListLocalResponse>, Status> {
         super::local::list(&self.sandboxes, req.get_ref()).await
     }
+
+    #[tracing::instrument(skip_all, fields(node = %req.get_ref().node, network = %req.get_ref().name))]
+    async fn ensure_network(
+        &self,
+        req: Request<pb::EnsureNetworkRequest>,
+    ) -> Result<Response<pb::EnsureNetworkResponse>, Status> {
+        super::local::ensure_network(&self.sandboxes, req.into_inner()).await
+    }
 }

@@ -220,7 +220,7 @@ impl Sandboxes {
             mode,
             // A runtime's namespace goes by its path; berth's by the sandbox's name.
             netns: match &spec.external {
-                Some((_, x)) => Some(x.netns_path.clone()),
+                Some((_, x)) => (!x.netns_path.is_empty()).then(|| x.netns_path.clone()),
                 None => (mode != SandboxMode::Host).then(|| spec.name.clone()),
             },
             networks: std::iter::once(network.id.clone())

@@ -205,6 +205,11 @@ pub struct Sandboxes {
 }
 
 impl Sandboxes {
+    /// The network operations it works with.
+    pub fn networks(&self) -> &Networks {
+        &self.networks
+    }
+
     pub fn new(store: Store, networks: Networks, nodes: Nodes, agents: Agents) -> Self {
         let overlay = Overlay::new(store.clone(), nodes.clone(), agents.clone());
         Self {

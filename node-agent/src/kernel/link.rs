@@ -586,6 +586,57 @@ async fn converge_existing(
     Ok(changed)
 }
 
+/// A veth pair with both ends in the node namespace, for a runtime that
+/// moves the peer into its container itself (Docker's remote driver: Join
+/// hands dockerd `peer_name`, dockerd moves and renames it). One
+/// `RTM_NEWLINK`: the host end born attached to `master` and up, then
+/// marked with `alias`; the peer with its MAC and MTU.
+/// An existing pair of the same names and MAC is kept (Join replayed).
+pub async fn ensure_handoff_veth(
+    node: &Handle,
+    host_name: &str,
+    alias: &str,
+    master: u32,
+    mtu: u32,
+    peer_name: &str,
+    peer_mac: [u8; 6],
+) -> Result<()> {
+    check_ifname(host_name)?;
+    check_ifname(peer_name)?;
+    if let (Some(host), Some(peer)) = (get(node, host_name).await?, get(node, peer_name).await?)
+        && host.kind.as_deref() == Some("veth")
+        && peer.mac == Some(peer_mac)
+        && peer.link == Some(host.index)
+    {
+        return Ok(());
+    }
+    // Leftovers of an earlier attempt (either end) go first.
+    delete(node, host_name).await?;
+    delete(node, peer_name).await?;
+    let peer = LinkUnspec::new_with_name(peer_name)
+        .address(peer_mac.to_vec())
+        .mtu(mtu)
+        .build();
+    let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(host_name)
+        .mtu(mtu)
+        .controller(master)
+        .up()
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .build();
+    node.link()
+        .add(msg)
+        .execute()
+        .await
+        .map_err(nl_err(format!("creating veth {host_name} with peer {peer_name}")))?;
+    let host = get(node, host_name)
+        .await?
+        .ok_or_else(|| KernelError::Mismatch(format!("veth {host_name} not found after creation")))?;
+    set_alias(node, host.index, alias).await?;
+    info!(ifname = host_name, peer = peer_name, mac = %format_mac(&peer_mac), "created veth pair for a runtime to move");
+    Ok(())
+}
+
 /// Whether bridge port `name` is isolated (`IFLA_BRPORT_ISOLATED`); `None` if it is not a bridge port.
 pub async fn port_isolated(h: &Handle, name: &str) -> Result<Option<bool>> {
     let Some(msg) = get_message(h, name).await? else {

@@ -36,6 +36,11 @@ impl Reconciler {
             .cloned()
     }
 
+    /// A network of this node's desired state, by id.
+    pub async fn network(&self, id: &str) -> Option<crate::model::NetworkSpec> {
+        self.inner.lock().await.desired.get().networks.get(id).cloned()
+    }
+
     /// Whether the agent holds its node's whole desired state (it has heard
     /// from the API server since it started).
     pub async fn synced(&self) -> bool {
