@@ -32,6 +32,7 @@ fn net(id: &str, name: &str, driver: Driver, bridge: &str, subnet: &str, vni: Op
         masquerade: driver == Driver::Bridge,
         internal: false,
         vni,
+        v6: None,
     }
 }
 
@@ -42,6 +43,7 @@ fn ep(id: &str, network: &NetworkSpec, ifname: &str, ip: [u8; 4], default_route:
         ifname: ifname.into(),
         ip: Ipv4Addr::from(ip),
         prefix: network.subnet.prefix_len(),
+        ip6: None,
         mac: berth_core::net::mac_from_ip(Ipv4Addr::from(ip)),
         default_route,
         aliases: vec![],
@@ -118,6 +120,7 @@ fn everything() -> Desired {
             revision: 3,
             peers: vec![Peer {
                 ip: Ipv4Addr::new(10, 0, 0, 3),
+                ip6: None,
                 mac: berth_core::net::mac_from_ip(Ipv4Addr::new(10, 0, 0, 3)),
                 vtep: Ipv4Addr::new(192, 168, 205, 11),
                 sandbox_name: "remote".into(),
