@@ -457,10 +457,15 @@ impl Executor for KernelExecutor<'_> {
                 let addr = (net.driver == Driver::Bridge).then(|| (net.gateway, net.subnet.prefix_len()));
                 let index = link::ensure_bridge(self.node, &net.bridge, b.mtu, addr).await?;
                 let addrs6 = crate::reconcile::plan::bridge::bridge_addrs6(net);
-                if let Some(&(gw6, _)) = addrs6.first()
-                    && sysctl::set(&format!("net/ipv6/conf/{}/accept_dad", net.bridge), "0")?
-                {
-                    tracing::info!(ifname = %net.bridge, ip = %gw6, "dad off for the ipv6 gateway");
+                if let Some(&(gw6, _)) = addrs6.first() {
+                    if sysctl::set(&format!("net/ipv6/conf/{}/accept_dad", net.bridge), "0")? {
+                        tracing::info!(ifname = %net.bridge, ip = %gw6, "dad off for the ipv6 gateway");
+                    }
+                    // A dual-stack bridge's sandboxes reach out through the
+                    // node (masqueraded by `ip6 berth`), as with ip_forward.
+                    if sysctl::set("net/ipv6/conf/all/forwarding", "1")? {
+                        tracing::info!("enabled ipv6 forwarding");
+                    }
                 }
                 addr6::ensure_only_ipv6(self.node, index, addrs6.first().copied(), None, &net.bridge).await?;
                 link::ensure_alias(self.node, &net.bridge, &network_mark(&net.id)).await?;

@@ -24,6 +24,7 @@ pub(super) fn plan(ctx: &mut Ctx<'_>) {
         .map(|n| BridgeRules {
             bridge: n.bridge.clone(),
             subnet: n.subnet,
+            subnet6: n.v6.map(|(s, _)| s),
             masquerade: n.masquerade,
             internal: n.internal,
         })
