@@ -39,6 +39,10 @@ pub const TABLE: &str = "berth";
 pub struct PortRule {
     pub mapping: berth_core::ports::PortMapping,
     pub target: std::net::Ipv4Addr,
+    /// The target's IPv6 address on a dual-stack bridge network: a port
+    /// published on all addresses is DNATed from the node's IPv6 addresses
+    /// to it too (`ip6 berth`), as Docker publishes on both families.
+    pub target6: Option<std::net::Ipv6Addr>,
     /// The bridge the target sits behind.
     pub bridge: String,
 }
@@ -144,7 +148,7 @@ pub fn render(bridges: &[BridgeRules], ports: &[PortRule]) -> Ruleset {
     batch.add(NfListObject::Table(table.clone()));
     batch.delete(NfListObject::Table(table.clone()));
     if bridges.is_empty() {
-        render6(&mut batch, &bridges);
+        render6(&mut batch, &bridges, &ports);
         return Ruleset {
             doc: batch.to_nftables(),
         };
@@ -295,7 +299,7 @@ pub fn render(bridges: &[BridgeRules], ports: &[PortRule]) -> Ruleset {
     for r in rules {
         batch.add(NfListObject::Rule(r));
     }
-    render6(&mut batch, &bridges);
+    render6(&mut batch, &bridges, &ports);
     Ruleset {
         doc: batch.to_nftables(),
     }
@@ -305,8 +309,11 @@ pub fn render(bridges: &[BridgeRules], ports: &[PortRule]) -> Ruleset {
 /// removed dual-stack network goes), then, if a bridge here is dual stack,
 /// made again with masquerade per IPv6 subnet (unless
 /// `enable_ip_masquerade=false` or `--internal`), `--internal` drops and
-/// isolation between bridges, as the `ip` table does for IPv4.
-fn render6(batch: &mut Batch<'static>, bridges: &[&BridgeRules]) {
+/// isolation between bridges, as the `ip` table does for IPv4; DNAT from the
+/// node's IPv6 addresses for ports published on all addresses by sandboxes
+/// with an IPv6 address (with hairpin masquerade). (Ports on one IPv6 host
+/// address, `[::1]` included, are refused by the API.)
+fn render6(batch: &mut Batch<'static>, bridges: &[&BridgeRules], ports: &[&PortRule]) {
     let table = Table {
         family: NfFamily::IP6,
         name: TABLE.into(),
@@ -335,6 +342,76 @@ fn render6(batch: &mut Batch<'static>, bridges: &[&BridgeRules]) {
         NfHook::Forward,
         0,
     )));
+    let dual_bridges: BTreeSet<&str> = dual.iter().map(|(b, _)| b.bridge.as_str()).collect();
+    let ports6: Vec<(&PortRule, std::net::Ipv6Addr)> = ports
+        .iter()
+        .filter(|p| p.mapping.host_ip.is_none() && dual_bridges.contains(p.bridge.as_str()))
+        .filter_map(|p| Some((*p, p.target6?)))
+        .collect();
+    if !ports6.is_empty() {
+        for (name, hook) in [("prerouting", NfHook::Prerouting), ("output", NfHook::Output)] {
+            batch.add(NfListObject::Chain(base_chain_in(
+                f,
+                name,
+                NfChainType::NAT,
+                hook,
+                -100,
+            )));
+        }
+        batch.add(NfListObject::Chain(Chain {
+            family: f,
+            table: TABLE.into(),
+            name: "ports".into(),
+            ..Chain::default()
+        }));
+        for name in ["prerouting", "output"] {
+            batch.add(NfListObject::Rule(rule_in(
+                f,
+                name,
+                vec![
+                    is(fib_daddr_type(), text("local")),
+                    Statement::Jump(JumpTarget {
+                        target: "ports".into(),
+                    }),
+                ],
+            )));
+        }
+        for (p, target6) in &ports6 {
+            let m = &p.mapping;
+            batch.add(NfListObject::Rule(rule_in(
+                f,
+                "ports",
+                vec![
+                    is(field(m.proto.as_str(), "dport"), port(m.host_port)),
+                    Statement::DNAT(Some(NAT {
+                        addr: Some(text(target6.to_string())),
+                        family: None,
+                        port: Some(port(m.container_port)),
+                        flags: None,
+                    })),
+                ],
+            )));
+        }
+        // Hairpin: a sandbox reaching a port its own bridge publishes.
+        let hairpin: BTreeSet<&str> = ports6.iter().map(|(p, _)| p.bridge.as_str()).collect();
+        for (b, subnet6) in dual.iter().filter(|(b, _)| hairpin.contains(b.bridge.as_str())) {
+            batch.add(NfListObject::Rule(rule_in(
+                f,
+                "postrouting",
+                vec![
+                    ct_status_dnat(),
+                    is(field("ip6", "saddr"), prefix6(*subnet6)),
+                    is(meta(MetaKey::Oifname), text(&b.bridge)),
+                    masquerade(),
+                ],
+            )));
+        }
+        batch.add(NfListObject::Rule(rule_in(
+            f,
+            "forward",
+            vec![ct_status_dnat(), Statement::Accept(None)],
+        )));
+    }
     for (b, subnet6) in dual.iter().filter(|(b, _)| b.masquerade) {
         batch.add(NfListObject::Rule(rule_in(
             f,
@@ -657,6 +734,7 @@ mod tests {
         PortRule {
             mapping: berth_core::ports::PortMapping::validate(ip, hp, cp, proto).unwrap(),
             target: target.parse().unwrap(),
+            target6: None,
             bridge: bridge.into(),
         }
     }

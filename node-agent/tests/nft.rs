@@ -119,11 +119,13 @@ fn ports() -> Vec<PortRule> {
         PortRule {
             mapping: m("", 8080, 80, "tcp"),
             target: "172.17.0.2".parse().unwrap(),
+            target6: None,
             bridge: "berth0".into(),
         },
         PortRule {
             mapping: m("192.168.205.10", 5353, 53, "udp"),
             target: "172.17.0.3".parse().unwrap(),
+            target6: None,
             bridge: "berth0".into(),
         },
     ]

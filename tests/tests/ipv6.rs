@@ -460,3 +460,71 @@ fn ipv6_outbound_masquerade_to_an_underlay_host() {
     // The two dual-stack bridges stay isolated from each other over IPv6.
     assert!(!ping6(&c, "m6", "fd69::2"), "isolated over IPv6");
 }
+
+/// `-p 8080:80` (all addresses) on a dual-stack bridge answers on the
+/// node's IPv6 addresses too: from another node over the test's IPv6
+/// underlay, and from a sandbox on the same bridge (hairpin).
+#[test]
+fn published_port_over_ipv6_from_another_node() {
+    let c = cluster(2);
+    in_ns_ok(
+        &c.node(1),
+        &["ip", "-6", "addr", "add", "fd99::10/64", "dev", "eth0", "nodad"],
+    );
+    in_ns_ok(
+        &c.node(2),
+        &["ip", "-6", "addr", "add", "fd99::11/64", "dev", "eth0", "nodad"],
+    );
+    c.cli_ok(&["network", "create", "--ipv6", "--subnet", "fd6a::/64", "web6"]);
+    c.cli_ok(&[
+        "sandbox",
+        "create",
+        "w6",
+        "--node",
+        "node1",
+        "--network",
+        "web6",
+        "-p",
+        "8080:80",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        "--bind",
+        "::",
+        "80",
+    ]);
+    c.cli_ok(&[
+        "sandbox",
+        "create",
+        "peer6",
+        "--node",
+        "node1",
+        "--network",
+        "web6",
+    ]);
+    let get = "import socket,sys\n\
+               s=socket.create_connection((sys.argv[1],8080),timeout=2)\n\
+               s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n');print(s.recv(12).decode())";
+    let fetched = |ok: &mut dyn FnMut() -> bool| {
+        (0..50).any(|_| {
+            ok() || {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                false
+            }
+        })
+    };
+    let from_node2 = fetched(&mut || {
+        let out = in_ns(&c.node(2), &["python3", "-c", get, "fd99::10"]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("HTTP/1.0 200")
+    });
+    assert!(from_node2, "[fd99::10]:8080 from node2\n{}", c.logs());
+    let hairpin = fetched(&mut || {
+        let out = c.cli(&["exec", "peer6", "--", "python3", "-c", get, "fd99::10"]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("HTTP/1.0 200")
+    });
+    assert!(hairpin, "[fd99::10]:8080 from a sandbox on the same bridge");
+    c.cli_ok(&["sandbox", "rm", "w6"]);
+    let out = in_ns(&c.node(2), &["python3", "-c", get, "fd99::10"]);
+    assert!(!out.status.success(), "the port went with the sandbox");
+}

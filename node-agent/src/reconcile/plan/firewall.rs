@@ -44,6 +44,7 @@ pub(super) fn plan(ctx: &mut Ctx<'_>) {
         for m in &s.ports {
             ports.push(PortRule {
                 mapping: *m,
+                target6: ep.ip6.map(|(a, _)| a),
                 target: ep.ip,
                 bridge: net.bridge.clone(),
             });
