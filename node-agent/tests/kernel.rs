@@ -810,6 +810,9 @@ async fn vxlan_fdb_and_neighbour_entries() {
     };
     fdb::neigh_replace(&node, vx, n).await.unwrap();
     fdb::neigh_replace(&node, vx, n).await.unwrap();
+    // This namespace is berth's own (IPv6 off by default): switch it on for
+    // the device, as a node namespace has it (EINVAL otherwise).
+    berth_agent::kernel::addr6::enable_on(&name, "vx0").await.unwrap();
     fdb::neigh_replace(&node, vx, n6).await.unwrap();
     assert_eq!(fdb::neigh_list(&node, vx).await.unwrap(), vec![n, n6]);
     fdb::neigh_del(&node, vx, n).await.unwrap();
