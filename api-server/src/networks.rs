@@ -1,13 +1,13 @@
 //! Networks: create (with subnet, VNI and name taken in one transaction),
 //! list, look up, remove, and the built-in `bridge`, `host` and `none`.
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use berth_core::model::{DEFAULT_BRIDGE, Driver, GW_BRIDGE, HOST_NETWORK, NONE_NETWORK, Scope};
 use berth_core::names::{validate_label, validate_name};
 use berth_core::net;
 use berth_core::options::{self, NetworkOptions};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::error::{ApiError, Result};
 use crate::ipam;
@@ -29,6 +29,10 @@ pub struct NetworkSpec {
     pub internal: bool,
     pub ip_range: Option<Ipv4Net>,
     pub aux_addresses: BTreeMap<String, Ipv4Addr>,
+    /// `--ipv6` with its optional IPv6 subnet and gateway ([`NetworkSpec::with_ipv6`]).
+    pub enable_ipv6: bool,
+    pub subnet6: Option<Ipv6Net>,
+    pub gateway6: Option<Ipv6Addr>,
     builtin: bool,
     bridge: Option<String>,
 }
@@ -77,6 +81,9 @@ impl NetworkSpec {
             internal: false,
             ip_range: None,
             aux_addresses: BTreeMap::new(),
+            enable_ipv6: false,
+            subnet6: None,
+            gateway6: None,
             builtin: false,
         })
     }
@@ -153,6 +160,54 @@ impl NetworkSpec {
         Ok(self)
     }
 
+    /// Adds `--ipv6` (dual stack) to a validated spec: an IPv6 subnet and
+    /// gateway need `--ipv6` and a bridge or overlay driver; the gateway
+    /// needs the subnet and must lie inside it.
+    pub fn with_ipv6(mut self, enable: bool, subnet6: &str, gateway6: &str) -> Result<Self> {
+        use berth_core::net6;
+        let invalid = |field: &str, why: String| -> ApiError { berth_core::Invalid::new(field, why).into() };
+        if !enable {
+            if !subnet6.is_empty() {
+                return Err(invalid("subnet6", format!("IPv6 subnet {subnet6} needs --ipv6")));
+            }
+            if !gateway6.is_empty() {
+                return Err(invalid(
+                    "gateway6",
+                    format!("IPv6 gateway {gateway6} needs --ipv6"),
+                ));
+            }
+            return Ok(self);
+        }
+        if !self.driver.has_ipam() {
+            return Err(invalid(
+                "ipv6",
+                format!("--ipv6 needs a bridge or overlay network, not {}", self.driver),
+            ));
+        }
+        let subnet = match subnet6 {
+            "" => None,
+            s => Some(net6::parse_subnet6("subnet6", s)?),
+        };
+        let gateway = match gateway6 {
+            "" => None,
+            g => Some(net6::parse_ip6("gateway6", g)?),
+        };
+        match (subnet, gateway) {
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "gateway6",
+                    "an IPv6 --gateway needs an IPv6 --subnet".into(),
+                ));
+            }
+            (Some(s), Some(g)) => net6::check_gateway6(s, g)?,
+            _ => {}
+        }
+        self.enable_ipv6 = true;
+        self.subnet6 = subnet;
+        self.gateway6 = gateway;
+        Ok(self)
+    }
+
     fn builtin(name: &str, driver: Driver, subnet: Option<Ipv4Net>, bridge: Option<&str>) -> Self {
         Self {
             name: name.to_string(),
@@ -165,6 +220,9 @@ impl NetworkSpec {
             internal: false,
             ip_range: None,
             aux_addresses: BTreeMap::new(),
+            enable_ipv6: false,
+            subnet6: None,
+            gateway6: None,
             builtin: true,
             bridge: bridge.map(str::to_string),
         }
@@ -242,6 +300,9 @@ impl Networks {
                 internal: spec.internal,
                 ip_range: spec.ip_range,
                 aux_addresses: spec.aux_addresses.clone(),
+                enable_ipv6: spec.enable_ipv6,
+                subnet6: None,
+                gateway6: None,
             };
             if spec.driver.has_ipam() {
                 let taken = ipam::taken_subnets(&self.store, scope).await?;
@@ -278,6 +339,26 @@ impl Networks {
                     .then(Op::put(subnet_key, id.clone()));
                 record.subnet = Some(subnet);
                 record.gateway = Some(spec.gateway.unwrap_or_else(|| net::default_gateway(subnet)));
+                if spec.enable_ipv6 {
+                    // Read after the guard above: a concurrent allocation in
+                    // either scope moves a guard this write compares.
+                    let taken6 = ipam::taken_subnets6(&self.store, scope).await?;
+                    let avoid6: Vec<_> = ipam::taken_subnets6(&self.store, other_scope)
+                        .await?
+                        .into_iter()
+                        .map(|(n, id)| (n, format!("{other_scope} network {}", name_of(&id))))
+                        .collect();
+                    let subnet6 = ipam::choose_subnet6(scope, spec.subnet6, &taken6, &avoid6, name_of)?;
+                    let key6 = keys.subnet6(scope, subnet6, &id);
+                    write = write
+                        .when(Guard::Absent(key6.clone()))
+                        .then(Op::put(key6, id.clone()));
+                    record.subnet6 = Some(subnet6);
+                    record.gateway6 = Some(
+                        spec.gateway6
+                            .unwrap_or_else(|| berth_core::net6::default_gateway6(subnet6)),
+                    );
+                }
                 let bridge = spec.bridge.clone().unwrap_or_else(|| match spec.driver {
                     Driver::Overlay => format!("ov-{}", &id[..12]),
                     _ => format!("br-{}", &id[..12]),
@@ -482,6 +563,9 @@ impl Networks {
             if let Some(subnet) = net.subnet {
                 write = write.then(Op::delete(keys.subnet(net.scope, subnet, &net.id)));
             }
+            if let Some(subnet6) = net.subnet6 {
+                write = write.then(Op::delete(keys.subnet6(net.scope, subnet6, &net.id)));
+            }
             if let Some(bridge) = &net.bridge {
                 write = write.then(Op::delete(keys.bridge_name(bridge)));
             }
@@ -586,6 +670,9 @@ mod tests {
             internal: false,
             ip_range: None,
             aux_addresses: BTreeMap::new(),
+            enable_ipv6: false,
+            subnet6: None,
+            gateway6: None,
         };
         let ov = Some(Driver::Overlay);
         // Nothing asked beyond the driver: any subnet, gateway and options bind.

@@ -26,6 +26,8 @@ pub struct Overlay {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub ip: Ipv4Addr,
+    /// Its IPv6 on a dual-stack overlay.
+    pub ip6: Option<std::net::Ipv6Addr>,
     pub mac: String,
     /// Underlay address of the node hosting it.
     pub vtep: Ipv4Addr,
@@ -63,6 +65,7 @@ pub fn peers_for(
             vteps.insert(vtep);
             Some(Peer {
                 ip: e.ip?,
+                ip6: e.ip6,
                 mac: e.mac.clone(),
                 vtep,
                 node: e.node.clone(),

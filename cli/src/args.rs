@@ -181,13 +181,18 @@ pub struct NetworkCreateArgs {
     #[arg(short, long, value_name = "DRIVER", default_value = "bridge")]
     pub driver: String,
 
-    /// Subnet in CIDR form (default: the next free one from the pool)
+    /// Subnet in CIDR form (default: the next free one from the pool); give it
+    /// twice, once per family, with --ipv6 (an IPv6 one such as fd00:1::/64)
     #[arg(long, value_name = "CIDR")]
-    pub subnet: Option<String>,
+    pub subnet: Vec<String>,
 
-    /// Gateway address (default: the first address of the subnet)
+    /// Gateway address (default: the first address of the subnet); once per family
     #[arg(long, value_name = "IP")]
-    pub gateway: Option<String>,
+    pub gateway: Vec<String>,
+
+    /// Dual stack: an IPv6 subnet besides the IPv4 one (bridge and overlay)
+    #[arg(long)]
+    pub ipv6: bool,
 
     /// Driver option, e.g. com.docker.network.bridge.enable_icc=false (repeatable)
     #[arg(short, long = "opt", value_name = "KEY=VALUE", value_parser = parse_key_value)]
@@ -227,6 +232,10 @@ pub struct NetworkConnectArgs {
     /// IPv4 address for the sandbox on this network (default: the next free one)
     #[arg(long, value_name = "IP")]
     pub ip: Option<String>,
+
+    /// IPv6 address on a dual-stack network (default: the next free one)
+    #[arg(long, value_name = "IPV6")]
+    pub ip6: Option<String>,
 
     /// Extra name the sandbox answers to on this network (repeatable)
     #[arg(long = "alias", value_name = "NAME")]
@@ -301,6 +310,10 @@ pub struct SandboxCreateArgs {
     /// IPv4 address on the network (default: the next free one)
     #[arg(long, value_name = "IP")]
     pub ip: Option<String>,
+
+    /// IPv6 address on a dual-stack network (default: the next free one)
+    #[arg(long, value_name = "IPV6")]
+    pub ip6: Option<String>,
 
     /// Extra name the sandbox answers to on the network (repeatable)
     #[arg(long = "alias", value_name = "NAME")]

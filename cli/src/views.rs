@@ -133,7 +133,7 @@ pub struct NetworkContainer {
 
 /// Builds the docker-shaped inspect document of `network` and its endpoints.
 pub fn network_inspect(network: &Network, endpoints: &[Endpoint]) -> NetworkInspect {
-    let config = if network.subnet.is_empty() {
+    let mut config = if network.subnet.is_empty() {
         Vec::new()
     } else {
         vec![IpamConfig {
@@ -143,6 +143,15 @@ pub fn network_inspect(network: &Network, endpoints: &[Endpoint]) -> NetworkInsp
             auxiliary_addresses: sorted(&network.aux_addresses),
         }]
     };
+    // Docker lists a dual-stack network's IPv6 subnet as a second entry.
+    if network.enable_ipv6 && !network.subnet6.is_empty() {
+        config.push(IpamConfig {
+            subnet: network.subnet6.clone(),
+            ip_range: String::new(),
+            gateway: network.gateway6.clone(),
+            auxiliary_addresses: BTreeMap::new(),
+        });
+    }
     let containers = endpoints
         .iter()
         .map(|ep| {
@@ -156,7 +165,11 @@ pub fn network_inspect(network: &Network, endpoints: &[Endpoint]) -> NetworkInsp
                 endpoint_id: ep.id.clone(),
                 mac_address: ep.mac.clone(),
                 ipv4_address,
-                ipv6_address: String::new(),
+                ipv6_address: if ep.ip6.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}/{}", ep.ip6, ep.prefix_len6)
+                },
             };
             (ep.sandbox_id.clone(), entry)
         })
@@ -167,7 +180,7 @@ pub fn network_inspect(network: &Network, endpoints: &[Endpoint]) -> NetworkInsp
         created: network.created.clone(),
         scope: NetworkScope::name_of(network.scope).to_string(),
         driver: driver_name(network),
-        enable_ipv6: false,
+        enable_ipv6: network.enable_ipv6,
         ipam: Ipam {
             driver: "default".to_string(),
             options: BTreeMap::new(),
@@ -294,6 +307,12 @@ pub struct SandboxNetwork {
     #[serde(rename = "IPPrefixLen")]
     pub ip_prefix_len: u32,
     pub gateway: String,
+    #[serde(rename = "IPv6Gateway")]
+    pub ipv6_gateway: String,
+    #[serde(rename = "GlobalIPv6Address")]
+    pub global_ipv6_address: String,
+    #[serde(rename = "GlobalIPv6PrefixLen")]
+    pub global_ipv6_prefix_len: u32,
     pub mac_address: String,
     pub aliases: Vec<String>,
     pub interface: String,
@@ -358,6 +377,9 @@ impl From<&Sandbox> for SandboxView {
                         ip_address: ep.ip.clone(),
                         ip_prefix_len: ep.prefix_len,
                         gateway: ep.gateway.clone(),
+                        ipv6_gateway: ep.gateway6.clone(),
+                        global_ipv6_address: ep.ip6.clone(),
+                        global_ipv6_prefix_len: ep.prefix_len6,
                         mac_address: ep.mac.clone(),
                         aliases: ep.aliases.clone(),
                         interface: ep.ifname.clone(),
@@ -415,6 +437,7 @@ pub(crate) mod fixtures {
             gateway: "172.17.0.1".into(),
             revision: 7,
             default_route: true,
+            ..Default::default()
         }
     }
 
@@ -632,7 +655,8 @@ mod tests {
         assert_eq!(
             v["Networks"]["my-bridge"],
             json!({"NetworkID": "ffff", "EndpointID": EP_ID, "IPAddress": "172.18.0.3",
-                   "IPPrefixLen": 16, "Gateway": "172.17.0.1", "MacAddress": "02:42:ac:11:00:02",
+                   "IPPrefixLen": 16, "Gateway": "172.17.0.1", "IPv6Gateway": "",
+                   "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "MacAddress": "02:42:ac:11:00:02",
                    "Aliases": ["web"], "Interface": "eth1"})
         );
         assert_eq!(v["Networks"]["bridge"]["IPAddress"], "172.17.0.2");

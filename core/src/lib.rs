@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod net;
+pub mod net6;
 pub mod options;
 pub mod ports;
 pub mod tls;

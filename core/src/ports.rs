@@ -53,6 +53,17 @@ impl PortMapping {
     ) -> Result<Self, Invalid> {
         let host_ip = match host_ip {
             "" | "0.0.0.0" => None,
+            s if s
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::Ipv6Addr>()
+                .is_ok() =>
+            {
+                return Err(Invalid::new(
+                    "publish",
+                    format!("host address {s}: IPv6 published ports are not supported yet"),
+                ));
+            }
             s => Some(s.parse::<Ipv4Addr>().map_err(|_| {
                 Invalid::new("publish", format!("host address {s:?} is not an IPv4 address"))
             })?),

@@ -596,7 +596,12 @@ pub fn path(d: &Desired, o: &Observed, plan: &Plan, facts: &Facts, q: &Question)
             let nname = format!("neighbour {ip} on {vx}");
             match neigh {
                 None => hops.push(hop(nname, Skipped, "no VXLAN device")),
-                Some(n) if n.contains(&NeighEntry { ip, mac }) => {
+                Some(n)
+                    if n.contains(&NeighEntry {
+                        ip: std::net::IpAddr::V4(ip),
+                        mac,
+                    }) =>
+                {
                     hops.push(hop(nname, Ok, format!("lladdr {}", format_mac(&mac))))
                 }
                 Some(n) => match n.iter().find(|e| e.ip == ip) {
@@ -767,6 +772,7 @@ mod tests {
             icc: true,
             masquerade: true,
             internal: false,
+            v6: None,
             vni: Some(4096),
         }
     }
@@ -781,6 +787,7 @@ mod tests {
             mac: [2, 0x42, 10, 0, 0, 2],
             default_route: false,
             aliases: vec![],
+            ip6: None,
         };
         let s = SandboxSpec {
             id: "s1".into(),

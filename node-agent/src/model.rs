@@ -1,14 +1,14 @@
 //! The agent's domain types: what one node should have, parsed from the
 //! proto messages the API server sends (which stay at the gRPC edge).
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use berth_core::model::{Driver, VXLAN_PREFIX};
 use berth_core::names::validate_ifname;
 use berth_core::options::NetworkOptions;
 use berth_core::ports::PortMapping;
 use berth_proto::v1 as pb;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 /// A bridge or overlay network as realised on this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +28,8 @@ pub struct NetworkSpec {
     pub internal: bool,
     /// VXLAN network identifier of an overlay network.
     pub vni: Option<u32>,
+    /// Dual stack: the IPv6 subnet and gateway (on the bridge).
+    pub v6: Option<(Ipv6Net, Ipv6Addr)>,
 }
 
 impl NetworkSpec {
@@ -45,6 +47,8 @@ pub struct EndpointSpec {
     pub ifname: String,
     pub ip: Ipv4Addr,
     pub prefix: u8,
+    /// Its IPv6 address and prefix on a dual-stack network.
+    pub ip6: Option<(Ipv6Addr, u8)>,
     pub mac: [u8; 6],
     /// The sandbox's default route goes via this endpoint's network gateway.
     pub default_route: bool,
@@ -135,6 +139,7 @@ impl SandboxSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub ip: Ipv4Addr,
+    pub ip6: Option<Ipv6Addr>,
     pub mac: [u8; 6],
     pub vtep: Ipv4Addr,
     pub sandbox_name: String,
@@ -161,8 +166,13 @@ impl PeerSet {
                 .vtep
                 .parse()
                 .map_err(|_| BadSpec(format!("peer vtep {:?}", peer.vtep)))?;
+            let ip6 = match peer.ip6.as_str() {
+                "" => None,
+                s => Some(s.parse().map_err(|_| BadSpec(format!("peer ip6 {s:?}")))?),
+            };
             peers.push(Peer {
                 ip,
+                ip6,
                 mac: parse_mac(&peer.mac).unwrap_or_else(|| berth_core::net::mac_from_ip(ip)),
                 vtep,
                 sandbox_name: peer.sandbox_name.clone(),
@@ -252,6 +262,19 @@ impl NetworkSpec {
             .gateway
             .parse()
             .map_err(|_| BadSpec(format!("network {} gateway {:?}", n.name, n.gateway)))?;
+        let v6 = if n.enable_ipv6 {
+            let subnet6: Ipv6Net = n
+                .subnet6
+                .parse()
+                .map_err(|_| BadSpec(format!("network {} subnet6 {:?}", n.name, n.subnet6)))?;
+            let gateway6: Ipv6Addr = n
+                .gateway6
+                .parse()
+                .map_err(|_| BadSpec(format!("network {} gateway6 {:?}", n.name, n.gateway6)))?;
+            Some((subnet6, gateway6))
+        } else {
+            None
+        };
         let opts = NetworkOptions::parse(driver, &n.options.clone().into_iter().collect())
             .map_err(|e| BadSpec(format!("network {}: {e}", n.name)))?;
         if driver == Driver::Overlay && n.vni == 0 {
@@ -275,6 +298,7 @@ impl NetworkSpec {
             masquerade: opts.enable_ip_masquerade && !n.internal,
             internal: n.internal,
             vni: (driver == Driver::Overlay).then_some(n.vni).filter(|v| *v > 0),
+            v6,
         }))
     }
 }
@@ -342,7 +366,15 @@ impl SandboxSpec {
                 if !ifname_ok || e.id.len() < 12 {
                     return Err(BadSpec(format!("endpoint {} ifname {:?}", e.id, e.ifname)));
                 }
+                let ip6 = match e.ip6.as_str() {
+                    "" => None,
+                    s => Some((
+                        s.parse().map_err(|_| BadSpec(format!("endpoint ip6 {s:?}")))?,
+                        e.prefix_len6 as u8,
+                    )),
+                };
                 endpoints.push(EndpointSpec {
+                    ip6,
                     id: e.id.clone(),
                     network_id: e.network_id.clone(),
                     ifname: e.ifname.clone(),

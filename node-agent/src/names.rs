@@ -6,7 +6,7 @@
 //! snapshot; a command updates only its sandbox and networks, so its cost
 //! does not grow with the node. Lookups only take a read lock.
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::RwLock;
 
 use berth_core::model::{DEFAULT_BRIDGE, Driver, GW_BRIDGE};
@@ -23,8 +23,8 @@ pub fn resolves_names(n: &NetworkSpec) -> bool {
     }
 }
 
-/// Names and address of one member of a network.
-type Member = (Vec<String>, Ipv4Addr);
+/// Names and addresses (IPv6 on a dual-stack network) of one member of a network.
+type Member = (Vec<String>, Ipv4Addr, Option<Ipv6Addr>);
 
 #[derive(Debug, Default)]
 struct Index {
@@ -57,7 +57,7 @@ impl Index {
             self.local
                 .entry(net.id.clone())
                 .or_default()
-                .insert(s.id.clone(), (names, ep.ip));
+                .insert(s.id.clone(), (names, ep.ip, ep.ip6.map(|(a, _)| a)));
         }
     }
 
@@ -88,7 +88,7 @@ impl Index {
                     .chain(&p.aliases)
                     .map(|n| n.to_ascii_lowercase())
                     .collect();
-                (names, p.ip)
+                (names, p.ip, p.ip6)
             })
             .collect();
         self.remote.insert(network_id.to_string(), members);
@@ -154,13 +154,31 @@ impl Names for NameIndex {
         for net in idx.networks_of.get(sandbox_id)? {
             let local = idx.local.get(net).into_iter().flat_map(|m| m.values());
             let remote = idx.remote.get(net).into_iter().flatten();
-            for (names, ip) in local.chain(remote) {
+            for (names, ip, _) in local.chain(remote) {
                 if names.iter().any(|n| n == name) && !out.contains(ip) {
                     out.push(*ip);
                 }
             }
         }
         (!out.is_empty()).then_some(out)
+    }
+
+    fn lookup6(&self, sandbox_id: &str, name: &str) -> Vec<Ipv6Addr> {
+        let idx = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for net in idx.networks_of.get(sandbox_id).into_iter().flatten() {
+            let local = idx.local.get(net).into_iter().flat_map(|m| m.values());
+            let remote = idx.remote.get(net).into_iter().flatten();
+            for (names, _, ip6) in local.chain(remote) {
+                if let Some(ip6) = ip6
+                    && names.iter().any(|n| n == name)
+                    && !out.contains(ip6)
+                {
+                    out.push(*ip6);
+                }
+            }
+        }
+        out
     }
 }
 
@@ -182,6 +200,7 @@ mod tests {
             masquerade: true,
             internal: false,
             vni: None,
+            v6: None,
         }
     }
 
@@ -202,6 +221,7 @@ mod tests {
                     ifname: format!("eth{i}"),
                     ip: Ipv4Addr::from(*ip),
                     prefix: 24,
+                    ip6: None,
                     mac: [0; 6],
                     default_route: i == 0,
                     aliases: aliases.iter().map(|a| a.to_string()).collect(),
@@ -245,6 +265,7 @@ mod tests {
                 revision: 1,
                 peers: vec![Peer {
                     ip: "10.0.0.3".parse().unwrap(),
+                    ip6: None,
                     mac: [0; 6],
                     vtep: "192.168.205.11".parse().unwrap(),
                     sandbox_name: "test2".into(),

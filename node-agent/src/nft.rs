@@ -3,8 +3,11 @@
 //! applied as one atomic batch (`nft -j -f -`): the whole table is replaced in
 //! a single transaction, so traffic never sees a half-written ruleset, and an
 //! identical re-apply (agent restart) changes nothing for established flows.
-//! One table, `ip berth`: published ports, masquerade per bridge subnet and
-//! isolation between bridges. No rule is ever text: names and addresses are
+//! Two tables: `ip berth` (published ports, masquerade per bridge subnet and
+//! isolation between bridges) and, for dual-stack bridge networks, `ip6
+//! berth` (masquerade per IPv6 subnet, isolation and `--internal` for IPv6;
+//! no published ports, which the API refuses for IPv6), replaced together in
+//! the same batch. No rule is ever text: names and addresses are
 //! JSON strings, so no value can change the syntax of the batch, and interface
 //! names are checked with [`berth_core::names::validate_ifname`] on top (nft
 //! reads a trailing `*` as a wildcard even in JSON). [`observe`] reads the
@@ -37,6 +40,10 @@ pub const TABLE: &str = "berth";
 pub struct PortRule {
     pub mapping: berth_core::ports::PortMapping,
     pub target: std::net::Ipv4Addr,
+    /// The target's IPv6 address on a dual-stack bridge network: a port
+    /// published on all addresses is DNATed from the node's IPv6 addresses
+    /// to it too (`ip6 berth`), as Docker publishes on both families.
+    pub target6: Option<std::net::Ipv6Addr>,
     /// The bridge the target sits behind.
     pub bridge: String,
 }
@@ -46,6 +53,8 @@ pub struct PortRule {
 pub struct BridgeRules {
     pub bridge: String,
     pub subnet: Ipv4Net,
+    /// A dual-stack network's IPv6 subnet.
+    pub subnet6: Option<ipnet::Ipv6Net>,
     pub masquerade: bool,
     /// `--internal`: nothing is forwarded into or out of the bridge.
     pub internal: bool,
@@ -81,15 +90,24 @@ impl Ruleset {
         for obj in self.doc.objects.iter() {
             match obj {
                 NfObject::CmdObject(NfCmd::Add(NfListObject::Chain(c))) => {
-                    counts.entry(c.name.to_string()).or_insert(0);
+                    counts.entry(count_key(&c.family, &c.name)).or_insert(0);
                 }
                 NfObject::CmdObject(NfCmd::Add(NfListObject::Rule(r))) => {
-                    *counts.entry(r.chain.to_string()).or_insert(0) += 1;
+                    *counts.entry(count_key(&r.family, &r.chain)).or_insert(0) += 1;
                 }
                 _ => {}
             }
         }
         counts
+    }
+}
+
+/// The key of a chain in [`Ruleset::rule_counts`] and [`observe`]: its name
+/// in `ip berth`, `ip6 ` + its name in `ip6 berth`.
+fn count_key(family: &NfFamily, chain: &str) -> String {
+    match family {
+        NfFamily::IP6 => format!("ip6 {chain}"),
+        _ => chain.to_string(),
     }
 }
 
@@ -131,6 +149,7 @@ pub fn render(bridges: &[BridgeRules], ports: &[PortRule]) -> Ruleset {
     batch.add(NfListObject::Table(table.clone()));
     batch.delete(NfListObject::Table(table.clone()));
     if bridges.is_empty() {
+        render6(&mut batch, &bridges, &ports);
         return Ruleset {
             doc: batch.to_nftables(),
         };
@@ -281,14 +300,191 @@ pub fn render(bridges: &[BridgeRules], ports: &[PortRule]) -> Ruleset {
     for r in rules {
         batch.add(NfListObject::Rule(r));
     }
+    render6(&mut batch, &bridges, &ports);
     Ruleset {
         doc: batch.to_nftables(),
     }
 }
 
+/// The `ip6 berth` part of the batch: always deleted (a table left by a
+/// removed dual-stack network goes), then, if a bridge here is dual stack,
+/// made again with masquerade per IPv6 subnet (unless
+/// `enable_ip_masquerade=false` or `--internal`), `--internal` drops and
+/// isolation between bridges, as the `ip` table does for IPv4; DNAT from the
+/// node's IPv6 addresses for ports published on all addresses by sandboxes
+/// with an IPv6 address (with hairpin masquerade). (Ports on one IPv6 host
+/// address, `[::1]` included, are refused by the API.)
+fn render6(batch: &mut Batch<'static>, bridges: &[&BridgeRules], ports: &[&PortRule]) {
+    let table = Table {
+        family: NfFamily::IP6,
+        name: TABLE.into(),
+        handle: None,
+    };
+    batch.add(NfListObject::Table(table.clone()));
+    batch.delete(NfListObject::Table(table.clone()));
+    let dual: Vec<(&BridgeRules, ipnet::Ipv6Net)> =
+        bridges.iter().filter_map(|b| Some((*b, b.subnet6?))).collect();
+    if dual.is_empty() {
+        return;
+    }
+    batch.add(NfListObject::Table(table));
+    let f = NfFamily::IP6;
+    batch.add(NfListObject::Chain(base_chain_in(
+        f,
+        "postrouting",
+        NfChainType::NAT,
+        NfHook::Postrouting,
+        100,
+    )));
+    batch.add(NfListObject::Chain(base_chain_in(
+        f,
+        "forward",
+        NfChainType::Filter,
+        NfHook::Forward,
+        0,
+    )));
+    let dual_bridges: BTreeSet<&str> = dual.iter().map(|(b, _)| b.bridge.as_str()).collect();
+    let ports6: Vec<(&PortRule, std::net::Ipv6Addr)> = ports
+        .iter()
+        .filter(|p| p.mapping.host_ip.is_none() && dual_bridges.contains(p.bridge.as_str()))
+        .filter_map(|p| Some((*p, p.target6?)))
+        .collect();
+    if !ports6.is_empty() {
+        for (name, hook) in [("prerouting", NfHook::Prerouting), ("output", NfHook::Output)] {
+            batch.add(NfListObject::Chain(base_chain_in(
+                f,
+                name,
+                NfChainType::NAT,
+                hook,
+                -100,
+            )));
+        }
+        batch.add(NfListObject::Chain(Chain {
+            family: f,
+            table: TABLE.into(),
+            name: "ports".into(),
+            ..Chain::default()
+        }));
+        for name in ["prerouting", "output"] {
+            batch.add(NfListObject::Rule(rule_in(
+                f,
+                name,
+                vec![
+                    is(fib_daddr_type(), text("local")),
+                    Statement::Jump(JumpTarget {
+                        target: "ports".into(),
+                    }),
+                ],
+            )));
+        }
+        for (p, target6) in &ports6 {
+            let m = &p.mapping;
+            batch.add(NfListObject::Rule(rule_in(
+                f,
+                "ports",
+                vec![
+                    is(field(m.proto.as_str(), "dport"), port(m.host_port)),
+                    Statement::DNAT(Some(NAT {
+                        addr: Some(text(target6.to_string())),
+                        family: None,
+                        port: Some(port(m.container_port)),
+                        flags: None,
+                    })),
+                ],
+            )));
+        }
+        // Hairpin: a sandbox reaching a port its own bridge publishes.
+        let hairpin: BTreeSet<&str> = ports6.iter().map(|(p, _)| p.bridge.as_str()).collect();
+        for (b, subnet6) in dual.iter().filter(|(b, _)| hairpin.contains(b.bridge.as_str())) {
+            batch.add(NfListObject::Rule(rule_in(
+                f,
+                "postrouting",
+                vec![
+                    ct_status_dnat(),
+                    is(field("ip6", "saddr"), prefix6(*subnet6)),
+                    is(meta(MetaKey::Oifname), text(&b.bridge)),
+                    masquerade(),
+                ],
+            )));
+        }
+        batch.add(NfListObject::Rule(rule_in(
+            f,
+            "forward",
+            vec![ct_status_dnat(), Statement::Accept(None)],
+        )));
+    }
+    for (b, subnet6) in dual.iter().filter(|(b, _)| b.masquerade) {
+        batch.add(NfListObject::Rule(rule_in(
+            f,
+            "postrouting",
+            vec![
+                is(field("ip6", "saddr"), prefix6(*subnet6)),
+                Statement::Match(Match {
+                    left: meta(MetaKey::Oifname),
+                    right: text(&b.bridge),
+                    op: Operator::NEQ,
+                }),
+                masquerade(),
+            ],
+        )));
+    }
+    for b in bridges.iter().filter(|b| b.internal) {
+        for (inside, outside) in [
+            (MetaKey::Iifname, MetaKey::Oifname),
+            (MetaKey::Oifname, MetaKey::Iifname),
+        ] {
+            batch.add(NfListObject::Rule(rule_in(
+                f,
+                "forward",
+                vec![
+                    is(meta(inside), text(&b.bridge)),
+                    Statement::Match(Match {
+                        left: meta(outside),
+                        right: text(&b.bridge),
+                        op: Operator::NEQ,
+                    }),
+                    Statement::Drop(None),
+                ],
+            )));
+        }
+    }
+    for (b, _) in &dual {
+        let others: Vec<SetItem<'static>> = bridges
+            .iter()
+            .filter(|o| o.bridge != b.bridge)
+            .map(|o| SetItem::Element(text(&o.bridge)))
+            .collect();
+        if others.is_empty() {
+            continue;
+        }
+        batch.add(NfListObject::Rule(rule_in(
+            f,
+            "forward",
+            vec![
+                is(meta(MetaKey::Iifname), text(&b.bridge)),
+                is(
+                    meta(MetaKey::Oifname),
+                    Expression::Named(NamedExpression::Set(others)),
+                ),
+                Statement::Drop(None),
+            ],
+        )));
+    }
+}
+
 fn base_chain(name: &'static str, kind: NfChainType, hook: NfHook, prio: i32) -> Chain<'static> {
+    base_chain_in(NfFamily::IP, name, kind, hook, prio)
+}
+
+fn base_chain_in(
+    family: NfFamily,
+    name: &'static str,
+    kind: NfChainType,
+    hook: NfHook,
+    prio: i32,
+) -> Chain<'static> {
     Chain {
-        family: NfFamily::IP,
+        family,
         table: TABLE.into(),
         name: name.into(),
         _type: Some(kind),
@@ -300,8 +496,12 @@ fn base_chain(name: &'static str, kind: NfChainType, hook: NfHook, prio: i32) ->
 }
 
 fn rule(chain: &'static str, expr: Vec<Statement<'static>>) -> Rule<'static> {
+    rule_in(NfFamily::IP, chain, expr)
+}
+
+fn rule_in(family: NfFamily, chain: &'static str, expr: Vec<Statement<'static>>) -> Rule<'static> {
     Rule {
-        family: NfFamily::IP,
+        family,
         table: TABLE.into(),
         chain: chain.into(),
         expr: expr.into(),
@@ -338,6 +538,13 @@ fn field(protocol: &'static str, field: &'static str) -> Expression<'static> {
 }
 
 fn prefix(net: Ipv4Net) -> Expression<'static> {
+    Expression::Named(NamedExpression::Prefix(Prefix {
+        addr: Box::new(text(net.network().to_string())),
+        len: u32::from(net.prefix_len()),
+    }))
+}
+
+fn prefix6(net: ipnet::Ipv6Net) -> Expression<'static> {
     Expression::Named(NamedExpression::Prefix(Prefix {
         addr: Box::new(text(net.network().to_string())),
         len: u32::from(net.prefix_len()),
@@ -404,8 +611,20 @@ pub async fn apply(rules: &Ruleset) -> Result<(), NftError> {
 /// [`Ruleset::rule_counts`] of the last applied ruleset unless someone changed
 /// the table since.
 pub async fn observe() -> Result<Option<BTreeMap<String, usize>>, NftError> {
+    let Some(mut counts) = list_table("ip").await? else {
+        return Ok(None);
+    };
+    // The `ip6 berth` table's chains, as `ip6 <chain>` (see `count_key`).
+    for (chain, n) in list_table("ip6").await?.unwrap_or_default() {
+        counts.insert(format!("ip6 {chain}"), n);
+    }
+    Ok(Some(counts))
+}
+
+/// Rules per chain of `<family> berth`; `None` when it does not exist.
+async fn list_table(family: &str) -> Result<Option<BTreeMap<String, usize>>, NftError> {
     let out = nft()
-        .args(["-j", "list", "table", "ip", TABLE])
+        .args(["-j", "list", "table", family, TABLE])
         .stdin(Stdio::null())
         .output()
         .await?;
@@ -516,15 +735,60 @@ mod tests {
         BridgeRules {
             bridge: name.into(),
             subnet: subnet.parse().unwrap(),
+            subnet6: None,
             masquerade: masq,
             internal: false,
         }
+    }
+
+    /// A dual-stack bridge gets the `ip6 berth` table: masquerade for its
+    /// IPv6 subnet (not for one with masquerade off), isolation from the
+    /// other bridges; its chains are counted as `ip6 <chain>`.
+    #[test]
+    fn dual_stack_bridges_get_the_ip6_table() {
+        let dual = BridgeRules {
+            subnet6: Some("fd66::/64".parse().unwrap()),
+            ..b("br-6", "10.66.0.0/24", true)
+        };
+        let quiet = BridgeRules {
+            subnet6: Some("fd67::/64".parse().unwrap()),
+            ..b("br-7", "10.67.0.0/24", false)
+        };
+        let r = render(&[dual, quiet, b("berth0", "172.17.0.0/16", true)], &[]);
+        let six: Vec<Value> = commands(&r)
+            .into_iter()
+            .filter(|c| c["add"]["rule"]["family"] == "ip6")
+            .map(|c| {
+                (
+                    c["add"]["rule"]["chain"].clone(),
+                    c["add"]["rule"]["expr"].clone(),
+                )
+            })
+            .map(|(chain, expr)| json!([chain, expr]))
+            .collect();
+        let saddr6 = json!({"payload": {"protocol": "ip6", "field": "saddr"}});
+        assert_eq!(
+            six[0],
+            json!(["postrouting", [eq(saddr6, net("fd66::", 64)),
+                {"match": {"op": "!=", "left": oifname(), "right": "br-6"}}, {"masquerade": null}]])
+        );
+        assert_eq!(six.iter().filter(|r| r[0] == "postrouting").count(), 1, "{six:?}");
+        assert_eq!(
+            six.iter().filter(|r| r[0] == "forward").count(),
+            2,
+            "one isolation rule per dual bridge"
+        );
+        let counts = r.rule_counts();
+        assert_eq!(counts["ip6 postrouting"], 1);
+        assert_eq!(counts["ip6 forward"], 2);
+        assert_eq!(counts["postrouting"], 2, "IPv4 masquerade for berth0 and br-6");
     }
 
     fn port_rule(ip: &str, hp: u32, cp: u32, proto: &str, target: &str, bridge: &str) -> PortRule {
         PortRule {
             mapping: berth_core::ports::PortMapping::validate(ip, hp, cp, proto).unwrap(),
             target: target.parse().unwrap(),
+            target6: None,
             bridge: bridge.into(),
         }
     }
@@ -547,7 +811,7 @@ mod tests {
     fn rules(r: &Ruleset, name: &str) -> Vec<Value> {
         commands(r)
             .into_iter()
-            .filter(|c| c["add"]["rule"]["chain"] == name)
+            .filter(|c| c["add"]["rule"]["chain"] == name && c["add"]["rule"]["family"] == "ip")
             .map(|c| {
                 let rule = &c["add"]["rule"];
                 assert_eq!((&rule["family"], &rule["table"]), (&json!("ip"), &json!("berth")));
@@ -584,9 +848,11 @@ mod tests {
         assert_eq!(cmds[0], json!({"add": {"table": table}}));
         assert_eq!(cmds[1], json!({"delete": {"table": table}}));
         assert_eq!(cmds[2], json!({"add": {"table": table}}));
-        // Every chain comes before the first rule (the jump to `ports` needs it).
+        // Every chain comes before the first rule of its table (the jump to `ports` needs it).
         let first_rule = cmds.iter().position(|c| c["add"].get("rule").is_some());
-        let last_chain = cmds.iter().rposition(|c| c["add"].get("chain").is_some());
+        let last_chain = cmds
+            .iter()
+            .rposition(|c| c["add"].get("chain").is_some() && c["add"]["chain"]["family"] == "ip");
         assert!(last_chain < first_rule || first_rule.is_none());
         assert_eq!(
             chain(&r, "postrouting"),
@@ -773,11 +1039,14 @@ mod tests {
     fn empty_only_deletes() {
         let r = render(&[], &[]);
         let table = json!({"family": "ip", "name": "berth"});
+        let table6 = json!({"family": "ip6", "name": "berth"});
         assert_eq!(
             commands(&r),
             vec![
                 json!({"add": {"table": table}}),
-                json!({"delete": {"table": table}})
+                json!({"delete": {"table": table}}),
+                json!({"add": {"table": table6}}),
+                json!({"delete": {"table": table6}})
             ]
         );
         assert!(r.rule_counts().is_empty());

@@ -800,13 +800,24 @@ async fn vxlan_fdb_and_neighbour_entries() {
     assert_eq!(fdb::fdb_list(&node, vx).await.unwrap().len(), 2);
 
     let n = NeighEntry {
-        ip: Ipv4Addr::new(10, 0, 0, 3),
+        ip: Ipv4Addr::new(10, 0, 0, 3).into(),
+        mac: peer.mac,
+    };
+    // A dual-stack overlay's endpoint has an IPv6 entry with the same MAC.
+    let n6 = NeighEntry {
+        ip: "fd42:be47:2::3".parse().unwrap(),
         mac: peer.mac,
     };
     fdb::neigh_replace(&node, vx, n).await.unwrap();
     fdb::neigh_replace(&node, vx, n).await.unwrap();
-    assert_eq!(fdb::neigh_list(&node, vx).await.unwrap(), vec![n]);
+    // This namespace is berth's own (IPv6 off by default): switch it on for
+    // the device, as a node namespace has it (EINVAL otherwise).
+    berth_agent::kernel::addr6::enable_on(&name, "vx0").await.unwrap();
+    fdb::neigh_replace(&node, vx, n6).await.unwrap();
+    assert_eq!(fdb::neigh_list(&node, vx).await.unwrap(), vec![n, n6]);
     fdb::neigh_del(&node, vx, n).await.unwrap();
     fdb::neigh_del(&node, vx, n).await.unwrap();
+    fdb::neigh_del(&node, vx, n6).await.unwrap();
+    fdb::neigh_del(&node, vx, n6).await.unwrap();
     assert!(fdb::neigh_list(&node, vx).await.unwrap().is_empty());
 }

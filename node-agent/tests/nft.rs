@@ -91,18 +91,22 @@ fn bridges() -> Vec<BridgeRules> {
         BridgeRules {
             bridge: "berth0".into(),
             subnet: "172.17.0.0/16".parse().unwrap(),
+            subnet6: None,
             masquerade: true,
             internal: false,
         },
         BridgeRules {
             bridge: "br-1".into(),
             subnet: "172.18.0.0/16".parse().unwrap(),
+            subnet6: None,
             masquerade: false,
             internal: false,
         },
         BridgeRules {
             bridge: "br-2".into(),
             subnet: "172.19.0.0/16".parse().unwrap(),
+            // Dual stack: the `ip6 berth` table is applied and observed too.
+            subnet6: Some("fd19::/64".parse().unwrap()),
             masquerade: true,
             internal: false,
         },
@@ -115,11 +119,13 @@ fn ports() -> Vec<PortRule> {
         PortRule {
             mapping: m("", 8080, 80, "tcp"),
             target: "172.17.0.2".parse().unwrap(),
+            target6: None,
             bridge: "berth0".into(),
         },
         PortRule {
             mapping: m("192.168.205.10", 5353, 53, "udp"),
             target: "172.17.0.3".parse().unwrap(),
+            target6: None,
             bridge: "berth0".into(),
         },
     ]
@@ -224,7 +230,17 @@ async fn observe_sees_the_table_flushed_and_deleted() {
         nft_ok(&["flush", "table", "ip", "berth"], None);
         let flushed = nft::observe().await.unwrap().expect("the table is still there");
         assert_ne!(flushed, want);
-        assert!(flushed.values().all(|n| *n == 0), "{flushed:?}");
+        assert!(
+            flushed
+                .iter()
+                .filter(|(k, _)| !k.starts_with("ip6 "))
+                .all(|(_, n)| *n == 0),
+            "{flushed:?}"
+        );
+        assert_eq!(
+            flushed["ip6 postrouting"], 1,
+            "the ip6 table is apart: {flushed:?}"
+        );
         assert_eq!(
             flushed.keys().collect::<Vec<_>>(),
             want.keys().collect::<Vec<_>>(),
@@ -232,6 +248,11 @@ async fn observe_sees_the_table_flushed_and_deleted() {
         );
 
         nft::apply(&rules).await.expect("repairing");
+        assert_eq!(nft::observe().await.unwrap(), Some(want.clone()));
+        // The dual-stack bridge's `ip6 berth` table flushed by hand is drift too.
+        nft_ok(&["flush", "table", "ip6", "berth"], None);
+        assert_ne!(nft::observe().await.unwrap(), Some(want.clone()));
+        nft::apply(&rules).await.expect("repairing ip6");
         assert_eq!(nft::observe().await.unwrap(), Some(want));
 
         nft_ok(&["delete", "table", "ip", "berth"], None);
@@ -244,6 +265,11 @@ async fn observe_sees_the_table_flushed_and_deleted() {
         nft::apply(&rules).await.expect("applying");
         nft::apply(&none).await.expect("deleting the table");
         assert_eq!(nft::observe().await.unwrap(), None);
+        let left = std::process::Command::new("nft")
+            .args(["list", "table", "ip6", "berth"])
+            .output()
+            .unwrap();
+        assert!(!left.status.success(), "the ip6 table went with the last bridge");
     })
     .await;
 }

@@ -170,6 +170,16 @@ fn records_consistent(s: &State) -> Result<(), String> {
             if s.ipam.get(&key) != Some(&id) {
                 return Err(format!("endpoint {id} does not own its address {ip}"));
             }
+            // A dual-stack network's IPv6 address: same pool, same transaction.
+            if let Some(ip6) = e["ip6"].as_str() {
+                let key6 = (key.0.clone(), key.1.clone(), ip6.to_string());
+                if !ips.insert(key6.clone()) {
+                    return Err(format!("address {ip6} is on two endpoints of network {net}"));
+                }
+                if s.ipam.get(&key6) != Some(&id) {
+                    return Err(format!("endpoint {id} does not own its address {ip6}"));
+                }
+            }
         }
         endpoint_ids.insert(id);
     }
@@ -363,6 +373,10 @@ fn devices_consistent(c: &Cluster, s: &State, node: usize) -> Result<(), String>
             want_fdb.insert(("00:00:00:00:00:00".to_string(), vtep));
             if let Some(ip) = e["ip"].as_str() {
                 want_neigh.insert((ip.to_string(), str_of(e, "mac")));
+            }
+            // A dual-stack overlay's endpoint: its IPv6 entry, same MAC.
+            if let Some(ip6) = e["ip6"].as_str() {
+                want_neigh.insert((ip6.to_string(), str_of(e, "mac")));
             }
         }
         let fdb = in_ns_ok(&ns, &["bridge", "fdb", "show", "dev", &dev]);

@@ -154,9 +154,9 @@ fn prepare(c: &mut Cluster, op: Op, round: usize) -> Vec<String> {
             c.cli_ok(&["network", "connect", "user", &sb]);
             own(&["network", "disconnect", "user", &sb])
         }
-        Op::NetworkCreate => own(&["network", "create", "-d", "overlay", &net]),
+        Op::NetworkCreate => own(&["network", "create", "-d", "overlay", "--ipv6", &net]),
         Op::NetworkRemove => {
-            c.cli_ok(&["network", "create", "-d", "overlay", &net]);
+            c.cli_ok(&["network", "create", "-d", "overlay", "--ipv6", &net]);
             own(&["network", "rm", &net])
         }
         Op::NodeRemove => {
@@ -176,8 +176,10 @@ fn run_matrix(victim: Victim) {
     let seed = seed();
     let mut rng = Rng(seed);
     let mut c = cluster();
-    c.cli_ok(&["network", "create", "-d", "overlay", "demo"]);
-    c.cli_ok(&["network", "create", "user"]);
+    // Dual stack, so every create, rm, connect and disconnect on them also
+    // takes or frees an IPv6 address key in the same transaction.
+    c.cli_ok(&["network", "create", "-d", "overlay", "--ipv6", "demo"]);
+    c.cli_ok(&["network", "create", "--ipv6", "user"]);
     let reps: usize = std::env::var("BERTH_FAULT_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -99,6 +99,31 @@ fn address() -> BoxedStrategy<String> {
     .boxed()
 }
 
+/// IPv6 subnets for `--ipv6` networks: some that fit, some clashing, some bad.
+fn subnet6() -> BoxedStrategy<String> {
+    prop_oneof![
+        3 => Just(String::new()),
+        3 => prop::sample::select(vec!["fd77::/64", "fd77::/112", "fd77:1::/64", "fd42:be47:1::/64", "fd77::/124"])
+            .prop_map(String::from),
+        2 => prop::sample::select(vec![
+            "fd77::1/64", "fe80::/64", "ff02::/64", "::/0", "fd77::/32", "fd77::/127", "10.77.0.0/24", "fd77::/x",
+        ])
+        .prop_map(String::from),
+    ]
+    .boxed()
+}
+
+/// IPv6 addresses for gateways and `--ip6`: inside `fd77::/64` mostly.
+fn address6() -> BoxedStrategy<String> {
+    prop_oneof![
+        4 => Just(String::new()),
+        2 => (0u16..=20).prop_map(|x| format!("fd77::{x:x}")),
+        1 => prop::sample::select(vec!["fd77:1::1", "fe80::1", "::", "10.77.0.3", "fd77::ffff:ffff:ffff:ffff", "x"])
+            .prop_map(String::from),
+    ]
+    .boxed()
+}
+
 fn labels() -> BoxedStrategy<HashMap<String, String>> {
     prop_oneof![
         6 => Just(HashMap::new()),
@@ -222,9 +247,23 @@ fn request() -> BoxedStrategy<Req> {
         options(),
         labels(),
         addressing,
+        (
+            prop_oneof![2 => Just(false), 1 => Just(true)],
+            subnet6(),
+            address6(),
+        ),
     )
         .prop_map(
-            |(name, driver, subnet, gateway, options, labels, (internal, ip_range, aux))| {
+            |(
+                name,
+                driver,
+                subnet,
+                gateway,
+                options,
+                labels,
+                (internal, ip_range, aux),
+                (enable_ipv6, subnet6, gateway6),
+            )| {
                 Req::CreateNetwork(pb::CreateNetworkRequest {
                     name,
                     driver,
@@ -235,6 +274,9 @@ fn request() -> BoxedStrategy<Req> {
                     internal,
                     ip_range,
                     aux_addresses: aux.into_iter().collect(),
+                    enable_ipv6,
+                    subnet6,
+                    gateway6,
                 })
             },
         );
@@ -246,8 +288,9 @@ fn request() -> BoxedStrategy<Req> {
         aliases(),
         ports(),
         command(),
+        address6(),
     )
-        .prop_map(|(name, node, network, ip, aliases, ports, command)| {
+        .prop_map(|(name, node, network, ip, aliases, ports, command, ip6)| {
             Req::CreateSandbox(pb::CreateSandboxRequest {
                 name,
                 node,
@@ -257,17 +300,20 @@ fn request() -> BoxedStrategy<Req> {
                 links: Vec::new(),
                 ports,
                 command,
+                ip6,
             })
         });
-    let connect =
-        (network_ref(), name(), address(), aliases()).prop_map(|(network, sandbox, ip, aliases)| {
+    let connect = (network_ref(), name(), address(), aliases(), address6()).prop_map(
+        |(network, sandbox, ip, aliases, ip6)| {
             Req::Connect(pb::ConnectNetworkRequest {
                 network,
                 sandbox,
                 ip,
                 aliases,
+                ip6,
             })
-        });
+        },
+    );
     let page_token = prop_oneof![
         3 => Just(String::new()),
         1 => prop::sample::select(vec!["../names", "zzzz", "0"]).prop_map(String::from),

@@ -91,13 +91,13 @@ async fn explicit_addresses_pools_per_node_and_exhaustion() {
         let store = store.clone();
         async move {
             let pool = ipam::pool_for(&net, node).to_string();
-            ipam::allocate_ip(&store, &net, &pool, want, "owner", |_| Ok(Write::new())).await
+            ipam::allocate_ip(&store, &net, &pool, want, None, "owner", |_, _| Ok(Write::new())).await
         }
     };
     // A /30 has exactly one address besides the gateway, per node.
     let got = alloc(tiny.clone(), "node1", None).await.expect("first");
     assert!(
-        matches!(got, Allocated::Committed(ip, _) if ip == Ipv4Addr::new(10, 9, 0, 2)),
+        matches!(got, Allocated::Committed(ip, _, _) if ip == Ipv4Addr::new(10, 9, 0, 2)),
         "{got:?}"
     );
     let err = alloc(tiny.clone(), "node1", None).await.expect_err("exhausted");
@@ -111,7 +111,7 @@ async fn explicit_addresses_pools_per_node_and_exhaustion() {
     let wide = nets.create(spec("wide", "10.8.0.0/24")).await.expect("wide");
     let want = Ipv4Addr::new(10, 8, 0, 50);
     assert!(
-        matches!(alloc(wide.clone(), "node1", Some(want)).await.expect("explicit"), Allocated::Committed(ip, _) if ip == want)
+        matches!(alloc(wide.clone(), "node1", Some(want)).await.expect("explicit"), Allocated::Committed(ip, _, _) if ip == want)
     );
     let err = alloc(wide.clone(), "node1", Some(want)).await.expect_err("taken");
     assert!(matches!(err, ApiError::AlreadyExists(_)), "{err}");
@@ -129,7 +129,7 @@ async fn explicit_addresses_pools_per_node_and_exhaustion() {
     // A caller's failing compare writes nothing.
     let guard = format!("{prefix}/v1/guard-test");
     let pool = ipam::pool_for(&wide, "node1").to_string();
-    let res = ipam::allocate_ip(&store, &wide, &pool, None, "o", |_| {
+    let res = ipam::allocate_ip(&store, &wide, &pool, None, None, "o", |_, _| {
         Ok(Write::new().when(Guard::Present(guard.clone())))
     })
     .await
@@ -142,4 +142,79 @@ async fn explicit_addresses_pools_per_node_and_exhaustion() {
     // Removing the network releases its addresses.
     nets.remove("wide").await.expect("remove");
     assert!(etcd.keys(&format!("{prefix}/v1/ipam/{}/", wide.id)).is_empty());
+}
+
+/// A dual-stack network takes an IPv6 address in the same transaction as
+/// the IPv4 one, next-fit from ::2; a taken IPv6 address is refused as
+/// ALREADY_EXISTS and writes nothing; the IPv6 range can run out before the
+/// IPv4 one (RESOURCE_EXHAUSTED naming the IPv6 subnet); removing the
+/// network frees both families' keys and its IPv6 subnet key.
+#[tokio::test(flavor = "multi_thread")]
+async fn dual_stack_addresses_in_one_transaction() {
+    use std::net::Ipv6Addr;
+    let etcd = Etcd::start().expect("etcd");
+    let prefix = format!("/{}", unique("ipam6"));
+    let store = Store::connect(std::slice::from_ref(&etcd.url), &prefix)
+        .await
+        .expect("store");
+    let nets = Networks::new(store.clone());
+    let spec = NetworkSpec::validate(
+        "dual",
+        Some(Driver::Bridge),
+        "10.6.0.0/24",
+        "",
+        Default::default(),
+        Default::default(),
+    )
+    .and_then(|s| s.with_ipv6(true, "fd77::/124", ""))
+    .expect("spec");
+    let dual = nets.create(spec).await.expect("dual");
+    assert_eq!(dual.gateway6, Some("fd77::1".parse().unwrap()));
+    assert_eq!(etcd.keys(&format!("{prefix}/v1/subnets6/local/")).len(), 1);
+    let pool = ipam::pool_for(&dual, "node1").to_string();
+    let alloc = |want6: Option<Ipv6Addr>| {
+        let (store, net, pool) = (store.clone(), dual.clone(), pool.clone());
+        async move { ipam::allocate_ip(&store, &net, &pool, None, want6, "owner", |_, _| Ok(Write::new())).await }
+    };
+    let got = alloc(None).await.expect("first");
+    assert!(
+        matches!(got, Allocated::Committed(ip, Some(ip6), _)
+            if ip == Ipv4Addr::new(10, 6, 0, 2) && ip6 == "fd77::2".parse::<Ipv6Addr>().unwrap()),
+        "{got:?}"
+    );
+    let err = alloc(Some("fd77::2".parse().unwrap())).await.expect_err("taken");
+    assert!(
+        matches!(err, ApiError::AlreadyExists(ref m) if m.contains("fd77::2")),
+        "{err}"
+    );
+    let err = alloc(Some("fd77::1".parse().unwrap()))
+        .await
+        .expect_err("gateway");
+    assert!(matches!(err, ApiError::Invalid(_)), "{err}");
+    // fd77::3 ... fd77::f are the other 13 addresses of the /124.
+    for _ in 0..13 {
+        assert!(matches!(
+            alloc(None).await.expect("fits"),
+            Allocated::Committed(_, Some(_), _)
+        ));
+    }
+    let err = alloc(None).await.expect_err("IPv6 exhausted");
+    assert!(
+        matches!(err, ApiError::Exhausted(ref m) if m.contains("fd77::/124")),
+        "{err}"
+    );
+    let keys = etcd.keys(&format!("{prefix}/v1/ipam/{}/node1/", dual.id));
+    assert_eq!(
+        keys.len(),
+        28,
+        "14 addresses of each family, nothing from the refusals"
+    );
+    let v6: HashSet<Ipv6Addr> = keys
+        .iter()
+        .filter_map(|k| k.rsplit('/').next()?.parse().ok())
+        .collect();
+    assert_eq!(v6.len(), 14, "distinct IPv6 addresses");
+    nets.remove("dual").await.expect("remove");
+    assert!(etcd.keys(&format!("{prefix}/v1/ipam/{}/", dual.id)).is_empty());
+    assert!(etcd.keys(&format!("{prefix}/v1/subnets6/")).is_empty());
 }

@@ -62,6 +62,9 @@ pub fn network(n: &NetworkRecord) -> pb::Network {
             .iter()
             .map(|(k, v)| (k.clone(), v.to_string()))
             .collect(),
+        enable_ipv6: n.enable_ipv6,
+        subnet6: n.subnet6.map(|s| s.to_string()).unwrap_or_default(),
+        gateway6: n.gateway6.map(|g| g.to_string()).unwrap_or_default(),
     }
 }
 
@@ -84,6 +87,15 @@ pub fn endpoint(e: &EndpointRecord, net: &NetworkRecord) -> pb::Endpoint {
         gateway: net.gateway.map(|g| g.to_string()).unwrap_or_default(),
         revision: 0,
         default_route: false,
+        ip6: e.ip6.map(|ip| ip.to_string()).unwrap_or_default(),
+        prefix_len6: match (e.ip6, net.subnet6) {
+            (Some(_), Some(s)) => u32::from(s.prefix_len()),
+            _ => 0,
+        },
+        gateway6: match e.ip6 {
+            Some(_) => net.gateway6.map(|g| g.to_string()).unwrap_or_default(),
+            None => String::new(),
+        },
     }
 }
 
@@ -213,6 +225,7 @@ pub fn peer_set(p: &PeerSet) -> pb::OverlayPeers {
                 node: peer.node.clone(),
                 sandbox_name: peer.sandbox_name.clone(),
                 aliases: peer.aliases.clone(),
+                ip6: peer.ip6.map(|a| a.to_string()).unwrap_or_default(),
             })
             .collect(),
         vteps: p.vteps.iter().map(|v| v.to_string()).collect(),
@@ -242,12 +255,14 @@ pub fn sandbox_request(r: pb::CreateSandboxRequest) -> SandboxRequest {
         links,
         ports,
         command,
+        ip6,
     } = r;
     SandboxRequest {
         name,
         node,
         network,
         ip,
+        ip6,
         aliases,
         command,
         ports: ports

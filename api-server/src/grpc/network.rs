@@ -32,7 +32,8 @@ impl NetworkService for NetworkApi {
             r.options.into_iter().collect(),
             r.labels.into_iter().collect(),
         )?
-        .with_addressing(r.internal, &r.ip_range, r.aux_addresses.into_iter().collect())?;
+        .with_addressing(r.internal, &r.ip_range, r.aux_addresses.into_iter().collect())?
+        .with_ipv6(r.enable_ipv6, &r.subnet6, &r.gateway6)?;
         let net = self.networks.create(spec).await?;
         Ok(Response::new(pb::CreateNetworkResponse {
             network: Some(convert::network(&net)),
@@ -89,9 +90,13 @@ impl NetworkService for NetworkApi {
             "" => None,
             s => Some(berth_core::net::parse_ip("ip", s).map_err(ApiError::from)?),
         };
+        let ip6 = match r.ip6.as_str() {
+            "" => None,
+            s => Some(berth_core::net6::parse_ip6("ip6", s).map_err(ApiError::from)?),
+        };
         let ep = self
             .sandboxes
-            .connect(&r.network, &r.sandbox, ip, r.aliases)
+            .connect(&r.network, &r.sandbox, ip, ip6, r.aliases)
             .await?;
         let net = self.networks.find(&ep.network_id).await?;
         Ok(Response::new(pb::ConnectNetworkResponse {

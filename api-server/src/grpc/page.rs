@@ -111,6 +111,9 @@ mod tests {
             gateway: "255.255.255.253".into(),
             revision: u64::MAX,
             default_route: i == 0,
+            ip6: "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe".into(),
+            prefix_len6: 124,
+            gateway6: "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffd".into(),
         };
         pb::Sandbox {
             id: "a".repeat(64),
@@ -178,6 +181,9 @@ mod tests {
             aux_addresses: (0..berth_core::limits::MAX_AUX_ADDRESSES)
                 .map(|i| (format!("{i:02}{}", "a".repeat(61)), "255.255.255.254".into()))
                 .collect(),
+            enable_ipv6: true,
+            subnet6: "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124".into(),
+            gateway6: "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffd".into(),
         }
     }
 

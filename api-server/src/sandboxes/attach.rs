@@ -5,7 +5,7 @@
 //! longer lists the network and the endpoint is marked `removing`; the
 //! endpoint and its address go only once the agent confirmed. A failed
 //! connect is undone the same way.
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use berth_core::names::validate_name;
 use berth_core::net::{format_mac, mac_from_ip};
@@ -23,6 +23,7 @@ impl Sandboxes {
         network: &str,
         sandbox: &str,
         ip: Option<Ipv4Addr>,
+        ip6: Option<Ipv6Addr>,
         aliases: Vec<String>,
     ) -> Result<EndpointRecord> {
         super::limits::check_aliases(&aliases)?;
@@ -76,6 +77,7 @@ impl Sandboxes {
             sandbox_name: record.name.clone(),
             node: record.node.clone(),
             ip: None,
+            ip6: None,
             mac: String::new(),
             ifname: ifname_free(&used),
             aliases,
@@ -86,9 +88,10 @@ impl Sandboxes {
         let keys = &self.store.keys;
         let sandbox_key = keys.sandbox(&record.id);
         let pool = ipam::pool_for(&network, &record.node).to_string();
-        let res = ipam::allocate_ip(&self.store, &network, &pool, ip, &endpoint.id, |ip| {
+        let res = ipam::allocate_ip(&self.store, &network, &pool, ip, ip6, &endpoint.id, |ip, ip6| {
             let mut ep = endpoint.clone();
             ep.ip = Some(ip);
+            ep.ip6 = ip6;
             ep.mac = format_mac(mac_from_ip(ip));
             Ok(Write::new()
                 .when(Guard::Unchanged(sandbox_key.clone(), current.mod_revision))
@@ -96,13 +99,14 @@ impl Sandboxes {
                 .then(Op::put_json(keys.endpoint(&network.id, &record.id), &ep)?))
         })
         .await?;
-        let Allocated::Committed(got, generation) = res else {
+        let Allocated::Committed(got, got6, generation) = res else {
             return Err(ApiError::Aborted(format!(
                 "sandbox {} changed while connecting it; try again",
                 record.name
             )));
         };
         endpoint.ip = Some(got);
+        endpoint.ip6 = got6;
         endpoint.mac = format_mac(mac_from_ip(got));
         let mut view = before.clone();
         view.record = updated;
@@ -208,11 +212,22 @@ impl Sandboxes {
                 ip,
             ));
         }
-        if self.store.write(write).await?.committed()
-            && let Some(ip) = ep.ip
-        {
+        if let Some(ip6) = ep.ip6 {
+            write = write.then(ipam::release_op(
+                &self.store,
+                &network.id,
+                ipam::pool_for(network, &after.record.node),
+                ip6,
+            ));
+        }
+        if self.store.write(write).await?.committed() {
             let pool = ipam::pool_for(network, &after.record.node);
-            ipam::released(&self.store, &network.id, pool, ip);
+            if let Some(ip) = ep.ip {
+                ipam::released(&self.store, &network.id, pool, ip);
+            }
+            if let Some(ip6) = ep.ip6 {
+                ipam::released(&self.store, &network.id, pool, ip6);
+            }
         }
         Ok(())
     }

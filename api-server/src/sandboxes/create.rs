@@ -68,6 +68,16 @@ impl Sandboxes {
         );
         let network = network?;
         let mode = mode_of(network.driver);
+        if spec.ip6.is_some() && !network.enable_ipv6 {
+            return Err(berth_core::Invalid::new(
+                "ip6",
+                format!(
+                    "network {} does not enable IPv6 (create it with --ipv6)",
+                    network.name
+                ),
+            )
+            .into());
+        }
         if spec.ip.is_some() && !network.driver.has_ipam() {
             return Err(
                 berth_core::Invalid::new("ip", format!("network {} has no addresses", network.name)).into(),
@@ -111,6 +121,9 @@ impl Sandboxes {
         // created on first use, below): a refused request leaves nothing.
         if let Some(ip) = spec.ip {
             ipam::check_requested(&network, ip)?;
+        }
+        if let Some(ip6) = spec.ip6 {
+            ipam::check_requested6(&network, ip6)?;
         }
         let node = node?;
         self.check_links(&spec.links, &node.name).await?;
@@ -203,6 +216,7 @@ impl Sandboxes {
                 sandbox_name: spec.name.clone(),
                 node: node.name.clone(),
                 ip: Some(ip),
+                ip6: None,
                 mac: format_mac(mac_from_ip(ip)),
                 ifname: match &spec.external {
                     Some((_, x)) => super::local::gateway_ifname(&x.ifname),
@@ -242,6 +256,7 @@ impl Sandboxes {
             sandbox_name: spec.name.clone(),
             node: node.name.clone(),
             ip: None,
+            ip6: None,
             mac: String::new(),
             ifname: if let Some((_, x)) = &spec.external {
                 x.ifname.clone()
@@ -278,16 +293,26 @@ impl Sandboxes {
         };
         let committed = if network.driver.has_ipam() {
             let pool = ipam::pool_for(network, &node.name).to_string();
-            let res = ipam::allocate_ip(&self.store, network, &pool, spec.ip, &endpoint.id, |ip| {
-                let mut ep = endpoint.clone();
-                ep.ip = Some(ip);
-                ep.mac = format_mac(mac_from_ip(ip));
-                build(&ep)
-            })
+            let res = ipam::allocate_ip(
+                &self.store,
+                network,
+                &pool,
+                spec.ip,
+                spec.ip6,
+                &endpoint.id,
+                |ip, ip6| {
+                    let mut ep = endpoint.clone();
+                    ep.ip = Some(ip);
+                    ep.ip6 = ip6;
+                    ep.mac = format_mac(mac_from_ip(ip));
+                    build(&ep)
+                },
+            )
             .await?;
             match res {
-                Allocated::Committed(ip, revision) => {
+                Allocated::Committed(ip, ip6, revision) => {
                     endpoint.ip = Some(ip);
+                    endpoint.ip6 = ip6;
                     endpoint.mac = format_mac(mac_from_ip(ip));
                     Some(revision)
                 }

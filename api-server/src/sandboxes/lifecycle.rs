@@ -144,6 +144,14 @@ impl Sandboxes {
                     ip,
                 ));
             }
+            if let Some(ip6) = ep.ip6 {
+                ops.push(ipam::release_op(
+                    &self.store,
+                    &net.id,
+                    ipam::pool_for(net, &r.node),
+                    ip6,
+                ));
+            }
         }
         // While the record is unchanged these keys are this sandbox's: every
         // one of them is written only together with it. The name may already
@@ -154,6 +162,9 @@ impl Sandboxes {
             for (ep, net) in &view.endpoints {
                 if let Some(ip) = ep.ip {
                     ipam::released(&self.store, &net.id, ipam::pool_for(net, &r.node), ip);
+                }
+                if let Some(ip6) = ep.ip6 {
+                    ipam::released(&self.store, &net.id, ipam::pool_for(net, &r.node), ip6);
                 }
             }
         }

@@ -78,6 +78,7 @@ impl AttachRequest {
             node: r.node.clone(),
             network: r.network.clone(),
             ip: r.ip.clone(),
+            ip6: String::new(),
             aliases: r.aliases.clone(),
             links: vec![],
             ports: r.ports.clone(),

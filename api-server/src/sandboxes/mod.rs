@@ -45,6 +45,8 @@ pub struct SandboxRequest {
     pub network: String,
     /// Empty: the next free address.
     pub ip: String,
+    /// Empty: the next free IPv6 address on a dual-stack network.
+    pub ip6: String,
     pub aliases: Vec<String>,
     pub command: Vec<String>,
     pub ports: Vec<PortRequest>,
@@ -77,6 +79,7 @@ pub struct SandboxSpec {
     pub node: Option<String>,
     pub network: String,
     pub ip: Option<Ipv4Addr>,
+    pub ip6: Option<std::net::Ipv6Addr>,
     pub aliases: Vec<String>,
     pub command: Vec<String>,
     pub ports: Vec<PortMapping>,
@@ -102,6 +105,10 @@ impl SandboxSpec {
         let ip = match r.ip.as_str() {
             "" => None,
             s => Some(parse_ip("ip", s)?),
+        };
+        let ip6 = match r.ip6.as_str() {
+            "" => None,
+            s => Some(berth_core::net6::parse_ip6("ip6", s)?),
         };
         for a in &r.aliases {
             validate_name("alias", a)?;
@@ -139,6 +146,7 @@ impl SandboxSpec {
                 r.network.clone()
             },
             ip,
+            ip6,
             aliases: r.aliases.clone(),
             command: r.command.clone(),
             ports,

@@ -71,6 +71,19 @@ impl Keys {
             net.prefix_len()
         )
     }
+    /// IPv6 subnets of dual-stack networks: `subnets6/<scope>/fd42:be47:1::-64/<id>`
+    /// (guarded by the same per-scope key as the IPv4 ones).
+    pub fn subnets6(&self, scope: Scope) -> String {
+        format!("{}subnets6/{scope}/", self.root)
+    }
+    pub fn subnet6(&self, scope: Scope, net: ipnet::Ipv6Net, network_id: &str) -> String {
+        format!(
+            "{}subnets6/{scope}/{}-{}/{network_id}",
+            self.root,
+            net.network(),
+            net.prefix_len()
+        )
+    }
     /// Written by every subnet allocation of `scope`; allocations compare its
     /// revision so two overlapping subnets can never both be taken.
     pub fn subnet_guard(&self, scope: Scope) -> String {
@@ -118,7 +131,8 @@ impl Keys {
     pub fn ipam_pool(&self, network_id: &str, pool: &str) -> String {
         format!("{}ipam/{network_id}/{pool}/", self.root)
     }
-    pub fn ipam(&self, network_id: &str, pool: &str, ip: Ipv4Addr) -> String {
+    /// An IPv4 or IPv6 address of the pool (both families share it).
+    pub fn ipam(&self, network_id: &str, pool: &str, ip: impl std::fmt::Display) -> String {
         format!("{}ipam/{network_id}/{pool}/{ip}", self.root)
     }
     pub fn ipam_network(&self, network_id: &str) -> String {

@@ -25,8 +25,7 @@ pub struct Store {
     /// pick starts (see `crate::ipam`): a hint, never trusted for
     /// correctness (every address is still taken with a transaction), so
     /// replicas need not share it.
-    pub(crate) cursors:
-        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::net::Ipv4Addr>>>,
+    pub(crate) cursors: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::net::IpAddr>>>,
 }
 
 /// A value read from etcd with the revision it was last modified at.

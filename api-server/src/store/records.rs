@@ -1,10 +1,10 @@
 //! The records berth keeps in etcd, stored as JSON so `etcdctl get` is readable.
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use berth_core::model::{Driver, Scope};
 use berth_core::ports::PortMapping;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 /// `<prefix>/v1/networks/<id>`
@@ -41,6 +41,13 @@ pub struct NetworkRecord {
     /// `--aux-address NAME=IP`: never handed out.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub aux_addresses: BTreeMap<String, Ipv4Addr>,
+    /// `--ipv6`: dual stack, with `subnet6` and `gateway6` besides the IPv4 ones.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enable_ipv6: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
 }
 
 /// `<prefix>/v1/nodes/<name>`: kept after the agent's lease lapses, so the
@@ -84,6 +91,9 @@ pub struct EndpointRecord {
     pub node: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<Ipv4Addr>,
+    /// Its IPv6 on a dual-stack network (`ipam/<network>/<pool>/<ipv6>` is taken with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     #[serde(default)]
     pub mac: String,
     #[serde(default)]

@@ -39,17 +39,35 @@ pub async fn run(channel: Channel, out: OutputFormat, cmd: NetworkCommand) -> Re
     }
 }
 
+/// Splits a flag given once per family (as Docker's `--subnet` and
+/// `--gateway`) into its IPv4 and IPv6 values: a value with a `:` is IPv6.
+fn by_family(flag: &str, values: &[String]) -> Result<(String, String)> {
+    let (v6, v4): (Vec<&String>, Vec<&String>) = values.iter().partition(|v| v.contains(':'));
+    if v4.len() > 1 || v6.len() > 1 {
+        anyhow::bail!("{flag} may be given at most once per address family (one IPv4, one IPv6)");
+    }
+    Ok((
+        v4.first().map(|s| s.to_string()).unwrap_or_default(),
+        v6.first().map(|s| s.to_string()).unwrap_or_default(),
+    ))
+}
+
 async fn create(
     client: &mut NetworkServiceClient<Channel>,
     out: OutputFormat,
     args: NetworkCreateArgs,
 ) -> Result<i32> {
     let driver: Driver = args.driver.parse()?;
+    let (subnet, subnet6) = by_family("--subnet", &args.subnet)?;
+    let (gateway, gateway6) = by_family("--gateway", &args.gateway)?;
     let request = CreateNetworkRequest {
         name: args.name,
         driver: views::driver_value(driver),
-        subnet: args.subnet.unwrap_or_default(),
-        gateway: args.gateway.unwrap_or_default(),
+        subnet,
+        gateway,
+        enable_ipv6: args.ipv6,
+        subnet6,
+        gateway6,
         options: args.opt.into_iter().collect(),
         labels: args.label.into_iter().collect(),
         internal: args.internal,
@@ -219,6 +237,7 @@ async fn connect(client: &mut NetworkServiceClient<Channel>, args: NetworkConnec
             sandbox: args.sandbox,
             ip: args.ip.unwrap_or_default(),
             aliases: args.aliases,
+            ip6: args.ip6.unwrap_or_default(),
         })
         .await
         .map_err(status_error)?;

@@ -99,6 +99,7 @@ async fn create(
         node: args.node.unwrap_or_default(),
         network: args.network,
         ip: args.ip.unwrap_or_default(),
+        ip6: args.ip6.unwrap_or_default(),
         aliases: args.aliases,
         links: args.links,
         ports: args

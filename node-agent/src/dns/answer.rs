@@ -3,7 +3,7 @@
 //! Pure functions over byte slices (hickory-proto does all the wire format), so the serving loops in
 //! `mod.rs` stay about sockets only.
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::{A, PTR};
+use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use super::{Names, TTL};
@@ -77,23 +77,35 @@ fn local_answer(ctx: &Context<'_>, query: &Query) -> Option<Vec<Record>> {
     }
     let name = lookup_key(&owner)?;
     let mut addrs = ctx.names.lookup(ctx.sandbox_id, &name)?;
-    match query.query_type() {
-        RecordType::A | RecordType::ANY => {
-            if !addrs.is_empty() {
-                let len = addrs.len();
-                addrs.rotate_left(ctx.rotation % len);
-            }
-            Some(
-                addrs
-                    .into_iter()
-                    .map(|ip| Record::from_rdata(owner.clone(), TTL, RData::A(A(ip))))
-                    .collect(),
-            )
+    let qtype = query.query_type();
+    let mut records = Vec::new();
+    if matches!(qtype, RecordType::A | RecordType::ANY) {
+        if !addrs.is_empty() {
+            let len = addrs.len();
+            addrs.rotate_left(ctx.rotation % len);
         }
-        // AAAA and every other type of a berth name: NOERROR without records, so a resolver asking
-        // for A and AAAA in parallel gets both answers at once and does not wait for a timeout.
-        _ => Some(Vec::new()),
+        records.extend(
+            addrs
+                .into_iter()
+                .map(|ip| Record::from_rdata(owner.clone(), TTL, RData::A(A(ip)))),
+        );
     }
+    // AAAA: the name's IPv6 addresses on dual-stack networks (none: NOERROR without records, so a
+    // resolver asking for A and AAAA in parallel gets both answers at once and does not wait for a
+    // timeout). Every other type of a berth name: NOERROR without records too.
+    if matches!(qtype, RecordType::AAAA | RecordType::ANY) {
+        let mut addrs6 = ctx.names.lookup6(ctx.sandbox_id, &name);
+        if !addrs6.is_empty() {
+            let len = addrs6.len();
+            addrs6.rotate_left(ctx.rotation % len);
+        }
+        records.extend(
+            addrs6
+                .into_iter()
+                .map(|ip| Record::from_rdata(owner.clone(), TTL, RData::AAAA(AAAA(ip)))),
+        );
+    }
+    Some(records)
 }
 
 /// PTR for `d.c.b.a.in-addr.arpa.` when [`Names::reverse`] knows the address.

@@ -80,6 +80,13 @@ pub trait Names: Send + Sync + 'static {
     /// ([`DnsServer::is_serving`] turns false; `serve` starts it again).
     fn lookup(&self, sandbox_id: &str, name: &str) -> Option<Vec<Ipv4Addr>>;
 
+    /// The IPv6 addresses of a name [`Names::lookup`] knows (its endpoints on
+    /// dual-stack networks), for AAAA; by default none.
+    fn lookup6(&self, sandbox_id: &str, name: &str) -> Vec<std::net::Ipv6Addr> {
+        let _ = (sandbox_id, name);
+        Vec::new()
+    }
+
     /// Names (without or with trailing dot, e.g. `web.mynet`) for a PTR query of `addr` as seen by
     /// `sandbox_id`; None = not a berth address (forward it). By default none are berth's.
     fn reverse(&self, sandbox_id: &str, addr: Ipv4Addr) -> Option<Vec<String>> {

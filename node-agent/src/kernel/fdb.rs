@@ -2,7 +2,8 @@
 //! remote VTEP, plus one all-zero entry per remote VTEP so broadcast and
 //! unknown unicast reach every node of the network) and permanent neighbour
 //! entries (remote IP → MAC, answered locally because the device runs with
-//! `proxy` on). Equivalent to `bridge fdb append … dev vx-N dst VTEP` and
+//! `proxy` on, which answers IPv6 neighbour solicitations from them too).
+//! Equivalent to `bridge fdb append … dev vx-N dst VTEP` and
 //! `ip neigh replace IP lladdr MAC dev vx-N nud permanent`.
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -30,7 +31,8 @@ pub struct FdbEntry {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NeighEntry {
-    pub ip: Ipv4Addr,
+    /// IPv4, or IPv6 for a dual-stack overlay's endpoint.
+    pub ip: IpAddr,
     pub mac: [u8; 6],
 }
 
@@ -119,31 +121,40 @@ pub async fn fdb_del(h: &Handle, ifindex: u32, e: FdbEntry) -> Result<()> {
     }
 }
 
-/// Permanent IPv4 neighbour entries on device `ifindex`.
+/// Permanent IPv4 and IPv6 neighbour entries on device `ifindex`.
 pub async fn neigh_list(h: &Handle, ifindex: u32) -> Result<Vec<NeighEntry>> {
-    let mut req = h.neighbours().get().set_address_family(AddressFamily::Inet);
-    req.message_mut().header.ifindex = ifindex;
-    let msgs: Vec<NeighbourMessage> = req
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl_err(format!("listing neighbours of link {ifindex}")))?;
-    Ok(msgs
-        .into_iter()
-        .filter(|m| m.header.ifindex == ifindex && m.header.state == NeighbourState::Permanent)
-        .filter_map(|m| {
-            Some(NeighEntry {
-                ip: dst_of(&m.attributes)?,
-                mac: mac_of(&m.attributes)?,
-            })
-        })
-        .collect())
+    let mut out = Vec::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let mut req = h.neighbours().get().set_address_family(family);
+        req.message_mut().header.ifindex = ifindex;
+        let msgs: Vec<NeighbourMessage> = req
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl_err(format!("listing neighbours of link {ifindex}")))?;
+        out.extend(
+            msgs.into_iter()
+                .filter(|m| m.header.ifindex == ifindex && m.header.state == NeighbourState::Permanent)
+                .filter_map(|m| {
+                    let ip = m.attributes.iter().find_map(|a| match a {
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+                        _ => None,
+                    })?;
+                    Some(NeighEntry {
+                        ip,
+                        mac: mac_of(&m.attributes)?,
+                    })
+                }),
+        );
+    }
+    Ok(out)
 }
 
 /// Sets a permanent neighbour entry (replacing one for the same IP).
 pub async fn neigh_replace(h: &Handle, ifindex: u32, e: NeighEntry) -> Result<()> {
     h.neighbours()
-        .add(ifindex, IpAddr::V4(e.ip))
+        .add(ifindex, e.ip)
         .link_layer_address(&e.mac)
         .state(NeighbourState::Permanent)
         .replace()
@@ -159,10 +170,13 @@ pub async fn neigh_replace(h: &Handle, ifindex: u32, e: NeighEntry) -> Result<()
 /// Deletes a neighbour entry; a missing one is success.
 pub async fn neigh_del(h: &Handle, ifindex: u32, e: NeighEntry) -> Result<()> {
     let mut m = NeighbourMessage::default();
-    m.header.family = AddressFamily::Inet;
     m.header.ifindex = ifindex;
-    m.attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(e.ip)));
+    let (family, dst) = match e.ip {
+        IpAddr::V4(ip) => (AddressFamily::Inet, NeighbourAddress::Inet(ip)),
+        IpAddr::V6(ip) => (AddressFamily::Inet6, NeighbourAddress::Inet6(ip)),
+    };
+    m.header.family = family;
+    m.attributes.push(NeighbourAttribute::Destination(dst));
     match h.neighbours().del(m).execute().await {
         Err(err) if matches!(netlink_errno(&err), Some(libc::ENOENT)) => Ok(()),
         res => res.map_err(nl_err(format!("deleting neighbour {}", e.ip))),

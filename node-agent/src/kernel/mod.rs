@@ -3,6 +3,7 @@
 //! Everything here talks to the kernel directly (netlink sockets, mount/unshare/setns, /proc/sys);
 //! nothing spawns `ip` or `bridge`. Functions are small, typed and idempotent where their name
 //! says `ensure_*`; kernel quirks are commented where they bite.
+pub mod addr6;
 pub mod fdb;
 pub mod link;
 pub mod netns;

@@ -130,10 +130,12 @@ pub async fn create(name: &str, mark: &str) -> Result<bool> {
         let made = (|| {
             nix::sched::unshare(CloneFlags::CLONE_NEWNET)
                 .map_err(nix_err("unsharing the network namespace"))?;
-            // From here on this thread is inside the new namespace. berth's
-            // networks are IPv4: without IPv6 on its interfaces a new endpoint
-            // sends no DAD/MLD announcements, which every port of a busy bridge
-            // would otherwise receive (visible in profiles of bulk creates).
+            // From here on this thread is inside the new namespace. IPv6 is
+            // off for its interfaces unless their endpoint is on a dual-stack
+            // network (`addr6::enable_on` switches it on for that one): an
+            // IPv4 endpoint then sends no DAD/MLD announcements, which every
+            // port of a busy bridge would otherwise receive (visible in
+            // profiles of bulk creates).
             for conf in ["all", "default"] {
                 let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1");
             }

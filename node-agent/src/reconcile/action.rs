@@ -78,6 +78,9 @@ pub struct EndpointAction {
     pub mtu: u32,
     pub isolated: bool,
     pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 default route (dual-stack bridge networks, on the endpoint
+    /// that has the IPv4 one).
+    pub gateway6: Option<std::net::Ipv6Addr>,
     /// The namespace is a runtime's: a link there that holds the peer's
     /// name is never deleted (a conflict instead).
     pub external: bool,

@@ -223,6 +223,7 @@ mod tests {
                 ifname: "eth0".into(),
                 ip: std::net::Ipv4Addr::new(10, 0, 0, 2),
                 prefix: 24,
+                ip6: None,
                 mac: [0; 6],
                 default_route: false,
                 aliases: vec![],
@@ -244,6 +245,7 @@ mod tests {
             masquerade: true,
             internal: false,
             vni: None,
+            v6: None,
         }
     }
 

@@ -70,6 +70,7 @@ impl FakeNode {
                 marker: None,
                 links: BTreeMap::from([("lo".to_string(), Link::default())]),
                 default_route: None,
+                default_route6: None,
                 inspected: true,
             },
         );
@@ -241,6 +242,7 @@ impl Executor for FakeNode {
                         mtu: b.mtu,
                         up: true,
                         addrs,
+                        addrs6: crate::reconcile::plan::bridge::bridge_addrs6(&b.network),
                         ..Default::default()
                     },
                 );
@@ -333,12 +335,16 @@ impl Executor for FakeNode {
                         up: true,
                         mac: Some(e.endpoint.mac),
                         addrs: vec![(e.endpoint.ip, e.endpoint.prefix)],
+                        addrs6: e.endpoint.ip6.into_iter().collect(),
                         peer: Some(host),
                         ..Default::default()
                     },
                 );
                 if let Some(gw) = e.gateway {
                     ns.default_route = Some((gw, Some(peer)));
+                }
+                if let Some(gw) = e.gateway6 {
+                    ns.default_route6 = Some((gw, Some(peer)));
                 }
             }
             Action::WriteEtcFiles { netns, hosts, resolv } => {

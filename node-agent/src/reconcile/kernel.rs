@@ -16,7 +16,7 @@ use super::observed::{EtcFiles, Link, Namespace, Observed, endpoint_mark, networ
 use super::plan::vxlan::VXLAN_PORT;
 use super::report::{ErrorKind, ObjectError};
 use crate::dns::DnsServer;
-use crate::kernel::{fdb, link, netns, sysctl};
+use crate::kernel::{addr6, fdb, link, netns, sysctl};
 use crate::model::SandboxSpec;
 use crate::nft::{self, Ruleset};
 use crate::state::{Detached, Owned, StateDir};
@@ -76,12 +76,14 @@ impl<'a> KernelExecutor<'a> {
     /// Links of a namespace with their addresses, as the planner sees them.
     async fn links_of(h: &Handle) -> Result<BTreeMap<String, Link>, ObjectError> {
         let mut addrs = link::ipv4_addrs_all(h).await?;
+        let mut addrs6 = addr6::ipv6_addrs_all(h).await?;
         Ok(link::list(h)
             .await?
             .into_iter()
             .map(|l| {
                 let a = addrs.remove(&l.index).unwrap_or_default();
-                (l.name.clone(), seen(l, a))
+                let a6 = addrs6.remove(&l.index).unwrap_or_default();
+                (l.name.clone(), seen(l, a, a6))
             })
             .collect())
     }
@@ -96,12 +98,15 @@ impl<'a> KernelExecutor<'a> {
             let Some(l) = link::get(self.node, name).await? else {
                 continue;
             };
-            let addrs = if l.kind.as_deref() == Some("bridge") {
-                link::ipv4_addrs(self.node, l.index).await?
+            let (addrs, addrs6) = if l.kind.as_deref() == Some("bridge") {
+                (
+                    link::ipv4_addrs(self.node, l.index).await?,
+                    addr6::ipv6_addrs(self.node, l.index).await?,
+                )
             } else {
-                Vec::new()
+                (Vec::new(), Vec::new())
             };
-            out.insert(l.name.clone(), seen(l, addrs));
+            out.insert(l.name.clone(), seen(l, addrs, addrs6));
         }
         Ok(out)
     }
@@ -123,6 +128,7 @@ impl<'a> KernelExecutor<'a> {
             ns.links = Self::links_of(&h).await.ok()?;
             ns.marker = ns.links.get("lo").and_then(|l| l.alias.clone());
             ns.default_route = link::default_route(&h).await.ok()?;
+            ns.default_route6 = addr6::default_route6(&h).await.ok()?;
             ns.inspected = true;
         }
         Some(ns)
@@ -180,8 +186,36 @@ impl<'a> KernelExecutor<'a> {
         if link::ensure_veth_with(self.node, &sb, &spec).await? {
             tracing::info!(netns = %e.netns, ifname = %ep.ifname, ip = %ep.ip, "endpoint realised");
         }
+        self.ensure_endpoint6(e, &sb).await?;
         link::set_port_isolated(self.node, &host, e.isolated).await?;
         link::ensure_alias(self.node, &host, &endpoint_mark(&ep.id)).await?;
+        Ok(())
+    }
+
+    /// The IPv6 side of an endpoint whose veth exists: IPv6 on for the
+    /// interface (off otherwise in berth's namespaces), exactly its IPv6
+    /// address, and the IPv6 default route when it has one.
+    async fn ensure_endpoint6(&self, e: &EndpointAction, sb: &Handle) -> Result<(), ObjectError> {
+        let ep = &e.endpoint;
+        let Some((ip6, prefix6)) = ep.ip6 else {
+            return Ok(());
+        };
+        let peer = link::get(sb, &ep.ifname).await?.ok_or_else(|| {
+            ObjectError::new(
+                ErrorKind::Blocked,
+                format!("interface {} vanished from netns {}", ep.ifname, e.netns),
+            )
+        })?;
+        if addr6::enable_on(&e.netns, &ep.ifname).await? {
+            tracing::info!(netns = %e.netns, ifname = %ep.ifname, "ipv6 on");
+        }
+        addr6::ensure_only_ipv6(sb, peer.index, Some((ip6, prefix6)), Some(&e.netns), &ep.ifname).await?;
+        if let Some(gw6) = e.gateway6
+            && addr6::default_route6(sb).await? != Some((gw6, Some(peer.index)))
+        {
+            addr6::replace_default_route6(sb, gw6, peer.index).await?;
+            tracing::info!(netns = %e.netns, ifname = %ep.ifname, ip = %gw6, "set ipv6 default route");
+        }
         Ok(())
     }
 
@@ -223,7 +257,7 @@ impl<'a> KernelExecutor<'a> {
 }
 
 /// A link as the planner sees it.
-fn seen(l: link::LinkInfo, addrs: Vec<(Ipv4Addr, u8)>) -> Link {
+fn seen(l: link::LinkInfo, addrs: Vec<(Ipv4Addr, u8)>, addrs6: Vec<(std::net::Ipv6Addr, u8)>) -> Link {
     Link {
         index: l.index,
         kind: l.kind,
@@ -233,6 +267,7 @@ fn seen(l: link::LinkInfo, addrs: Vec<(Ipv4Addr, u8)>) -> Link {
         up: l.up,
         mac: l.mac,
         addrs,
+        addrs6,
         peer: l.link,
         vxlan: l.vxlan,
         isolated: l.isolated,
@@ -420,7 +455,19 @@ impl Executor for KernelExecutor<'_> {
             Action::CreateBridge(b) => {
                 let net = &b.network;
                 let addr = (net.driver == Driver::Bridge).then(|| (net.gateway, net.subnet.prefix_len()));
-                link::ensure_bridge(self.node, &net.bridge, b.mtu, addr).await?;
+                let index = link::ensure_bridge(self.node, &net.bridge, b.mtu, addr).await?;
+                let addrs6 = crate::reconcile::plan::bridge::bridge_addrs6(net);
+                if let Some(&(gw6, _)) = addrs6.first() {
+                    if sysctl::set(&format!("net/ipv6/conf/{}/accept_dad", net.bridge), "0")? {
+                        tracing::info!(ifname = %net.bridge, ip = %gw6, "dad off for the ipv6 gateway");
+                    }
+                    // A dual-stack bridge's sandboxes reach out through the
+                    // node (masqueraded by `ip6 berth`), as with ip_forward.
+                    if sysctl::set("net/ipv6/conf/all/forwarding", "1")? {
+                        tracing::info!("enabled ipv6 forwarding");
+                    }
+                }
+                addr6::ensure_only_ipv6(self.node, index, addrs6.first().copied(), None, &net.bridge).await?;
                 link::ensure_alias(self.node, &net.bridge, &network_mark(&net.id)).await?;
             }
             Action::EnsureVxlan {

@@ -41,6 +41,8 @@ pub struct Link {
     pub up: bool,
     pub mac: Option<[u8; 6]>,
     pub addrs: Vec<(Ipv4Addr, u8)>,
+    /// Global IPv6 addresses (link-local ones are the kernel's, not listed).
+    pub addrs6: Vec<(std::net::Ipv6Addr, u8)>,
     /// For a veth: the peer's ifindex in the peer's namespace.
     pub peer: Option<u32>,
     pub vxlan: Option<VxlanParams>,
@@ -62,6 +64,7 @@ pub struct Namespace {
     /// Links inside, by name; empty when not read (namespaces not desired).
     pub links: BTreeMap<String, Link>,
     pub default_route: Option<(Ipv4Addr, Option<u32>)>,
+    pub default_route6: Option<(std::net::Ipv6Addr, Option<u32>)>,
     /// Whether `links`, `marker` and `default_route` were read.
     pub inspected: bool,
 }

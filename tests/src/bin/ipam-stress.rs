@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..count {
         let (store, net, pool, owner) = (store.clone(), net.clone(), pool.clone(), format!("{tag}-{i}"));
         tasks.spawn(async move {
-            ipam::allocate_ip(&store, &net, &pool, None, &owner, |_| {
+            ipam::allocate_ip(&store, &net, &pool, None, None, &owner, |_, _| {
                 Ok(berth_api::store::Write::new())
             })
             .await
@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     let mut failures = 0;
     while let Some(res) = tasks.join_next().await {
         match res? {
-            Ok(Allocated::Committed(ip, _)) => println!("{ip}"),
+            Ok(Allocated::Committed(ip, _, _)) => println!("{ip}"),
             Ok(Allocated::CallerConflict) => {
                 eprintln!("caller conflict without caller compares");
                 failures += 1;

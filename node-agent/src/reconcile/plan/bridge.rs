@@ -48,10 +48,12 @@ pub(super) fn plan(ctx: &mut Ctx<'_>) {
             Driver::Bridge => vec![(net.gateway, net.subnet.prefix_len())],
             _ => vec![],
         };
+        let addrs6 = bridge_addrs6(net);
         if link.alias.as_deref() != Some(network_mark(&net.id).as_str())
             || link.mtu != mtu
             || !link.up
             || link.addrs != addrs
+            || link.addrs6 != addrs6
         {
             ctx.push(Action::CreateBridge(BridgeAction {
                 network: net.clone(),
@@ -84,5 +86,14 @@ pub(super) fn plan(ctx: &mut Ctx<'_>) {
                 kind,
             });
         }
+    }
+}
+
+/// The IPv6 gateway a bridge holds: a dual-stack bridge network's (an
+/// overlay's bridge holds no address, as for IPv4).
+pub fn bridge_addrs6(net: &crate::model::NetworkSpec) -> Vec<(std::net::Ipv6Addr, u8)> {
+    match (net.driver, net.v6) {
+        (Driver::Bridge, Some((subnet, gw))) => vec![(gw, subnet.prefix_len())],
+        _ => vec![],
     }
 }

@@ -5,6 +5,8 @@
 //! berth's host veths that no endpoint wants (full passes).
 use std::collections::BTreeSet;
 
+use berth_core::model::Driver;
+
 use super::Ctx;
 use crate::model::{EndpointSpec, HOST_VETH_PREFIX, NetworkSpec};
 use crate::reconcile::action::{Action, EndpointAction, ObjectKind};
@@ -34,6 +36,11 @@ fn matches(ctx: &Ctx<'_>, ns: Option<&Namespace>, want: &EndpointAction, net: &N
         && peer.peer == Some(host.index)
         && host.peer == Some(peer.index)
         && peer.addrs == [(ep.ip, ep.prefix)]
+        // IPv6 is off on interfaces without an IPv6 address: nothing to compare there.
+        && ep.ip6.is_none_or(|a| peer.addrs6 == [a])
+        && want
+            .gateway6
+            .is_none_or(|gw| ns.default_route6 == Some((gw, Some(peer.index))))
         && peer.mtu == want.mtu
         && peer.up
         && want
@@ -56,6 +63,16 @@ fn action(
         mtu: ctx.mtu_of(net),
         isolated: !net.icc,
         gateway: ep.default_route.then_some(net.gateway),
+        // Only a bridge network holds its IPv6 gateway on the bridge (an
+        // overlay's way out is the gateway bridge, IPv4 only).
+        gateway6: match net.v6 {
+            Some((_, gw6))
+                if ep.default_route && ep.ip6.is_some() && net.driver == Driver::Bridge && !net.internal =>
+            {
+                Some(gw6)
+            }
+            _ => None,
+        },
         external: external_of(ctx, sandbox_id),
     }
 }

@@ -24,6 +24,7 @@ pub(super) fn plan(ctx: &mut Ctx<'_>) {
         .map(|n| BridgeRules {
             bridge: n.bridge.clone(),
             subnet: n.subnet,
+            subnet6: n.v6.map(|(s, _)| s),
             masquerade: n.masquerade,
             internal: n.internal,
         })
@@ -43,6 +44,7 @@ pub(super) fn plan(ctx: &mut Ctx<'_>) {
         for m in &s.ports {
             ports.push(PortRule {
                 mapping: *m,
+                target6: ep.ip6.map(|(a, _)| a),
                 target: ep.ip,
                 bridge: net.bridge.clone(),
             });

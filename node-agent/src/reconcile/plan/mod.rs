@@ -3,7 +3,7 @@
 //! own ([`Owned`]) to the [`Action`]s that close the gap, removals first.
 //! One module per kind of object; none of them touches the kernel, so all
 //! of this is unit-tested without root.
-mod bridge;
+pub(crate) mod bridge;
 mod command;
 mod dns;
 mod endpoint;

@@ -32,6 +32,7 @@ fn net(id: &str, name: &str, driver: Driver, bridge: &str, subnet: &str, vni: Op
         masquerade: driver == Driver::Bridge,
         internal: false,
         vni,
+        v6: None,
     }
 }
 
@@ -42,6 +43,7 @@ fn ep(id: &str, network: &NetworkSpec, ifname: &str, ip: [u8; 4], default_route:
         ifname: ifname.into(),
         ip: Ipv4Addr::from(ip),
         prefix: network.subnet.prefix_len(),
+        ip6: None,
         mac: berth_core::net::mac_from_ip(Ipv4Addr::from(ip)),
         default_route,
         aliases: vec![],
@@ -118,6 +120,7 @@ fn everything() -> Desired {
             revision: 3,
             peers: vec![Peer {
                 ip: Ipv4Addr::new(10, 0, 0, 3),
+                ip6: None,
                 mac: berth_core::net::mac_from_ip(Ipv4Addr::new(10, 0, 0, 3)),
                 vtep: Ipv4Addr::new(192, 168, 205, 11),
                 sandbox_name: "remote".into(),
@@ -883,4 +886,77 @@ fn a_runtimes_namespace_that_vanished_or_was_replaced_is_reported_not_recreated(
         h.node.namespaces.contains_key(P),
         "the runtime's namespace is never deleted"
     );
+}
+
+/// [`everything`] with the user network and the overlay dual stack: the
+/// user bridge holds its IPv6 gateway, the named sandbox its IPv6 address
+/// and IPv6 default route, the overlay's VXLAN device the remote peer's
+/// IPv6 neighbour entry; each deleted by hand is repaired by one pass.
+#[test]
+fn dual_stack_objects_converge_and_their_drift_is_repaired() {
+    use std::net::Ipv6Addr;
+    let mut d = everything();
+    let gw6: Ipv6Addr = "fd66::1".parse().unwrap();
+    d.networks.get_mut("nu").unwrap().v6 = Some(("fd66::/64".parse().unwrap(), gw6));
+    d.networks.get_mut("no").unwrap().v6 = Some((
+        "fd42:be47:2::/64".parse().unwrap(),
+        "fd42:be47:2::1".parse().unwrap(),
+    ));
+    d.sandboxes.get_mut("named").unwrap().endpoints[0].ip6 = Some(("fd66::2".parse().unwrap(), 64));
+    d.peers.get_mut("no").unwrap().peers[0].ip6 = Some("fd42:be47:2::3".parse().unwrap());
+    let h = Harness::new().converged(&d);
+    let node = &h.node;
+    assert_eq!(node.links["br-user"].addrs6, [(gw6, 64)]);
+    assert!(
+        node.links["br-demo"].addrs6.is_empty(),
+        "an overlay's bridge holds no IPv6 either"
+    );
+    assert!(node.links["berth0"].addrs6.is_empty());
+    let ns = &node.namespaces["t-named"];
+    assert_eq!(ns.links["eth0"].addrs6, [("fd66::2".parse().unwrap(), 64)]);
+    assert_eq!(ns.default_route6, Some((gw6, Some(ns.links["eth0"].index))));
+    assert_eq!(
+        node.peers["vx-4096"].1.len(),
+        2,
+        "IPv4 and IPv6 neighbour entries"
+    );
+
+    type Drift = (&'static str, fn(&mut FakeNode), ObjectKind);
+    let drifts: [Drift; 4] = [
+        (
+            "bridge IPv6 gateway removed",
+            |n| n.links.get_mut("br-user").unwrap().addrs6.clear(),
+            ObjectKind::Bridge,
+        ),
+        (
+            "sandbox IPv6 address removed",
+            |n| {
+                let ns = n.namespaces.get_mut("t-named").unwrap();
+                ns.links.get_mut("eth0").unwrap().addrs6.clear();
+            },
+            ObjectKind::Endpoint,
+        ),
+        (
+            "IPv6 default route removed",
+            |n| n.namespaces.get_mut("t-named").unwrap().default_route6 = None,
+            ObjectKind::Endpoint,
+        ),
+        (
+            "IPv6 neighbour entry removed",
+            |n| {
+                n.peers.get_mut("vx-4096").unwrap().1.retain(|e| e.ip.is_ipv4());
+            },
+            ObjectKind::Peers,
+        ),
+    ];
+    for (what, drift, kind) in drifts {
+        let mut h = Harness::new().converged(&d);
+        drift(&mut h.node);
+        let p = h.plan(&d, &Scope::full());
+        assert!(
+            kinds(&p).contains(&kind),
+            "{what}: expected a {kind:?} action, got {p:#?}"
+        );
+        h.converged(&d);
+    }
 }

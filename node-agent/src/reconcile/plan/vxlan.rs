@@ -31,7 +31,16 @@ pub fn wanted_entries(set: &crate::model::PeerSet) -> (BTreeSet<FdbEntry>, BTree
     let neigh = set
         .peers
         .iter()
-        .map(|p| NeighEntry { ip: p.ip, mac: p.mac })
+        .flat_map(|p| {
+            std::iter::once(NeighEntry {
+                ip: p.ip.into(),
+                mac: p.mac,
+            })
+            .chain(p.ip6.map(|ip6| NeighEntry {
+                ip: ip6.into(),
+                mac: p.mac,
+            }))
+        })
         .collect();
     (fdb, neigh)
 }
