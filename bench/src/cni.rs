@@ -5,15 +5,13 @@
 //! so its bridge, veth host ends and iptables rules land there and never in
 //! the root namespace; host-local keeps its state in the lab's directory.
 //! The time measured is from spawning the plugin to its exit.
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
-use crate::util::in_ns;
+use crate::util::exec_timed_in;
 
 pub const PLUGIN_DIR: &str = "/usr/lib/cni";
 
@@ -100,26 +98,9 @@ impl CniNet {
             ("CNI_NETNS", netns_path.to_string()),
             ("CNI_IFNAME", "eth0".to_string()),
             ("CNI_PATH", PLUGIN_DIR.to_string()),
-            (
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-            ),
         ];
         let stdin = serde_json::to_vec(conf)?;
-        let (elapsed, out) = in_ns(&self.node_ns, move || -> std::io::Result<_> {
-            let start = Instant::now();
-            let mut child = Command::new(program)
-                .env_clear()
-                .envs(env)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()?;
-            child.stdin.take().expect("piped").write_all(&stdin)?;
-            let out = child.wait_with_output()?;
-            Ok((start.elapsed(), out))
-        })
-        .await??;
+        let (elapsed, out) = exec_timed_in(&self.node_ns, program, Vec::new(), env, stdin).await?;
         if !out.status.success() {
             bail!(
                 "CNI {plugin} {command} for {container_id}: {} {}",

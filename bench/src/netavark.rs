@@ -7,17 +7,15 @@
 //! a thread inside the lab's netavark node namespace, so its bridge, veth
 //! host ends and iptables rules land there, never in the root namespace.
 //! The time measured is from spawning netavark to its exit.
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use ipnet::Ipv4Net;
 use serde_json::{Value, json};
 
-use crate::util::in_ns;
+use crate::util::exec_timed_in;
 
 /// Where Debian's package puts the binary (podman finds it there).
 pub const BINARY: &str = "/usr/lib/podman/netavark";
@@ -96,24 +94,8 @@ impl Netavark {
         ];
         std::fs::create_dir_all(&self.config_dir)?;
         let stdin = serde_json::to_vec(options)?;
-        let (elapsed, out) = in_ns(&self.node_ns, move || -> std::io::Result<_> {
-            let start = Instant::now();
-            let mut child = Command::new(BINARY)
-                .args(&args)
-                .env_clear()
-                .env(
-                    "PATH",
-                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                )
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()?;
-            child.stdin.take().expect("piped").write_all(&stdin)?;
-            let out = child.wait_with_output()?;
-            Ok((start.elapsed(), out))
-        })
-        .await??;
+        let (elapsed, out) =
+            exec_timed_in(&self.node_ns, BINARY.into(), args.to_vec(), Vec::new(), stdin).await?;
         if !out.status.success() {
             bail!(
                 "netavark {command} {netns_path}: {} {}",

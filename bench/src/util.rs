@@ -179,6 +179,40 @@ where
         .with_context(|| format!("running in netns {ns}"))
 }
 
+/// The PATH a peer's plugin runs with (its environment is otherwise only
+/// what the caller gives).
+pub const PLUGIN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Runs `program args` to its exit from a thread inside namespace `ns`,
+/// with only `env` (and [`PLUGIN_PATH`]) as environment and `stdin` on its
+/// standard input, as a runtime execs a network plugin; the time from the
+/// spawn to the exit, and what it printed.
+pub async fn exec_timed_in(
+    ns: &str,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    stdin: Vec<u8>,
+) -> Result<(Duration, std::process::Output)> {
+    use std::io::Write;
+    let run = move || -> std::io::Result<_> {
+        let start = Instant::now();
+        let mut child = Command::new(program)
+            .args(args)
+            .env_clear()
+            .env("PATH", PLUGIN_PATH)
+            .envs(env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child.stdin.take().expect("piped").write_all(&stdin)?;
+        let out = child.wait_with_output()?;
+        Ok((start.elapsed(), out))
+    };
+    Ok(in_ns(ns, run).await??)
+}
+
 /// Starts `program args` inside namespace `ns` as a guarded child.
 pub async fn spawn_in(ns: &str, name: &str, program: &str, args: &[&str], log: &Path) -> Result<Proc> {
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;

@@ -621,8 +621,8 @@ pub async fn observe() -> Result<Option<BTreeMap<String, usize>>, NftError> {
     Ok(Some(counts))
 }
 
-/// Rules per chain of `<family> berth`; `None` when it does not exist.
-async fn list_table(family: &str) -> Result<Option<BTreeMap<String, usize>>, NftError> {
+/// `nft -j list table <family> berth`; `None` when the table does not exist.
+async fn list_json(family: &str) -> Result<Option<Vec<u8>>, NftError> {
     let out = nft()
         .args(["-j", "list", "table", family, TABLE])
         .stdin(Stdio::null())
@@ -635,26 +635,25 @@ async fn list_table(family: &str) -> Result<Option<BTreeMap<String, usize>>, Nft
         }
         return Err(NftError::Refused(err));
     }
-    Ok(Some(count_listed(&out.stdout)?))
+    Ok(Some(out.stdout))
+}
+
+/// Rules per chain of `<family> berth`; `None` when it does not exist.
+async fn list_table(family: &str) -> Result<Option<BTreeMap<String, usize>>, NftError> {
+    Ok(list_json(family)
+        .await?
+        .map(|json| count_listed(&json))
+        .transpose()?)
 }
 
 /// The DNAT rules of berth's `ports` chain as the kernel has them now, as
 /// (protocol, host port, target address, container port); `None` when the
 /// table does not exist. Read for `berth doctor` only.
 pub async fn published() -> Result<Option<BTreeSet<(String, u16, Ipv4Addr, u16)>>, NftError> {
-    let out = nft()
-        .args(["-j", "list", "table", "ip", TABLE])
-        .stdin(Stdio::null())
-        .output()
-        .await?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if err.contains("No such file or directory") {
-            return Ok(None);
-        }
-        return Err(NftError::Refused(err));
-    }
-    Ok(Some(dnat_listed(&out.stdout)?))
+    Ok(list_json("ip")
+        .await?
+        .map(|json| dnat_listed(&json))
+        .transpose()?)
 }
 
 /// The DNAT rules of chain `ports` in a JSON listing (see [`published`]).

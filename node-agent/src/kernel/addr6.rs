@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use futures::TryStreamExt;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType};
+use netlink_packet_route::route::RouteAddress;
 use rtnetlink::{Handle, RouteMessageBuilder};
 use tracing::info;
 
@@ -112,44 +112,16 @@ pub async fn ensure_only_ipv6(
     Ok(changed)
 }
 
-/// The IPv6 default route of the main table: gateway and output interface.
+/// The IPv6 default route of the main table: gateway and output interface
+/// (the first default route with an IPv6 gateway).
 pub async fn default_route6(h: &Handle) -> Result<Option<(Ipv6Addr, Option<u32>)>> {
-    let request = RouteMessageBuilder::<Ipv6Addr>::new().build();
-    let routes: Vec<RouteMessage> = h
-        .route()
-        .get(request)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl_err("listing IPv6 routes"))?;
-    for route in &routes {
-        let table = route
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                RouteAttribute::Table(t) => Some(*t),
-                _ => None,
-            })
-            .unwrap_or(u32::from(route.header.table));
-        if table != u32::from(RouteHeader::RT_TABLE_MAIN)
-            || route.header.destination_prefix_length != 0
-            || route.header.kind != RouteType::Unicast
-        {
-            continue;
-        }
-        let gateway = route.attributes.iter().find_map(|a| match a {
-            RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => Some(*ip),
+    let routes = super::link::main_default_routes(h, RouteMessageBuilder::<Ipv6Addr>::new().build()).await?;
+    Ok(routes
+        .iter()
+        .find_map(|route| match super::link::gateway_and_oif(route) {
+            (Some(RouteAddress::Inet6(ip)), oif) => Some((*ip, oif)),
             _ => None,
-        });
-        let oif = route.attributes.iter().find_map(|a| match a {
-            RouteAttribute::Oif(i) => Some(*i),
-            _ => None,
-        });
-        if let Some(gateway) = gateway {
-            return Ok(Some((gateway, oif)));
-        }
-    }
-    Ok(None)
+        }))
 }
 
 /// `ip -6 route replace default via GATEWAY dev OIF`.

@@ -703,10 +703,10 @@ pub async fn delete(h: &Handle, name: &str) -> Result<bool> {
     }
 }
 
-/// The IPv4 default route of the main table: gateway and output interface. `None` when there is
-/// no default route or it has no IPv4 gateway (e.g. multipath or device-only routes).
-pub async fn default_route(h: &Handle) -> Result<Option<(Ipv4Addr, Option<u32>)>> {
-    let request = RouteMessageBuilder::<Ipv4Addr>::new().build();
+/// The default unicast routes of the main table that `request` (a route
+/// dump of one family) lists, in the kernel's order. Without
+/// NETLINK_GET_STRICT_CHK the kernel dumps every table; filter on our side.
+pub(super) async fn main_default_routes(h: &Handle, request: RouteMessage) -> Result<Vec<RouteMessage>> {
     let routes: Vec<RouteMessage> = h
         .route()
         .get(request)
@@ -714,33 +714,45 @@ pub async fn default_route(h: &Handle) -> Result<Option<(Ipv4Addr, Option<u32>)>
         .try_collect()
         .await
         .map_err(nl_err("listing routes"))?;
-    // Without NETLINK_GET_STRICT_CHK the kernel dumps every table; filter on our side.
-    for route in &routes {
-        let table = route
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                RouteAttribute::Table(t) => Some(*t),
-                _ => None,
-            })
-            .unwrap_or(u32::from(route.header.table));
-        if table != u32::from(RouteHeader::RT_TABLE_MAIN)
-            || route.header.destination_prefix_length != 0
-            || route.header.kind != RouteType::Unicast
-        {
-            continue;
-        }
-        let gateway = route.attributes.iter().find_map(|a| match a {
-            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
-            _ => None,
-        });
-        let oif = route.attributes.iter().find_map(|a| match a {
-            RouteAttribute::Oif(i) => Some(*i),
-            _ => None,
-        });
-        return Ok(gateway.map(|gateway| (gateway, oif)));
-    }
-    Ok(None)
+    Ok(routes
+        .into_iter()
+        .filter(|route| {
+            let table = route
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    RouteAttribute::Table(t) => Some(*t),
+                    _ => None,
+                })
+                .unwrap_or(u32::from(route.header.table));
+            table == u32::from(RouteHeader::RT_TABLE_MAIN)
+                && route.header.destination_prefix_length == 0
+                && route.header.kind == RouteType::Unicast
+        })
+        .collect())
+}
+
+/// A route's gateway (as `RouteAddress`) and output interface.
+pub(super) fn gateway_and_oif(route: &RouteMessage) -> (Option<&RouteAddress>, Option<u32>) {
+    let gateway = route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Gateway(g) => Some(g),
+        _ => None,
+    });
+    let oif = route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Oif(i) => Some(*i),
+        _ => None,
+    });
+    (gateway, oif)
+}
+
+/// The IPv4 default route of the main table: gateway and output interface. `None` when there is
+/// no default route or it has no IPv4 gateway (e.g. multipath or device-only routes).
+pub async fn default_route(h: &Handle) -> Result<Option<(Ipv4Addr, Option<u32>)>> {
+    let routes = main_default_routes(h, RouteMessageBuilder::<Ipv4Addr>::new().build()).await?;
+    Ok(routes.first().and_then(|route| match gateway_and_oif(route) {
+        (Some(RouteAddress::Inet(ip)), oif) => Some((*ip, oif)),
+        _ => None,
+    }))
 }
 
 /// The gateway of the IPv4 default route, if any.
