@@ -27,6 +27,12 @@ pub struct Config {
     /// Trials of the reachability rows.
     #[arg(long, env = "BERTH_BENCH_REACH_TRIALS", default_value_t = 20)]
     pub reach_trials: usize,
+    /// Trials of berth's overlay phase (create, connect, disconnect, removal across nodes).
+    #[arg(long, env = "BERTH_BENCH_OVERLAY_TRIALS", default_value_t = 200)]
+    pub overlay_trials: usize,
+    /// Trials of the Docker 20.10 overlay peer in the same phase (0: skip it).
+    #[arg(long, env = "BERTH_BENCH_DOCKER_TRIALS", default_value_t = 30)]
+    pub docker_trials: usize,
     /// iperf3 runs per path and side.
     #[arg(long, env = "BERTH_BENCH_IPERF_RUNS", default_value_t = 5)]
     pub iperf_runs: u32,
@@ -44,7 +50,7 @@ pub struct Config {
         long,
         env = "BERTH_BENCH_PHASES",
         value_delimiter = ',',
-        default_value = "create,ports,reach,dataplane,bulk"
+        default_value = "create,ports,reach,overlay,dataplane,bulk"
     )]
     pub phases: Vec<String>,
     /// Only render the Markdown again from an earlier run's JSON (no lab, no root needed).
@@ -62,6 +68,8 @@ impl Config {
             self.warmup = self.warmup.min(3);
             self.bulk = self.bulk.min(100);
             self.reach_trials = self.reach_trials.min(5);
+            self.overlay_trials = self.overlay_trials.min(10);
+            self.docker_trials = self.docker_trials.min(3);
             self.iperf_runs = 1;
             self.iperf_seconds = self.iperf_seconds.min(2);
         }

@@ -82,8 +82,15 @@ impl Lab {
         cmd.arg(format!("--net=/run/netns/{}", lab.ns("c")))
             .args(["--", "etcd", "--name", "bench", "--data-dir"])
             .arg(&etcd_dir)
-            .args(["--listen-client-urls", "http://127.0.0.1:2379"])
-            .args(["--advertise-client-urls", "http://127.0.0.1:2379"])
+            // Also on the underlay with the v2 API: the Docker overlay peer's
+            // cluster store (dockerd 20.10 speaks etcd v2 only).
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:2379,http://{CTL_ADDR}:2379"),
+            ])
+            // dockerd's v2 client syncs its endpoints to the advertised URLs.
+            .args(["--advertise-client-urls", &format!("http://{CTL_ADDR}:2379")])
+            .arg("--enable-v2")
             .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
             .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
             .args(["--initial-cluster", "bench=http://127.0.0.1:2380"])

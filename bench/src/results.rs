@@ -109,6 +109,28 @@ pub struct Machine {
     pub versions: Vec<(String, String)>,
 }
 
+/// What one system's overlay trials counted (issue #15's overlay targets).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct OverlayCounts {
+    pub who: String,
+    pub trials: usize,
+    /// First reply later than [`crate::overlay::LATE_MS`] after the call returned.
+    pub late_create: usize,
+    pub late_connect: usize,
+    /// No reply at all within the probe's timeout.
+    pub lost_create: usize,
+    pub lost_connect: usize,
+    /// Trials whose departed address or MAC was still in node1's neighbour
+    /// or FDB table when disconnect / removal returned, and 1 s later.
+    pub stale_disconnect: usize,
+    pub stale_disconnect_1s: usize,
+    pub stale_remove: usize,
+    pub stale_remove_1s: usize,
+    /// The first stale entry found, as `ip -j` / `bridge -j` printed it.
+    #[serde(default)]
+    pub stale_example: String,
+}
+
 /// One step of berth's create path, from the timestamps of the bench and the logs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Step {
@@ -131,6 +153,11 @@ pub struct Results {
     pub restart: Option<Restart>,
     pub throughput: Vec<ThroughputRow>,
     pub memory: Vec<Memory>,
+    /// Overlay operations across two nodes, berth and the Docker peer.
+    #[serde(default)]
+    pub overlay: Vec<LatencyRow>,
+    #[serde(default)]
+    pub overlay_counts: Vec<OverlayCounts>,
     pub breakdown: Vec<Step>,
     pub breakdown_remove: Vec<Step>,
     pub notes: Vec<String>,

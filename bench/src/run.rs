@@ -119,10 +119,11 @@ pub async fn run(cfg: Config, bin_dir: PathBuf) -> Result<Results> {
         )
         .await?;
     }
-    let phases: [(&str, Phase); 5] = [
+    let phases: [(&str, Phase); 6] = [
         ("create", |c| Box::pin(phase_create(c))),
         ("ports", |c| Box::pin(phase_ports(c))),
         ("reach", |c| Box::pin(phase_reach(c))),
+        ("overlay", |c| Box::pin(crate::overlay::phase_overlay(c))),
         ("dataplane", |c| Box::pin(phase_dataplane(c))),
         ("bulk", |c| Box::pin(bulk::phase_bulk(c))),
     ];

@@ -34,10 +34,32 @@ impl Dockerd {
     }
 
     async fn get(&self, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+        self.request("GET", path, None, Duration::from_secs(5)).await
+    }
+
+    /// One request to dockerd's Engine API (`body` sent as JSON), read to
+    /// the end: the status code and the body. Also used by berth-bench to
+    /// drive a Docker peer.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Duration,
+    ) -> std::io::Result<(u16, Vec<u8>)> {
         let work = async {
             let mut s = tokio::net::UnixStream::connect(&self.socket).await?;
-            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n").as_bytes())
-                .await?;
+            let body = body.map(Value::to_string).unwrap_or_default();
+            let head = if body.is_empty() {
+                format!("{method} {path} HTTP/1.0\r\nHost: docker\r\n\r\n")
+            } else {
+                format!(
+                    "{method} {path} HTTP/1.0\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                )
+            };
+            s.write_all(head.as_bytes()).await?;
+            s.write_all(body.as_bytes()).await?;
             let mut buf = Vec::new();
             s.read_to_end(&mut buf).await?;
             let split = buf
@@ -52,9 +74,9 @@ impl Dockerd {
                 .ok_or_else(|| std::io::Error::other("dockerd's answer has no status"))?;
             Ok((status, buf[split + 4..].to_vec()))
         };
-        tokio::time::timeout(Duration::from_secs(5), work)
+        tokio::time::timeout(timeout, work)
             .await
-            .map_err(|_| std::io::Error::other("dockerd did not answer within 5 s"))?
+            .map_err(|_| std::io::Error::other(format!("dockerd did not answer within {timeout:?}")))?
     }
 
     /// The network `id` as dockerd has it; `None` when dockerd does not know it (yet).
