@@ -178,11 +178,26 @@ fn describe(d: &Desired, o: &Observed, a: &Action) -> String {
             }
         },
         Action::SyncPeers {
-            vxlan, fdb, neigh, ..
+            vxlan,
+            fdb,
+            neigh,
+            bridged,
+            ..
         } => {
             let empty = Default::default();
             let (have_f, have_n) = o.peers.get(vxlan).unwrap_or(&empty);
+            let no_macs = Default::default();
+            let have_b = o.bridged.get(vxlan).unwrap_or(&no_macs);
             let mut why = Vec::new();
+            for mac in bridged.difference(have_b) {
+                why.push(format!("missing bridge entry {} to {vxlan}", format_mac(mac)));
+            }
+            for mac in have_b.difference(bridged) {
+                why.push(format!(
+                    "extra bridge entry {} to {vxlan} (a departed endpoint)",
+                    format_mac(mac)
+                ));
+            }
             for e in fdb.difference(have_f) {
                 why.push(format!("missing fdb {} dst {}", format_mac(&e.mac), e.dst));
             }
@@ -951,6 +966,7 @@ mod tests {
                 vxlan: "vx-4096".into(),
                 fdb,
                 neigh,
+                bridged: Default::default(),
             }],
             ..Default::default()
         };

@@ -821,3 +821,68 @@ async fn vxlan_fdb_and_neighbour_entries() {
     fdb::neigh_del(&node, vx, n6).await.unwrap();
     assert!(fdb::neigh_list(&node, vx).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn vxlan_port_learns_nothing_and_takes_static_bridge_entries() {
+    use berth_agent::kernel::fdb;
+    let ns = Namespaces::new();
+    let (name, node) = ns.with_handle().await;
+    let bridge = link::ensure_bridge(&node, "br0", 1450, None).await.unwrap();
+    let local = Ipv4Addr::new(192, 168, 205, 10);
+    let vx = link::ensure_vxlan(&node, "vx0", 4096, local, 4789, 1450, bridge)
+        .await
+        .unwrap();
+    assert_eq!(
+        link::get(&node, "vx0").await.unwrap().unwrap().port_learning,
+        Some(true)
+    );
+    assert!(link::set_port_learning(&node, "vx0", false).await.unwrap());
+    assert!(!link::set_port_learning(&node, "vx0", false).await.unwrap());
+    assert_eq!(
+        link::get(&node, "vx0").await.unwrap().unwrap().port_learning,
+        Some(false)
+    );
+    let shown = |args: &[&str]| {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{name}"))
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(shown(&["bridge", "-d", "link", "show", "dev", "vx0"]).contains("learning off"));
+
+    // The port's own local entry is not a remote MAC.
+    assert!(fdb::fdb_read(&node, vx).await.unwrap().1.is_empty());
+    let mac = [2, 0x42, 10, 0, 0, 3];
+    fdb::port_mac_add(&node, vx, mac).await.unwrap();
+    fdb::port_mac_add(&node, vx, mac).await.unwrap(); // again: replaced, no error
+    assert_eq!(fdb::fdb_read(&node, vx).await.unwrap().1, [mac].into());
+    assert!(
+        shown(&["bridge", "fdb", "show", "dev", "vx0"]).contains("02:42:0a:00:00:03 master br0 static"),
+        "{}",
+        shown(&["bridge", "fdb", "show", "dev", "vx0"])
+    );
+    // A learned entry (as a bridge with learning on would have made) is listed too, and deleted.
+    let learned = [2, 0x42, 10, 0, 0, 4];
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{name}"))
+        .args([
+            "bridge",
+            "fdb",
+            "add",
+            "02:42:0a:00:00:04",
+            "dev",
+            "vx0",
+            "master",
+            "dynamic",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(fdb::fdb_read(&node, vx).await.unwrap().1, [mac, learned].into());
+    fdb::port_mac_del(&node, vx, learned).await.unwrap();
+    fdb::port_mac_del(&node, vx, mac).await.unwrap();
+    fdb::port_mac_del(&node, vx, mac).await.unwrap(); // missing: fine
+    assert!(fdb::fdb_read(&node, vx).await.unwrap().1.is_empty());
+}

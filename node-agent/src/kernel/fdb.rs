@@ -4,12 +4,16 @@
 //! entries (remote IP → MAC, answered locally because the device runs with
 //! `proxy` on, which answers IPv6 neighbour solicitations from them too).
 //! Equivalent to `bridge fdb append … dev vx-N dst VTEP` and
-//! `ip neigh replace IP lladdr MAC dev vx-N nud permanent`.
+//! `ip neigh replace IP lladdr MAC dev vx-N nud permanent`. The overlay
+//! bridge learns nothing on its VXLAN port: it gets a static entry per
+//! remote MAC instead (`bridge fdb replace MAC dev vx-N master static`), so
+//! a departed endpoint leaves no learned entry behind.
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::{StreamExt, TryStreamExt};
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -70,6 +74,14 @@ fn fdb_message(ifindex: u32, e: FdbEntry) -> NeighbourMessage {
 
 /// Permanent FDB entries with a destination on device `ifindex`.
 pub async fn fdb_list(h: &Handle, ifindex: u32) -> Result<Vec<FdbEntry>> {
+    Ok(fdb_read(h, ifindex).await?.0.into_iter().collect())
+}
+
+/// One dump of the bridge-family table, for device `ifindex`: its own
+/// (`self`) permanent entries with a destination, and the MACs its bridge
+/// forwards to it (`master` entries, static or learned; the port's own
+/// local entry is left out).
+pub async fn fdb_read(h: &Handle, ifindex: u32) -> Result<(BTreeSet<FdbEntry>, BTreeSet<[u8; 6]>)> {
     // Dump them all and filter here: with ndm_ifindex set in the request
     // this kernel returns nothing for a VXLAN port.
     let req = h.neighbours().get().set_address_family(AddressFamily::Bridge);
@@ -78,17 +90,69 @@ pub async fn fdb_list(h: &Handle, ifindex: u32) -> Result<Vec<FdbEntry>> {
         .try_collect()
         .await
         .map_err(nl_err(format!("listing fdb of link {ifindex}")))?;
+    let (mut own, mut bridged) = (BTreeSet::new(), BTreeSet::new());
+    for m in msgs.into_iter().filter(|m| m.header.ifindex == ifindex) {
+        let master = m
+            .attributes
+            .iter()
+            .any(|a| matches!(a, NeighbourAttribute::Controller(_)));
+        if master && !m.header.flags.contains(NeighbourFlags::Own) {
+            if m.header.state != NeighbourState::Permanent
+                && let Some(mac) = mac_of(&m.attributes)
+            {
+                bridged.insert(mac);
+            }
+        } else if m.header.state == NeighbourState::Permanent
+            && let (Some(mac), Some(dst)) = (mac_of(&m.attributes), dst_of(&m.attributes))
+        {
+            own.insert(FdbEntry { mac, dst });
+        }
+    }
+    Ok((own, bridged))
+}
 
-    Ok(msgs
-        .into_iter()
-        .filter(|m| m.header.ifindex == ifindex && m.header.state == NeighbourState::Permanent)
-        .filter_map(|m| {
-            Some(FdbEntry {
-                mac: mac_of(&m.attributes)?,
-                dst: dst_of(&m.attributes)?,
-            })
-        })
-        .collect())
+fn port_mac_message(ifindex: u32, mac: [u8; 6]) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Bridge;
+    m.header.ifindex = ifindex;
+    m.header.state = NeighbourState::Noarp;
+    m.header.flags = NeighbourFlags::Controller;
+    m.header.kind = RouteType::Unspec;
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    m
+}
+
+/// A static entry in the bridge of port `ifindex`: frames to `mac` go out
+/// of that port (`bridge fdb replace MAC dev PORT master static`).
+pub async fn port_mac_add(h: &Handle, ifindex: u32, mac: [u8; 6]) -> Result<()> {
+    let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewNeighbour(port_mac_message(ifindex, mac)));
+    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+    let mut handle = h.clone();
+    let mut resp = handle.request(req).map_err(nl_err("sending bridge fdb add"))?;
+    while let Some(msg) = resp.next().await {
+        if let NetlinkPayload::Error(err) = msg.payload
+            && err.code.is_some()
+        {
+            return Err(KernelError::Netlink {
+                op: format!("adding bridge fdb {} on port {ifindex}", fmt_mac(&mac)),
+                source: rtnetlink::Error::NetlinkError(err),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the bridge's entry for `mac` on port `ifindex` (static or
+/// learned); a missing one is success.
+pub async fn port_mac_del(h: &Handle, ifindex: u32, mac: [u8; 6]) -> Result<()> {
+    match h.neighbours().del(port_mac_message(ifindex, mac)).execute().await {
+        Err(err) if matches!(netlink_errno(&err), Some(libc::ENOENT)) => Ok(()),
+        res => res.map_err(nl_err(format!(
+            "deleting bridge fdb {} on port {ifindex}",
+            fmt_mac(&mac)
+        ))),
+    }
 }
 
 /// Adds an FDB entry; `append` allows several destinations for one MAC

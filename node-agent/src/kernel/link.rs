@@ -51,6 +51,8 @@ pub struct LinkInfo {
     pub vxlan: Option<VxlanParams>,
     /// `IFLA_BRPORT_ISOLATED` of a bridge port; `None` when the link is not a bridge port.
     pub isolated: Option<bool>,
+    /// Bridge port flag `learning` (`IFLA_BRPORT_LEARNING`), for bridge ports.
+    pub port_learning: Option<bool>,
 }
 
 /// The VXLAN parameters berth sets (and compares) on its devices.
@@ -77,6 +79,7 @@ impl LinkInfo {
             alias: None,
             vxlan: None,
             isolated: None,
+            port_learning: None,
         };
         for attr in &msg.attributes {
             match attr {
@@ -96,6 +99,12 @@ impl LinkInfo {
                                     _ => None,
                                 });
                                 info.isolated = Some(isolated.unwrap_or(false));
+                                // The kernel's default for a new port is on.
+                                let learning = data.iter().find_map(|d| match d {
+                                    InfoBridgePort::Learning(on) => Some(*on),
+                                    _ => None,
+                                });
+                                info.port_learning = Some(learning.unwrap_or(true));
                             }
                             _ => {}
                         }
@@ -682,6 +691,26 @@ pub async fn set_port_isolated(h: &Handle, name: &str, isolated: bool) -> Result
         "setting isolated={isolated} on bridge port {name}"
     )))?;
     info!(ifname = name, isolated, "set port isolation");
+    Ok(true)
+}
+
+/// Sets the bridge port flag `learning` on link `name` (`bridge link set dev NAME learning
+/// off`); returns whether it changed. An overlay's VXLAN port runs with it off: the bridge gets
+/// a static entry per remote MAC from the peer set instead of learning (and keeping) them.
+pub async fn set_port_learning(h: &Handle, name: &str, learning: bool) -> Result<bool> {
+    let Some(link) = get(h, name).await? else {
+        return Err(KernelError::Mismatch(format!("link {name} does not exist")));
+    };
+    match link.port_learning {
+        None => return Err(KernelError::Mismatch(format!("link {name} is not a bridge port"))),
+        Some(now) if now == learning => return Ok(false),
+        Some(_) => {}
+    }
+    let msg = LinkBridgePort::new(link.index).learning(learning).build();
+    h.link().set_port(msg).execute().await.map_err(nl_err(format!(
+        "setting learning={learning} on bridge port {name}"
+    )))?;
+    info!(ifname = name, learning, "set port learning");
     Ok(true)
 }
 

@@ -137,6 +137,8 @@ pub enum Action {
         vxlan: String,
         fdb: BTreeSet<FdbEntry>,
         neigh: BTreeSet<NeighEntry>,
+        /// Remote MACs the bridge sends to the VXLAN port (static entries).
+        bridged: BTreeSet<[u8; 6]>,
     },
     /// Replace berth's nftables table; turn `route_localnet` on for these bridges.
     ApplyFirewall {

@@ -17,6 +17,7 @@ pub struct FakeNode {
     pub links: BTreeMap<String, Link>,
     pub namespaces: BTreeMap<String, Namespace>,
     pub peers: BTreeMap<String, (BTreeSet<FdbEntry>, BTreeSet<NeighEntry>)>,
+    pub bridged: BTreeMap<String, BTreeSet<[u8; 6]>>,
     pub firewall: Option<BTreeMap<String, usize>>,
     pub applied: Option<Ruleset>,
     pub localnet: BTreeSet<String>,
@@ -39,6 +40,7 @@ impl Default for FakeNode {
             links: BTreeMap::new(),
             namespaces: BTreeMap::new(),
             peers: BTreeMap::new(),
+            bridged: BTreeMap::new(),
             firewall: None,
             applied: None,
             localnet: BTreeSet::new(),
@@ -141,6 +143,8 @@ impl Executor for FakeNode {
             if self.links.contains_key(vx) {
                 seen.peers
                     .insert(vx.clone(), self.peers.get(vx).cloned().unwrap_or_default());
+                seen.bridged
+                    .insert(vx.clone(), self.bridged.get(vx).cloned().unwrap_or_default());
             }
         }
         if req.firewall {
@@ -275,14 +279,20 @@ impl Executor for FakeNode {
                             port: Some(super::plan::vxlan::VXLAN_PORT),
                             learning: Some(false),
                         }),
+                        port_learning: Some(false),
                         ..Default::default()
                     },
                 );
             }
             Action::SyncPeers {
-                vxlan, fdb, neigh, ..
+                vxlan,
+                fdb,
+                neigh,
+                bridged,
+                ..
             } => {
                 self.peers.insert(vxlan.clone(), (fdb.clone(), neigh.clone()));
+                self.bridged.insert(vxlan.clone(), bridged.clone());
             }
             Action::ApplyFirewall { rules, localnet } => {
                 let counts = rules.rule_counts();

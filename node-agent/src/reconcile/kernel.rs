@@ -139,10 +139,15 @@ impl<'a> KernelExecutor<'a> {
         vxlan: &str,
         fdb_want: &std::collections::BTreeSet<fdb::FdbEntry>,
         neigh_want: &std::collections::BTreeSet<fdb::NeighEntry>,
+        bridged_want: &std::collections::BTreeSet<[u8; 6]>,
     ) -> Result<(), ObjectError> {
         let vx = self.index_of(vxlan, "vxlan").await?;
-        let have_fdb: std::collections::BTreeSet<_> =
-            fdb::fdb_list(self.node, vx).await?.into_iter().collect();
+        let (have_fdb, have_bridged) = fdb::fdb_read(self.node, vx).await?;
+        // Bridge entries first out, last in: no frame goes to a departed
+        // endpoint's MAC through the port, none to a new one before its VTEP is known.
+        for mac in have_bridged.difference(bridged_want) {
+            fdb::port_mac_del(self.node, vx, *mac).await?;
+        }
         let have_neigh: std::collections::BTreeSet<_> =
             fdb::neigh_list(self.node, vx).await?.into_iter().collect();
         for e in have_fdb.difference(fdb_want) {
@@ -156,6 +161,9 @@ impl<'a> KernelExecutor<'a> {
         }
         for e in neigh_want.difference(&have_neigh) {
             fdb::neigh_replace(self.node, vx, *e).await?;
+        }
+        for mac in bridged_want.difference(&have_bridged) {
+            fdb::port_mac_add(self.node, vx, *mac).await?;
         }
         tracing::info!(
             ifname = vxlan,
@@ -271,6 +279,7 @@ fn seen(l: link::LinkInfo, addrs: Vec<(Ipv4Addr, u8)>, addrs6: Vec<(std::net::Ip
         peer: l.link,
         vxlan: l.vxlan,
         isolated: l.isolated,
+        port_learning: l.port_learning,
     }
 }
 
@@ -379,9 +388,10 @@ impl Executor for KernelExecutor<'_> {
         }
         for vx in &req.vxlans {
             if let Some(l) = seen.links.get(vx) {
-                let f = fdb::fdb_list(self.node, l.index).await?.into_iter().collect();
+                let (f, bridged) = fdb::fdb_read(self.node, l.index).await?;
                 let n = fdb::neigh_list(self.node, l.index).await?.into_iter().collect();
                 seen.peers.insert(vx.clone(), (f, n));
+                seen.bridged.insert(vx.clone(), bridged);
             }
         }
         if req.firewall {
@@ -478,11 +488,16 @@ impl Executor for KernelExecutor<'_> {
             } => {
                 let master = self.index_of(&network.bridge, "bridge").await?;
                 link::ensure_vxlan(self.node, vxlan, *vni, self.underlay, VXLAN_PORT, *mtu, master).await?;
+                link::set_port_learning(self.node, vxlan, false).await?;
                 link::ensure_alias(self.node, vxlan, &network_mark(&network.id)).await?;
             }
             Action::SyncPeers {
-                vxlan, fdb, neigh, ..
-            } => self.sync_peers(vxlan, fdb, neigh).await?,
+                vxlan,
+                fdb,
+                neigh,
+                bridged,
+                ..
+            } => self.sync_peers(vxlan, fdb, neigh, bridged).await?,
             Action::ApplyFirewall { rules, localnet } => {
                 for b in localnet {
                     if sysctl::set(&format!("net/ipv4/conf/{b}/route_localnet"), "1")? {

@@ -47,6 +47,8 @@ pub struct Link {
     pub peer: Option<u32>,
     pub vxlan: Option<VxlanParams>,
     pub isolated: Option<bool>,
+    /// Bridge port flag `learning`, for bridge ports.
+    pub port_learning: Option<bool>,
 }
 
 impl Link {
@@ -85,6 +87,8 @@ pub struct Observed {
     pub namespaces: BTreeMap<String, Namespace>,
     /// FDB and neighbour entries of VXLAN devices in scope, by device name.
     pub peers: BTreeMap<String, (BTreeSet<FdbEntry>, BTreeSet<NeighEntry>)>,
+    /// MACs the overlay bridge forwards to each VXLAN device in scope (static or learned).
+    pub bridged: BTreeMap<String, BTreeSet<[u8; 6]>>,
     /// Rules per chain of berth's table (`None`: no table), when read.
     pub firewall: Option<Option<BTreeMap<String, usize>>>,
     /// Bridges whose `route_localnet` is on.

@@ -337,7 +337,7 @@ fn removals_come_before_additions_in_dependency_order() {
 #[test]
 fn every_kind_of_drift_is_repaired_by_one_pass() {
     type Drift = (&'static str, fn(&mut FakeNode), ObjectKind);
-    let drifts: [Drift; 11] = [
+    let drifts: [Drift; 13] = [
         (
             "host veth deleted",
             |n| n.delete_link("bve10000000000"),
@@ -359,6 +359,21 @@ fn every_kind_of_drift_is_repaired_by_one_pass() {
             "neighbour deleted",
             |n| n.peers.get_mut("vx-4096").unwrap().1 = BTreeSet::<NeighEntry>::new(),
             ObjectKind::Peers,
+        ),
+        (
+            "bridge entry of a departed endpoint left (learned)",
+            |n| {
+                n.bridged
+                    .get_mut("vx-4096")
+                    .unwrap()
+                    .insert([0x02, 0x42, 10, 0, 0, 99]);
+            },
+            ObjectKind::Peers,
+        ),
+        (
+            "learning switched back on on the VXLAN port",
+            |n| n.links.get_mut("vx-4096").unwrap().port_learning = Some(true),
+            ObjectKind::Vxlan,
         ),
         (
             "nft table flushed",

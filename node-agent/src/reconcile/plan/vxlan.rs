@@ -1,6 +1,7 @@
 //! VXLAN devices of overlay networks (VNI, local VTEP, port 4789, learning
-//! off, a port of the network's bridge) and their static FDB and neighbour
-//! entries: exactly the network's current peer set.
+//! off, a port of the network's bridge that learns nothing) and their static
+//! FDB and neighbour entries, and the bridge's static entries for the remote
+//! MACs: exactly the network's current peer set.
 use std::collections::BTreeSet;
 
 use berth_core::model::Driver;
@@ -83,6 +84,7 @@ pub(super) fn plan(ctx: &mut Ctx<'_>) {
                     || link.master.is_none()
                     || link.master != bridge
                     || link.mtu != mtu
+                    || link.port_learning != Some(false)
                     || !link.up
             }
         };
@@ -96,13 +98,18 @@ pub(super) fn plan(ctx: &mut Ctx<'_>) {
         }
         let set = ctx.desired().peers.get(&net.id).cloned().unwrap_or_default();
         let (fdb, neigh) = wanted_entries(&set);
+        let bridged: BTreeSet<[u8; 6]> = set.peers.iter().map(|p| p.mac).collect();
         let have = observed.peers.get(&name);
-        if ensure || have.is_none_or(|(f, n)| *f != fdb || *n != neigh) {
+        if ensure
+            || have.is_none_or(|(f, n)| *f != fdb || *n != neigh)
+            || observed.bridged.get(&name) != Some(&bridged)
+        {
             ctx.push(Action::SyncPeers {
                 network_id: net.id.clone(),
                 vxlan: name,
                 fdb,
                 neigh,
+                bridged,
             });
         }
     }
