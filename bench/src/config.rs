@@ -33,6 +33,17 @@ pub struct Config {
     /// Trials of the Docker 20.10 overlay peer in the same phase (0: skip it).
     #[arg(long, env = "BERTH_BENCH_DOCKER_TRIALS", default_value_t = 30)]
     pub docker_trials: usize,
+    /// Sandboxes per point of the throughput-against-concurrency curve.
+    #[arg(long, env = "BERTH_BENCH_CURVE_BATCH", default_value_t = 200)]
+    pub curve_batch: usize,
+    /// Cluster sizes (sandboxes present) at which create latency is sampled, comma separated.
+    #[arg(
+        long,
+        env = "BERTH_BENCH_CURVE_SIZES",
+        value_delimiter = ',',
+        default_value = "0,500,1000,2000"
+    )]
+    pub curve_sizes: Vec<usize>,
     /// iperf3 runs per path and side.
     #[arg(long, env = "BERTH_BENCH_IPERF_RUNS", default_value_t = 5)]
     pub iperf_runs: u32,
@@ -50,7 +61,7 @@ pub struct Config {
         long,
         env = "BERTH_BENCH_PHASES",
         value_delimiter = ',',
-        default_value = "create,ports,reach,overlay,dataplane,bulk"
+        default_value = "create,ports,reach,overlay,dataplane,bulk,curves"
     )]
     pub phases: Vec<String>,
     /// Only render the Markdown again from an earlier run's JSON (no lab, no root needed).
@@ -70,6 +81,8 @@ impl Config {
             self.reach_trials = self.reach_trials.min(5);
             self.overlay_trials = self.overlay_trials.min(10);
             self.docker_trials = self.docker_trials.min(3);
+            self.curve_batch = self.curve_batch.min(20);
+            self.curve_sizes = vec![0, 40];
             self.iperf_runs = 1;
             self.iperf_seconds = self.iperf_seconds.min(2);
         }

@@ -8,6 +8,7 @@ mod bulk;
 mod client;
 mod cni;
 mod config;
+mod curves;
 mod dataplane;
 mod dockerov;
 mod etcdfloor;

@@ -143,6 +143,30 @@ pub fn targets(r: &Results) -> Vec<Target> {
         ),
     });
     out.extend(overlay_targets(r));
+    let sizes = r.curves.as_ref().map(|c| &c.by_size[..]).unwrap_or_default();
+    let what = "create p50 in a full cluster / in an empty one";
+    out.push(match (sizes.first(), sizes.last()) {
+        (Some(a), Some(b))
+            if b.sandboxes > a.sandboxes && a.create.summary.n > 0 && b.create.summary.n > 0 =>
+        {
+            let q = b.create.summary.p50 / a.create.summary.p50;
+            Target {
+                what: format!(
+                    "{what} ({} vs {} sandboxes; the issue asks 10,000)",
+                    b.sandboxes, a.sandboxes
+                ),
+                measured: format!(
+                    "{} / {} ms = {q:.3}",
+                    f(b.create.summary.p50),
+                    f(a.create.summary.p50)
+                ),
+                limit: "≤ 1.2".into(),
+                met: Some(q <= 1.2),
+                why: String::new(),
+            }
+        }
+        _ => unmeasured(what, "≤ 1.2", "curves not run"),
+    });
     for (id, what) in [
         (
             "tput_bridge",
@@ -387,6 +411,26 @@ pub fn markdown(r: &Results) -> String {
         );
         for c in r.overlay_counts.iter().filter(|c| !c.stale_example.is_empty()) {
             let _ = writeln!(s, "\nA stale entry ({}): `{}`", c.who, c.stale_example);
+        }
+    }
+
+    if let Some(c) = &r.curves {
+        s.push_str(
+            "\n## Curves\n\nBridge sandboxes over both nodes and two networks. Charts (PNG, \
+             drawn by `bench/charts.py` from the JSON): `create-vs-cluster-size.png`, \
+             `bulk-vs-concurrency.png`, `berth-vs-peers.png`.\n\n\
+             | calls in flight | sandboxes | created per second | errors |\n|--:|--:|--:|--:|\n",
+        );
+        for p in &c.throughput {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.1} | {} |",
+                p.concurrency, p.sandboxes, p.per_second, p.errors
+            );
+        }
+        s.push_str("\n| sandboxes in the cluster | n | create p50 | p99 | mean |\n|--:|--:|--:|--:|--:|\n");
+        for p in &c.by_size {
+            let _ = writeln!(s, "| {} | {} |", p.sandboxes, summary_cells(&p.create.summary));
         }
     }
 

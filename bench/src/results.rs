@@ -131,6 +131,29 @@ pub struct OverlayCounts {
     pub stale_example: String,
 }
 
+/// Bulk create throughput at one number of calls in flight.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConcurrencyPoint {
+    pub concurrency: usize,
+    pub sandboxes: usize,
+    pub per_second: f64,
+    pub errors: usize,
+}
+
+/// Sequential create latency with `sandboxes` already in the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SizePoint {
+    pub sandboxes: usize,
+    pub create: Series,
+}
+
+/// The curves behind the charts.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Curves {
+    pub throughput: Vec<ConcurrencyPoint>,
+    pub by_size: Vec<SizePoint>,
+}
+
 /// One step of berth's create path, from the timestamps of the bench and the logs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Step {
@@ -158,6 +181,8 @@ pub struct Results {
     pub overlay: Vec<LatencyRow>,
     #[serde(default)]
     pub overlay_counts: Vec<OverlayCounts>,
+    #[serde(default)]
+    pub curves: Option<Curves>,
     pub breakdown: Vec<Step>,
     pub breakdown_remove: Vec<Step>,
     pub notes: Vec<String>,

@@ -119,13 +119,14 @@ pub async fn run(cfg: Config, bin_dir: PathBuf) -> Result<Results> {
         )
         .await?;
     }
-    let phases: [(&str, Phase); 6] = [
+    let phases: [(&str, Phase); 7] = [
         ("create", |c| Box::pin(phase_create(c))),
         ("ports", |c| Box::pin(phase_ports(c))),
         ("reach", |c| Box::pin(phase_reach(c))),
         ("overlay", |c| Box::pin(crate::overlay::phase_overlay(c))),
         ("dataplane", |c| Box::pin(phase_dataplane(c))),
         ("bulk", |c| Box::pin(bulk::phase_bulk(c))),
+        ("curves", |c| Box::pin(crate::curves::phase_curves(c))),
     ];
     for (name, phase) in phases {
         if !cfg.phases.iter().any(|p| p == name) {
