@@ -621,6 +621,15 @@ const METHOD: &str = r#"
 - **Raw floor**: berth-agent's own kernel layer called in-process in a lab node namespace: named
   namespace (lo up), a netlink socket inside it, one RTM_NEWLINK creating the veth with its peer born
   inside and the host end on a bridge, then peer up, address and default route. Removal: namespace delete.
+- **Overlay** (`overlay` phase): berth and Docker 20.10's own overlay (one dockerd per node namespace,
+  own mount and UTS namespace, `--cluster-store etcd://` on the lab's etcd with its v2 API,
+  `--cluster-advertise`; busybox containers; every call on the Engine API's Unix socket, so no CLI
+  process is timed), trial by trial interleaved; first pings from a sandbox / container on node1,
+  neighbour and FDB tables of node1 (berth: the node namespace; Docker: its overlay namespace) read
+  after each departure.
+- **Curves** (`curves` phase): creates of bridge sandboxes over both nodes at 1 to 32 calls in flight
+  (each batch removed after), then sequential creates on node1 with the cluster filled to each size
+  of `--curve-sizes`.
 - **Reachability**: a raw ICMP socket inside the pinging sandbox sends an echo every 1 ms starting
   when `CreateSandbox` for the target (with an explicit address) returns; the time is to the first reply.
 - **Bulk**: `CreateSandbox` with 16 calls in flight over one HTTP/2 connection; duplicates are
