@@ -6,7 +6,7 @@
 //! snapshot; a command updates only its sandbox and networks, so its cost
 //! does not grow with the node. Lookups only take a read lock.
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::RwLock;
 
 use berth_core::model::{DEFAULT_BRIDGE, Driver, GW_BRIDGE};
@@ -35,6 +35,8 @@ struct Index {
     local: HashMap<String, HashMap<String, Member>>,
     /// Network id → remote members (from the overlay peer set).
     remote: HashMap<String, Vec<Member>>,
+    /// Network id → its name (PTR answers are `SANDBOX.NETWORK.`, as Docker's).
+    net_names: HashMap<String, String>,
 }
 
 impl Index {
@@ -50,6 +52,7 @@ impl Index {
                 .entry(s.id.clone())
                 .or_default()
                 .push(net.id.clone());
+            self.net_names.insert(net.id.clone(), net.name.clone());
             let names = std::iter::once(&s.name)
                 .chain(&ep.aliases)
                 .map(|n| n.to_ascii_lowercase())
@@ -77,9 +80,10 @@ impl Index {
         let Some(set) = d.peers.get(network_id) else {
             return;
         };
-        if !d.networks.get(network_id).is_some_and(resolves_names) {
+        let Some(net) = d.networks.get(network_id).filter(|n| resolves_names(n)) else {
             return;
-        }
+        };
+        self.net_names.insert(net.id.clone(), net.name.clone());
         let members = set
             .peers
             .iter()
@@ -157,6 +161,28 @@ impl Names for NameIndex {
             for (names, ip, _) in local.chain(remote) {
                 if names.iter().any(|n| n == name) && !out.contains(ip) {
                     out.push(*ip);
+                }
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    fn reverse(&self, sandbox_id: &str, addr: IpAddr) -> Option<Vec<String>> {
+        let idx = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for net in idx.networks_of.get(sandbox_id)? {
+            let local = idx.local.get(net).into_iter().flat_map(|m| m.values());
+            let remote = idx.remote.get(net).into_iter().flatten();
+            for (names, ip, ip6) in local.chain(remote) {
+                let hit = match addr {
+                    IpAddr::V4(a) => a == *ip,
+                    IpAddr::V6(a) => Some(a) == *ip6,
+                };
+                if let (true, Some(name), Some(net_name)) = (hit, names.first(), idx.net_names.get(net)) {
+                    let fqdn = format!("{name}.{}", net_name.to_ascii_lowercase());
+                    if !out.contains(&fqdn) {
+                        out.push(fqdn);
+                    }
                 }
             }
         }
@@ -288,6 +314,16 @@ mod tests {
             "remote overlay peer"
         );
         assert_eq!(idx.lookup("o", "test1"), None);
+        // PTR: the sandbox's name and the network's, for members of a shared network only.
+        assert_eq!(
+            idx.reverse("b", "10.1.0.3".parse().unwrap()),
+            Some(vec!["test1.my-bridge".to_string()])
+        );
+        assert_eq!(idx.reverse("c", "10.1.0.3".parse().unwrap()), None);
+        assert!(
+            idx.reverse("o", "10.0.0.3".parse().unwrap()).is_some(),
+            "remote overlay peer"
+        );
 
         // Updated one sandbox and one network at a time, it answers as rebuilt.
         let inc = NameIndex::default();

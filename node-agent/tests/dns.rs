@@ -96,7 +96,10 @@ impl Names for FakeNames {
         self.map.lock().unwrap().get(&key).cloned()
     }
 
-    fn reverse(&self, sandbox_id: &str, addr: Ipv4Addr) -> Option<Vec<String>> {
+    fn reverse(&self, sandbox_id: &str, addr: std::net::IpAddr) -> Option<Vec<String>> {
+        let std::net::IpAddr::V4(addr) = addr else {
+            return None;
+        };
         let map = self.map.lock().unwrap();
         let names: Vec<String> = map
             .iter()

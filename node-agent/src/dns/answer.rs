@@ -108,11 +108,11 @@ fn local_answer(ctx: &Context<'_>, query: &Query) -> Option<Vec<Record>> {
     Some(records)
 }
 
-/// PTR for `d.c.b.a.in-addr.arpa.` when [`Names::reverse`] knows the address.
+/// PTR for `d.c.b.a.in-addr.arpa.` (or the 32 nibbles of `ip6.arpa.`) when
+/// [`Names::reverse`] knows the address.
 fn reverse_answer(ctx: &Context<'_>, owner: &Name) -> Option<Vec<Record>> {
     let net = owner.parse_arpa_name().ok()?;
-    let ipnet::IpNet::V4(net) = net else { return None };
-    if net.prefix_len() != 32 {
+    if net.prefix_len() != net.max_prefix_len() {
         return None;
     }
     let names = ctx.names.reverse(ctx.sandbox_id, net.addr())?;
@@ -232,8 +232,9 @@ mod tests {
                 _ => None,
             }
         }
-        fn reverse(&self, _: &str, addr: Ipv4Addr) -> Option<Vec<String>> {
-            (addr == Ipv4Addr::new(10, 0, 0, 2)).then(|| vec!["web.net1".to_owned()])
+        fn reverse(&self, _: &str, addr: std::net::IpAddr) -> Option<Vec<String>> {
+            let v6: std::net::IpAddr = "fd42::2".parse().unwrap();
+            (addr == Ipv4Addr::new(10, 0, 0, 2) || addr == v6).then(|| vec!["web.net1".to_owned()])
         }
     }
 
@@ -331,6 +332,15 @@ mod tests {
         );
         let q = query("3.0.0.10.in-addr.arpa.", RecordType::PTR, false);
         assert!(matches!(answer(&ctx(true, false), &q), Outcome::Forward { .. }));
+        // fd42::2, nibble by nibble.
+        let v6 = format!("2.{}2.4.d.f.ip6.arpa.", "0.".repeat(27));
+        let msg = reply_of(answer(&ctx(true, false), &query(&v6, RecordType::PTR, false)));
+        assert_eq!(msg.answers.len(), 1, "{v6}");
+        let q = query("0.0.10.in-addr.arpa.", RecordType::PTR, false);
+        assert!(
+            matches!(answer(&ctx(true, false), &q), Outcome::Forward { .. }),
+            "a /24 is no address"
+        );
     }
 
     #[test]

@@ -87,9 +87,10 @@ pub trait Names: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// Names (without or with trailing dot, e.g. `web.mynet`) for a PTR query of `addr` as seen by
-    /// `sandbox_id`; None = not a berth address (forward it). By default none are berth's.
-    fn reverse(&self, sandbox_id: &str, addr: Ipv4Addr) -> Option<Vec<String>> {
+    /// Names (without or with trailing dot, e.g. `web.mynet`) for a PTR query of `addr` (IPv4, or
+    /// IPv6 on a dual-stack network) as seen by `sandbox_id`; None = not a berth address (forward
+    /// it). By default none are berth's.
+    fn reverse(&self, sandbox_id: &str, addr: std::net::IpAddr) -> Option<Vec<String>> {
         let _ = (sandbox_id, addr);
         None
     }
