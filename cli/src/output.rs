@@ -164,11 +164,12 @@ pub fn sandboxes_table(sandboxes: &[Sandbox]) -> String {
         .iter()
         .map(|s| {
             let networks: Vec<&str> = s.endpoints.iter().map(|ep| ep.network_name.as_str()).collect();
+            // Both families of a dual-stack endpoint, IPv4 first.
             let ips: Vec<&str> = s
                 .endpoints
                 .iter()
-                .filter(|ep| !ep.ip.is_empty())
-                .map(|ep| ep.ip.as_str())
+                .flat_map(|ep| [ep.ip.as_str(), ep.ip6.as_str()])
+                .filter(|ip| !ip.is_empty())
                 .collect();
             vec![
                 short_id(&s.id),
@@ -271,6 +272,12 @@ mod tests {
         assert!(
             sandboxes_table(&[cni]).contains("   node1   cni:3f1c0e2a9b7d   bridge,my-bridge"),
             "marked as CNI's, with the container id"
+        );
+        let mut dual = sandbox();
+        dual.endpoints[1].ip6 = "fd42:be47:1::3".into();
+        assert!(
+            sandboxes_table(&[dual]).contains("172.17.0.2,172.18.0.3,fd42:be47:1::3"),
+            "both families of a dual-stack endpoint"
         );
     }
 }
