@@ -185,6 +185,23 @@ pub fn result_of(resp: &pb::LocalAttachResponse, netns: &str) -> AddResult {
                 gw: Some(gw),
             });
         }
+        // A dual-stack network's IPv6 address, on the same interface.
+        if !ep.ip6.is_empty() {
+            let gateway6 = (bridge && !ep.gateway6.is_empty()).then(|| ep.gateway6.clone());
+            r.ips.push(IpConfig {
+                address: format!("{}/{}", ep.ip6, ep.prefix_len6),
+                gateway: gateway6.clone(),
+                interface: r.interfaces.len() - 1,
+            });
+            if ep.default_route
+                && let Some(gw) = gateway6
+            {
+                r.routes.push(Route {
+                    dst: "::/0".into(),
+                    gw: Some(gw),
+                });
+            }
+        }
     }
     r
 }

@@ -316,7 +316,7 @@ impl AddResult {
                 v["gateway"] = json!(gw);
             }
             if version == "0.4.0" {
-                v["version"] = json!("4");
+                v["version"] = json!(if ip.address.contains(':') { "6" } else { "4" });
             }
             v
         }));

@@ -582,3 +582,70 @@ fn bad_input_gets_a_cni_error_and_leaves_nothing_behind() {
     assert_eq!(code_of(&r), Some(50), "{}", r.raw);
     assert_eq!(c.etcd_keys(), keys);
 }
+
+#[test]
+fn a_dual_stack_network_gives_both_families_in_the_result() {
+    let c = must(Cluster::start(1), "cluster");
+    c.cli_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.61.0.0/24",
+        "--subnet",
+        "fd61::/64",
+        "br6",
+    ]);
+    let rt = RuntimeNs::new("d6");
+    let add = cni(
+        &c,
+        1,
+        "ADD",
+        "d6aaaaaaaaaaaaaaaa",
+        &rt.path(),
+        "eth0",
+        "",
+        &conf("0.4.0", "br6"),
+    );
+    assert!(add.ok, "{}\n{}", add.raw, c.logs());
+    let ips = add.out["ips"].as_array().expect("ips").clone();
+    assert_eq!(ips.len(), 2, "{}", add.out);
+    assert_eq!(
+        (ips[0]["version"].as_str(), ips[1]["version"].as_str()),
+        (Some("4"), Some("6"))
+    );
+    assert!(
+        ips[1]["address"].as_str().unwrap().starts_with("fd61::"),
+        "{}",
+        add.out
+    );
+    assert_eq!(ips[1]["gateway"], "fd61::1");
+    assert_eq!(ips[1]["interface"], 0, "the same interface");
+    let routes: Vec<&str> = add.out["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["dst"].as_str())
+        .collect();
+    assert_eq!(routes, ["0.0.0.0/0", "::/0"]);
+    // What the result says is what the runtime's namespace has.
+    let v6 = in_ns_ok(
+        &rt.name,
+        &["ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"],
+    );
+    assert!(v6.contains(ips[1]["address"].as_str().unwrap()), "{v6}");
+    let r6 = in_ns_ok(&rt.name, &["ip", "-6", "route", "show", "default"]);
+    assert!(r6.contains("via fd61::1"), "{r6}");
+    let del = cni(
+        &c,
+        1,
+        "DEL",
+        "d6aaaaaaaaaaaaaaaa",
+        &rt.path(),
+        "eth0",
+        "",
+        &conf("0.4.0", "br6"),
+    );
+    assert!(del.ok, "{}", del.raw);
+    assert!(sandbox(&c, "cni-d6aaaaaaaaaa").is_none(), "DEL removed it");
+}
