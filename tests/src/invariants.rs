@@ -393,6 +393,23 @@ fn devices_consistent(c: &Cluster, s: &State, node: usize) -> Result<(), String>
                 "{name}: FDB of {dev} {have_fdb:?}, records say {want_fdb:?}"
             ));
         }
+        // The bridge's entries on the VXLAN port: one static entry per remote
+        // endpoint, nothing learned (the port's own local entry aside).
+        let want_bridged: BTreeSet<String> = want_fdb
+            .iter()
+            .map(|(mac, _)| mac.clone())
+            .filter(|m| m != "00:00:00:00:00:00")
+            .collect();
+        let have_bridged: BTreeSet<String> = fdb
+            .lines()
+            .filter(|l| l.contains(" master ") && !l.contains(" permanent"))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect();
+        if want_bridged != have_bridged {
+            return Err(format!(
+                "{name}: bridge entries on {dev} {have_bridged:?}, records say {want_bridged:?}"
+            ));
+        }
         let neigh = in_ns_ok(&ns, &["ip", "neigh", "show", "dev", &dev]);
         let have_neigh: BTreeSet<(String, String)> = neigh
             .lines()

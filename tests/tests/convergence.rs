@@ -110,6 +110,59 @@ fn drift_of_every_kind_is_repaired_and_traffic_resumes() {
     });
     repaired(&c, "fdb flushed", "o1", "10.0.0.3");
 
+    // The bridge's static entry for the remote endpoint deleted and learning
+    // switched back on on the VXLAN port; an entry for a MAC nobody has
+    // (as one learned from a departed endpoint) added.
+    let o2_mac = c.cli_json(&["sandbox", "inspect", "o2"])[0]["Networks"]["demo"]["MacAddress"]
+        .as_str()
+        .expect("MacAddress")
+        .to_string();
+    let bridged = || {
+        in_ns_ok(&n1, &["bridge", "fdb", "show", "dev", "vx-4096"])
+            .lines()
+            .filter(|l| l.contains(" master "))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        bridged()
+            .iter()
+            .any(|l| l.starts_with(&o2_mac) && l.contains("static")),
+        "{:?}",
+        bridged()
+    );
+    in_ns_ok(
+        &n1,
+        &["bridge", "fdb", "del", &o2_mac, "dev", "vx-4096", "master"],
+    );
+    in_ns_ok(
+        &n1,
+        &["bridge", "link", "set", "dev", "vx-4096", "learning", "on"],
+    );
+    in_ns_ok(
+        &n1,
+        &[
+            "bridge",
+            "fdb",
+            "add",
+            "02:42:0a:00:00:63",
+            "dev",
+            "vx-4096",
+            "master",
+            "dynamic",
+        ],
+    );
+    c.eventually(
+        "the bridge entries are exactly the peers again, learning off",
+        || {
+            let b = bridged();
+            b.iter().any(|l| l.starts_with(&o2_mac) && l.contains("static"))
+                && !b.iter().any(|l| l.starts_with("02:42:0a:00:00:63"))
+                && in_ns_ok(&n1, &["bridge", "-d", "link", "show", "dev", "vx-4096"]).contains("learning off")
+        },
+    );
+    repaired(&c, "bridge entries drifted", "o1", "10.0.0.3");
+
     // berth's nftables table flushed, then deleted.
     let rules = nft_rules(&c, 1);
     assert!(rules > 0);

@@ -65,6 +65,27 @@ fn the_checker_sees_each_kind_of_drift() {
     c.start_agent(1).expect("agent");
     converged(&c).unwrap_or_else(|e| panic!("the agent did not restore the FDB entry: {e}"));
 
+    // A learned bridge entry on the VXLAN port for a MAC nobody has (what a
+    // departed endpoint left before the port stopped learning).
+    c.stop_agent(1);
+    in_ns_ok(
+        &c.node(1),
+        &[
+            "bridge",
+            "fdb",
+            "add",
+            "02:42:0a:00:00:63",
+            "dev",
+            &dev,
+            "master",
+            "dynamic",
+        ],
+    );
+    let e = consistent(&c).expect_err("a stale bridge entry");
+    assert!(e.contains("bridge entries"), "{e}");
+    c.start_agent(1).expect("agent");
+    converged(&c).unwrap_or_else(|e| panic!("the agent did not remove the stale bridge entry: {e}"));
+
     // An address key nobody owns (the repair loop frees it after two passes).
     let net = s.networks.values().find(|n| n["name"] == "ov").expect("ov");
     let key = format!(
