@@ -275,6 +275,31 @@ async fn restart(ctx: &mut Ctx, list: &[pb::Sandbox]) -> Result<Restart> {
     ctx.lab.stop_agent(1);
     let stop_ms = ms(t.elapsed());
     let spawned_wall = SystemTime::now();
+    let converge_ms = restart_agent1(ctx, expected).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ping.finish_with(nix::sys::signal::Signal::SIGINT, Duration::from_secs(3));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let (sent, received) = parse_ping(&text).with_context(|| format!("ping output: {text}"))?;
+    let full_sync_log_ms = profile::last_line_time(&ctx.lab.agent_log(1), "full sync done")
+        .and_then(|t| t.duration_since(spawned_wall).ok())
+        .map(ms);
+    Ok(Restart {
+        status: RowStatus::Ok,
+        node: "node1".into(),
+        sandboxes_on_node: expected,
+        stop_ms,
+        converge_ms,
+        full_sync_log_ms,
+        ping_interval_ms: 10.0,
+        pings_sent: sent,
+        pings_received: received,
+    })
+}
+
+/// Starts node1's (stopped) agent and polls `AgentService.Status` every 5 ms
+/// from the control namespace until it reports converged with `expected`
+/// sandboxes: the milliseconds from the spawn.
+pub async fn restart_agent1(ctx: &mut Ctx, expected: usize) -> Result<f64> {
     let spawned = Instant::now();
     ctx.lab.start_agent(1, &ctx.bin_dir)?;
     let addr: SocketAddr = format!("{}:{AGENT_PORT}", node_addr(1)).parse()?;
@@ -311,24 +336,7 @@ async fn restart(ctx: &mut Ctx, list: &[pb::Sandbox]) -> Result<Restart> {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     };
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    ping.finish_with(nix::sys::signal::Signal::SIGINT, Duration::from_secs(3));
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let (sent, received) = parse_ping(&text).with_context(|| format!("ping output: {text}"))?;
-    let full_sync_log_ms = profile::last_line_time(&ctx.lab.agent_log(1), "full sync done")
-        .and_then(|t| t.duration_since(spawned_wall).ok())
-        .map(ms);
-    Ok(Restart {
-        status: RowStatus::Ok,
-        node: "node1".into(),
-        sandboxes_on_node: expected,
-        stop_ms,
-        converge_ms,
-        full_sync_log_ms,
-        ping_interval_ms: 10.0,
-        pings_sent: sent,
-        pings_received: received,
-    })
+    Ok(converge_ms)
 }
 
 /// `N packets transmitted, M received` from ping's summary.

@@ -41,7 +41,7 @@ pub struct Config {
         long,
         env = "BERTH_BENCH_CURVE_SIZES",
         value_delimiter = ',',
-        default_value = "0,500,1000,2000"
+        default_value = "0,1000,2000,4000"
     )]
     pub curve_sizes: Vec<usize>,
     /// iperf3 runs per path and side.

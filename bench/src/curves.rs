@@ -8,7 +8,7 @@ use anyhow::Result;
 use berth_proto::v1 as pb;
 use futures::StreamExt;
 
-use crate::results::{ConcurrencyPoint, Curves, SizePoint};
+use crate::results::{AtSize, ConcurrencyPoint, Curves, SizePoint};
 use crate::run::{Ctx, create_req, remove_req};
 use crate::stats::Series;
 use crate::util::ms;
@@ -64,6 +64,27 @@ async fn drain(ctx: &Ctx, tag: &str, range: std::ops::Range<usize>) {
         .await;
 }
 
+/// Sandboxes in the cluster, and on node1 (the API's pages).
+async fn count(ctx: &Ctx) -> Result<(usize, usize)> {
+    let mut sb = ctx.sandboxes();
+    let (mut total, mut node1, mut page_token) = (0, 0, String::new());
+    loop {
+        let page = sb
+            .list_sandboxes(pb::ListSandboxesRequest {
+                page_size: 1000,
+                page_token,
+            })
+            .await?
+            .into_inner();
+        total += page.sandboxes.len();
+        node1 += page.sandboxes.iter().filter(|s| s.node == "node1").count();
+        if page.next_page_token.is_empty() {
+            return Ok((total, node1));
+        }
+        page_token = page.next_page_token;
+    }
+}
+
 pub async fn phase_curves(ctx: &mut Ctx) -> Result<()> {
     let mut net = ctx.networks();
     for n in NETWORKS {
@@ -111,6 +132,26 @@ pub async fn phase_curves(ctx: &mut Ctx) -> Result<()> {
             create: Series::new("berth create (node1, default bridge)", lat),
         });
     }
+    // At the largest size: resident memory, then node1's agent restarted
+    // (its full sync of every sandbox on node1).
+    let (total, on_node1) = count(ctx).await?;
+    let memory = crate::bulk::memory(&ctx.lab, None, total);
+    ctx.lab.stop_agent(1);
+    let full_sync_ms = match crate::bulk::restart_agent1(ctx, on_node1).await {
+        Ok(ms) => Some(ms),
+        Err(e) => {
+            ctx.res
+                .failures
+                .push(format!("curves: agent restart at {size}: {e:#}"));
+            None
+        }
+    };
+    curves.at_max = Some(AtSize {
+        sandboxes: total,
+        on_node1,
+        memory,
+        full_sync_ms,
+    });
     drain(ctx, "s", 0..size).await;
     for n in NETWORKS {
         let _ = net

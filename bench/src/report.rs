@@ -24,6 +24,10 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
 fn summary_cells(s: &Summary) -> String {
     format!("{} | {} | {} | {}", s.n, f(s.p50), f(s.p99), f(s.mean))
 }
@@ -143,6 +147,7 @@ pub fn targets(r: &Results) -> Vec<Target> {
         ),
     });
     out.extend(overlay_targets(r));
+    out.extend(scale_targets(r));
     let sizes = r.curves.as_ref().map(|c| &c.by_size[..]).unwrap_or_default();
     let what = "create p50 in a full cluster / in an empty one";
     out.push(match (sizes.first(), sizes.last()) {
@@ -192,6 +197,59 @@ pub fn targets(r: &Results) -> Vec<Target> {
             }
             Some((_, _, status)) => unmeasured(what, "≥ 0.97", &status.label()),
             None => unmeasured(what, "≥ 0.97", "not run"),
+        });
+    }
+    out
+}
+
+/// Issue #15's scale rows the curves phase measures (at its largest size,
+/// which is below the issue's 10,000 sandboxes on 10 nodes).
+fn scale_targets(r: &Results) -> Vec<Target> {
+    let Some(m) = r.curves.as_ref().and_then(|c| c.at_max.as_ref()) else {
+        return vec![unmeasured(
+            "full sync, agent and API memory at size",
+            "see issue #15",
+            "curves not run",
+        )];
+    };
+    let rss = |p: &str| m.memory.iter().find(|x| x.process == p).and_then(|x| x.idle_kib);
+    let mut out = vec![match m.full_sync_ms {
+        Some(v) => Target {
+            what: format!(
+                "one node's full sync (agent restart → converged), {} sandboxes on it",
+                m.on_node1
+            ),
+            measured: format!("{} ms", f(v)),
+            limit: "≤ 2 s with 2,000".into(),
+            met: (m.on_node1 >= 2000).then_some(v <= 2000.0),
+            why: if m.on_node1 < 2000 {
+                " (fewer than 2,000)".into()
+            } else {
+                String::new()
+            },
+        },
+        None => unmeasured("one node's full sync", "≤ 2 s with 2,000", "the restart failed"),
+    }];
+    if let Some(kib) = rss("berth-agent node1") {
+        out.push(Target {
+            what: format!("agent RSS with {} sandboxes on its node", m.on_node1),
+            measured: mib(kib),
+            limit: "≤ 50 MiB with 2,000".into(),
+            met: (m.on_node1 >= 2000).then_some((kib as f64) / 1024.0 <= 50.0),
+            why: if m.on_node1 < 2000 {
+                " (fewer than 2,000)".into()
+            } else {
+                String::new()
+            },
+        });
+    }
+    if let Some(kib) = rss("berth-api") {
+        out.push(Target {
+            what: format!("API RSS with {} sandboxes in the cluster", m.sandboxes),
+            measured: mib(kib),
+            limit: "≤ 100 MiB with 10,000".into(),
+            met: None,
+            why: " (the bench's largest size is below 10,000: see the Scale section)".into(),
         });
     }
     out
@@ -432,6 +490,27 @@ pub fn markdown(r: &Results) -> String {
         for p in &c.by_size {
             let _ = writeln!(s, "| {} | {} |", p.sandboxes, summary_cells(&p.create.summary));
         }
+        if let Some(m) = &c.at_max {
+            let _ = writeln!(
+                s,
+                "\nAt {} sandboxes ({} on node1): node1's agent restarted, spawned → `Status` converged with \
+                 all of them: {}; resident memory: {}.",
+                m.sandboxes,
+                m.on_node1,
+                m.full_sync_ms
+                    .map(|v| format!("{} ms", f(v)))
+                    .unwrap_or_else(|| "failed".into()),
+                m.memory
+                    .iter()
+                    .map(|x| format!(
+                        "{} {}",
+                        x.process,
+                        x.idle_kib.map(mib).unwrap_or_else(|| "–".into())
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
     }
 
     if let Some(b) = &r.bulk {
@@ -572,10 +651,7 @@ pub fn markdown(r: &Results) -> String {
         s.push_str("\n## Resident memory (VmRSS from /proc/PID/status)\n\n");
         s.push_str("| process | idle (after start, 2 anchors) | with the bulk sandboxes |\n|---|--:|--:|\n");
         for m in &r.memory {
-            let kib = |v: Option<u64>| {
-                v.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
-                    .unwrap_or("–".into())
-            };
+            let kib = |v: Option<u64>| v.map(mib).unwrap_or("–".into());
             let loaded = if m.loaded_kib.is_some() {
                 format!(
                     "{} ({} sandboxes in the cluster)",

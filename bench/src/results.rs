@@ -147,11 +147,24 @@ pub struct SizePoint {
     pub create: Series,
 }
 
+/// At the curves' largest cluster size: memory, and node1's agent
+/// restarted (a full sync of every sandbox on its node).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AtSize {
+    pub sandboxes: usize,
+    pub on_node1: usize,
+    pub memory: Vec<Memory>,
+    /// node1's agent spawned → `Status` converged with all of them.
+    pub full_sync_ms: Option<f64>,
+}
+
 /// The curves behind the charts.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct Curves {
     pub throughput: Vec<ConcurrencyPoint>,
     pub by_size: Vec<SizePoint>,
+    #[serde(default)]
+    pub at_max: Option<AtSize>,
 }
 
 /// One step of berth's create path, from the timestamps of the bench and the logs.
