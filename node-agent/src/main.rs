@@ -3,6 +3,7 @@
 //! logging, run the agent. A failure is one line on stderr and exit 1.
 
 fn main() -> std::process::ExitCode {
+    berth_agent::limit_malloc_arenas();
     let config: berth_agent::config::Config = berth_core::config_file::parse();
     match start(config) {
         Ok(()) => std::process::ExitCode::SUCCESS,
