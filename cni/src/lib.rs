@@ -170,34 +170,24 @@ pub fn result_of(resp: &pb::LocalAttachResponse, netns: &str) -> AddResult {
             mac: ep.mac.clone(),
             sandbox: netns.to_string(),
         });
-        // An overlay's gateway is no address anyone answers on: only bridges give one.
-        let gateway = (bridge && !ep.gateway.is_empty()).then(|| ep.gateway.clone());
-        r.ips.push(IpConfig {
-            address: format!("{}/{}", ep.ip, ep.prefix_len),
-            gateway: gateway.clone(),
-            interface: r.interfaces.len() - 1,
-        });
-        if ep.default_route
-            && let Some(gw) = gateway
-        {
-            r.routes.push(Route {
-                dst: "0.0.0.0/0".into(),
-                gw: Some(gw),
-            });
-        }
-        // A dual-stack network's IPv6 address, on the same interface.
-        if !ep.ip6.is_empty() {
-            let gateway6 = (bridge && !ep.gateway6.is_empty()).then(|| ep.gateway6.clone());
+        // An overlay's gateway is no address anyone answers on: only bridges
+        // give one. A dual-stack network's IPv6 address goes on the same interface.
+        let families = [
+            (&ep.ip, ep.prefix_len, &ep.gateway, "0.0.0.0/0"),
+            (&ep.ip6, ep.prefix_len6, &ep.gateway6, "::/0"),
+        ];
+        for (ip, prefix, gw, default) in families.into_iter().filter(|f| !f.0.is_empty()) {
+            let gateway = (bridge && !gw.is_empty()).then(|| gw.clone());
             r.ips.push(IpConfig {
-                address: format!("{}/{}", ep.ip6, ep.prefix_len6),
-                gateway: gateway6.clone(),
+                address: format!("{ip}/{prefix}"),
+                gateway: gateway.clone(),
                 interface: r.interfaces.len() - 1,
             });
             if ep.default_route
-                && let Some(gw) = gateway6
+                && let Some(gw) = gateway
             {
                 r.routes.push(Route {
-                    dst: "::/0".into(),
+                    dst: default.into(),
                     gw: Some(gw),
                 });
             }

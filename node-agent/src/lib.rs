@@ -48,7 +48,6 @@ pub fn limit_malloc_arenas() {
     }
 }
 
-
 /// Moves the calling thread into the named network namespace. Call before
 /// the async runtime starts, so every thread it spawns inherits it.
 pub fn enter_netns(name: &str) -> anyhow::Result<()> {
