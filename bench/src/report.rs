@@ -470,6 +470,13 @@ pub fn markdown(r: &Results) -> String {
         for c in r.overlay_counts.iter().filter(|c| !c.stale_example.is_empty()) {
             let _ = writeln!(s, "\nA stale entry ({}): `{}`", c.who, c.stale_example);
         }
+        for c in r.overlay_counts.iter().filter(|c| c.errors > 0) {
+            let _ = writeln!(
+                s,
+                "\n{} trials of {} failed and were left out; the first: `{}`",
+                c.errors, c.who, c.error_example
+            );
+        }
     }
 
     if let Some(c) = &r.curves {

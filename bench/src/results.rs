@@ -129,6 +129,11 @@ pub struct OverlayCounts {
     /// The first stale entry found, as `ip -j` / `bridge -j` printed it.
     #[serde(default)]
     pub stale_example: String,
+    /// Trials that failed (the peer's), and the first one's error.
+    #[serde(default)]
+    pub errors: usize,
+    #[serde(default)]
+    pub error_example: String,
 }
 
 /// Bulk create throughput at one number of calls in flight.
