@@ -94,7 +94,7 @@ impl PassReport {
 #[derive(Debug, Clone)]
 enum Command {
     Ensure {
-        sandbox: SandboxSpec,
+        sandbox: Box<SandboxSpec>,
         networks: Vec<NetworkSpec>,
         peers: Vec<(String, PeerSet)>,
     },
@@ -328,7 +328,7 @@ impl Reconciler {
         peers: Vec<(String, PeerSet)>,
     ) -> Result<(), AgentError> {
         self.submit(Command::Ensure {
-            sandbox,
+            sandbox: Box::new(sandbox),
             networks,
             peers,
         })
@@ -415,7 +415,7 @@ impl Reconciler {
                         used.extend(old.endpoints.iter().map(|e| e.network_id.clone()));
                         before.extend(wanted_links_of(inner.desired.get(), old));
                     }
-                    if let Err(r) = inner.desired.ensure(sandbox, networks, peers) {
+                    if let Err(r) = inner.desired.ensure(*sandbox, networks, peers) {
                         let _ = reply.send(Err(AgentError::Stale(r.to_string())));
                         continue;
                     }
