@@ -78,6 +78,7 @@ pub struct ForwardLabels {
 pub struct AgentMetrics {
     pub rpc: RpcMetrics,
     pub passes: Family<PassLabels, Counter>,
+    pub batched_commands: Counter,
     pub pass_duration: LatencyFamily<ScopeLabels>,
     pub actions: Family<ActionLabels, Counter>,
     pub kernel_errors: Family<ErrorLabels, Counter>,
@@ -90,6 +91,7 @@ pub struct AgentMetrics {
 pub static METRICS: LazyLock<AgentMetrics> = LazyLock::new(|| AgentMetrics {
     rpc: RpcMetrics::default(),
     passes: Family::default(),
+    batched_commands: Counter::default(),
     pass_duration: latency_family(),
     actions: Family::default(),
     kernel_errors: Family::default(),
@@ -118,6 +120,11 @@ pub fn registry(node: &str) -> Registry {
         "berth_reconcile_passes",
         "Reconcile passes, by scope (full, command) and result (ok, error)",
         m.passes.clone(),
+    );
+    r.register(
+        "berth_reconcile_commands",
+        "Commands (EnsureSandbox, RemoveSandbox, SetOverlayPeers) served by command passes; divided by berth_reconcile_passes{scope=\"command\"} it is the mean batch",
+        m.batched_commands.clone(),
     );
     r.register_with_unit(
         "berth_reconcile_pass_duration",
@@ -184,6 +191,11 @@ pub fn registry(node: &str) -> Registry {
 
 fn scope_name(full: bool) -> &'static str {
     if full { "full" } else { "command" }
+}
+
+/// Records the commands one command pass served.
+pub fn batch(commands: usize) {
+    METRICS.batched_commands.inc_by(commands as u64);
 }
 
 /// Records a finished pass.

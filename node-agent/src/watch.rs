@@ -1,13 +1,16 @@
 //! Netlink events of the node namespace: when a link or an IPv4 address
-//! that berth wants goes away (deleted by hand, a device gone), ask the
-//! convergence loop for a pass at once instead of waiting for the period.
+//! that berth wants goes away (deleted by hand, a device gone), or an
+//! FDB/neighbour entry on one of its VXLAN devices, ask the convergence
+//! loop for a pass at once instead of waiting for the period.
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
+use berth_core::model::VXLAN_PREFIX;
 use futures::StreamExt;
 use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::LinkAttribute;
+use netlink_packet_route::neighbour::NeighbourState;
 use rtnetlink::{MulticastGroup, new_multicast_connection};
 use tokio::sync::Notify;
 
@@ -54,7 +57,19 @@ pub async fn run(wanted: Arc<RwLock<BTreeSet<String>>>, wake: Arc<Notify>) -> st
             }
             RouteNetlinkMessage::DelAddress(a) => names.get(&a.header.index).is_some_and(|n| is_wanted(n)),
             RouteNetlinkMessage::DelNeighbour(n) => {
-                names.get(&n.header.ifindex).is_some_and(|n| is_wanted(n))
+                // berth programs FDB and neighbour entries on its VXLAN
+                // devices only, all permanent. The kernel's own entries —
+                // the ARP/ND cache of bridges and host veths, and the
+                // NOARP multicast entries (ff02::16, solicited-node) every
+                // IPv6 interface gets — come and go with its garbage
+                // collector: each new interface pushes the table past
+                // gc_thresh, so a bulk create deleted thousands of them and
+                // woke a full pass every 0.5 s. (A deletion by hand
+                // notifies NUD_FAILED or, for FDB entries, NUD_PERMANENT.)
+                n.header.state != NeighbourState::Noarp
+                    && names
+                        .get(&n.header.ifindex)
+                        .is_some_and(|name| name.starts_with(VXLAN_PREFIX) && is_wanted(name))
             }
             _ => false,
         };

@@ -1,5 +1,6 @@
 //! The fault matrix: for each of {berth-agent, berth-api, etcd} × {sandbox
-//! create, rm, connect, disconnect, network create, network rm, node rm},
+//! create, rm, connect, disconnect, network create, network rm, node rm, a
+//! burst of six creates and two removals served by shared agent passes},
 //! SIGKILL at a random point (0–25 ms into the operation), restart, and
 //! check that within a few repair periods the cluster is consistent:
 //! every node's kernel matches the records, every IPAM, port, name and VNI
@@ -33,9 +34,12 @@ enum Op {
     NetworkCreate,
     NetworkRemove,
     NodeRemove,
+    /// Six creates and two removals at once on one node: the agent serves
+    /// them in shared passes, so the kill lands in the middle of a batch.
+    Burst,
 }
 
-const OPS: [Op; 7] = [
+const OPS: [Op; 8] = [
     Op::Create,
     Op::Remove,
     Op::Connect,
@@ -43,6 +47,7 @@ const OPS: [Op; 7] = [
     Op::NetworkCreate,
     Op::NetworkRemove,
     Op::NodeRemove,
+    Op::Burst,
 ];
 
 /// A small deterministic generator (xorshift), so a seed replays a run.
@@ -121,8 +126,39 @@ fn restart(c: &mut Cluster, v: Victim) {
     }
 }
 
-/// Sets up what `op` needs; returns its command line.
-fn prepare(c: &mut Cluster, op: Op, round: usize) -> Vec<String> {
+/// Sets up what `op` needs; returns its command lines (run at once).
+fn prepare(c: &mut Cluster, op: Op, round: usize) -> Vec<Vec<String>> {
+    if let Op::Burst = op {
+        let mut cmds = Vec::new();
+        for k in 0..2 {
+            let sb = format!("r{round}x{k}");
+            c.cli_ok(&["sandbox", "create", &sb, "--node", "node1", "--network", "user"]);
+            cmds.push(vec!["sandbox".into(), "rm".into(), sb]);
+        }
+        for k in 0..6 {
+            let network = if k % 2 == 0 { "user" } else { "demo" };
+            cmds.push(
+                [
+                    "sandbox",
+                    "create",
+                    &format!("b{round}x{k}"),
+                    "--node",
+                    "node1",
+                    "--network",
+                    network,
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            );
+        }
+        return cmds;
+    }
+    vec![prepare_one(c, op, round)]
+}
+
+/// Sets up what a single-command `op` needs; returns its command line.
+fn prepare_one(c: &mut Cluster, op: Op, round: usize) -> Vec<String> {
     let sb = format!("s{round}");
     let net = format!("n{round}");
     let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -169,6 +205,7 @@ fn prepare(c: &mut Cluster, op: Op, round: usize) -> Vec<String> {
             });
             own(&["node", "rm", "node2"])
         }
+        Op::Burst => unreachable!("prepared by prepare"),
     }
 }
 
@@ -186,16 +223,21 @@ fn run_matrix(victim: Victim) {
         .unwrap_or(2);
     let (mut failed, mut succeeded) = (0, 0);
     for (round, op) in (0..reps).flat_map(|_| OPS.iter()).enumerate() {
-        let args = prepare(&mut c, *op, round);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let cmds = prepare(&mut c, *op, round);
         let delay = rng.below(26);
-        let child = spawn_cli(&c, &args);
+        let children: Vec<Child> = cmds
+            .iter()
+            .map(|args| spawn_cli(&c, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+            .collect();
         std::thread::sleep(Duration::from_millis(delay));
         kill(&mut c, victim);
-        match wait_child(child, Duration::from_secs(40)) {
-            Some(0) => succeeded += 1,
-            _ => failed += 1,
+        for child in children {
+            match wait_child(child, Duration::from_secs(40)) {
+                Some(0) => succeeded += 1,
+                _ => failed += 1,
+            }
         }
+        let args = cmds.concat();
         restart(&mut c, victim);
         if matches!(op, Op::NodeRemove) {
             // node2 comes back as a new, empty node.

@@ -93,20 +93,34 @@ impl<'a> KernelExecutor<'a> {
         &self,
         names: &std::collections::BTreeSet<String>,
     ) -> Result<BTreeMap<String, Link>, ObjectError> {
-        let mut out = BTreeMap::new();
+        let mut found = Vec::new();
         for name in names {
-            let Some(l) = link::get(self.node, name).await? else {
-                continue;
-            };
-            let (addrs, addrs6) = if l.kind.as_deref() == Some("bridge") {
+            if let Some(l) = link::get(self.node, name).await? {
+                found.push(l);
+            }
+        }
+        // The node's addresses are dumped once for all the bridges: a dump
+        // walks every address of the node (each host veth's too), so one
+        // per bridge cost a pass O(bridges × sandboxes).
+        let (mut addrs, mut addrs6) = if found.iter().any(|l| l.kind.as_deref() == Some("bridge")) {
+            (
+                link::ipv4_addrs_all(self.node).await?,
+                addr6::ipv6_addrs_all(self.node).await?,
+            )
+        } else {
+            Default::default()
+        };
+        let mut out = BTreeMap::new();
+        for l in found {
+            let (a, a6) = if l.kind.as_deref() == Some("bridge") {
                 (
-                    link::ipv4_addrs(self.node, l.index).await?,
-                    addr6::ipv6_addrs(self.node, l.index).await?,
+                    addrs.remove(&l.index).unwrap_or_default(),
+                    addrs6.remove(&l.index).unwrap_or_default(),
                 )
             } else {
                 (Vec::new(), Vec::new())
             };
-            out.insert(l.name.clone(), seen(l, addrs, addrs6));
+            out.insert(l.name.clone(), seen(l, a, a6));
         }
         Ok(out)
     }

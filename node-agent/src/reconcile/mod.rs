@@ -2,7 +2,9 @@
 //! observes the node, plans per-object actions with a pure function
 //! ([`plan::plan`]), executes them through an [`Executor`] (removals first;
 //! one failure never stops the rest) and keeps every object's result.
-//! Commands run a pass scoped to their sandbox; the convergence loop
+//! Commands queue and are served in batches: the next holder of the pass
+//! lock runs one pass scoped to every queued command's sandbox and networks
+//! and answers each with its own sandbox's result. The convergence loop
 //! ([`crate::converge`]) runs full passes on a period, after failures and
 //! when netlink reports that a berth-owned link went away. One lock
 //! serialises passes; objects that match are never touched, so a pass does
@@ -25,7 +27,7 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use rtnetlink::Handle;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Mutex, Notify, oneshot};
 
 use self::action::{Action, ObjectKey, ObjectKind};
 use self::desired::DesiredStore;
@@ -88,6 +90,51 @@ impl PassReport {
     }
 }
 
+/// A command waiting for the pass that serves it.
+#[derive(Debug, Clone)]
+enum Command {
+    Ensure {
+        sandbox: Box<SandboxSpec>,
+        networks: Vec<NetworkSpec>,
+        peers: Vec<(String, PeerSet)>,
+    },
+    Remove {
+        id: String,
+        netns: String,
+    },
+    Peers {
+        network_id: String,
+        set: PeerSet,
+    },
+}
+
+struct Queued {
+    cmd: Command,
+    reply: oneshot::Sender<Result<(), AgentError>>,
+}
+
+/// What a served command's result is about.
+enum Target {
+    Sandbox(String),
+    Removed(String),
+    Network(String),
+}
+
+/// The first failure of a pass that concerns network `id`'s own objects
+/// (bridge, VXLAN device, peer entries), as a `SetOverlayPeers` error.
+fn network_error(report: &PassReport, d: &Desired, id: &str) -> Option<AgentError> {
+    let n = d.networks.get(id)?;
+    let names: Vec<String> = std::iter::once(n.bridge.clone()).chain(n.vxlan_name()).collect();
+    report
+        .errors
+        .iter()
+        .find(|(k, _, _)| {
+            matches!(k.kind, ObjectKind::Bridge | ObjectKind::Vxlan | ObjectKind::Peers)
+                && names.contains(&k.name)
+        })
+        .map(|(k, _, e)| AgentError::from_object(k, e))
+}
+
 struct Inner {
     desired: DesiredStore,
     owned: Owned,
@@ -121,6 +168,8 @@ pub struct Reconciler {
     dns: DnsServer,
     state: StateDir,
     inner: Mutex<Inner>,
+    /// Commands waiting for a pass; the next holder of `inner` serves them all.
+    queue: std::sync::Mutex<Vec<Queued>>,
     /// Links the node should have (bridges, VXLAN devices, host veths), for
     /// the netlink watcher.
     wanted_links: Arc<RwLock<BTreeSet<String>>>,
@@ -234,6 +283,7 @@ impl Reconciler {
                 last_full_ok: false,
                 synced: false,
             }),
+            queue: Default::default(),
             wanted_links: Arc::default(),
             wake: Arc::new(Notify::new()),
             vanished: Default::default(),
@@ -277,37 +327,162 @@ impl Reconciler {
         networks: Vec<NetworkSpec>,
         peers: Vec<(String, PeerSet)>,
     ) -> Result<(), AgentError> {
-        let mut inner = self.inner.lock().await;
-        inner.commands += 1;
-        let id = sandbox.id.clone();
-        let mut nets: BTreeSet<String> = sandbox.endpoints.iter().map(|e| e.network_id.clone()).collect();
-        let mut before = Vec::new();
-        if let Some(old) = inner.desired.get().sandboxes.get(&id) {
-            nets.extend(old.endpoints.iter().map(|e| e.network_id.clone()));
-            before = wanted_links_of(inner.desired.get(), old);
-        }
-        inner
-            .desired
-            .ensure(sandbox, networks, peers)
-            .map_err(|r| AgentError::Stale(r.to_string()))?;
-        let d = inner.desired.get();
-        self.names.update_sandbox(d, &id);
-        for n in &nets {
-            self.names.update_peers(d, n);
-        }
-        let report = self.pass(&mut inner, &Scope::sandbox(&id, nets), &before).await;
-        self.answer(report, &id)
+        self.submit(Command::Ensure {
+            sandbox: Box::new(sandbox),
+            networks,
+            peers,
+        })
+        .await
     }
 
     /// Tears one sandbox down. `netns` (without prefix) is used when this
     /// agent does not hold the sandbox (e.g. it restarted before a sync).
     pub async fn remove_sandbox(&self, id: &str, netns_name: &str) -> Result<(), AgentError> {
-        let mut inner = self.inner.lock().await;
-        inner.commands += 1;
-        let before = match inner.desired.get().sandboxes.get(id) {
-            Some(old) => wanted_links_of(inner.desired.get(), old),
-            None => Vec::new(),
+        self.submit(Command::Remove {
+            id: id.to_string(),
+            netns: netns_name.to_string(),
+        })
+        .await
+    }
+
+    /// Takes a new peer set of an overlay network (unless an equal or newer
+    /// one was seen) and programs it when the network is realised here.
+    pub async fn set_peers(&self, network_id: &str, set: PeerSet) -> Result<(), AgentError> {
+        self.submit(Command::Peers {
+            network_id: network_id.to_string(),
+            set,
+        })
+        .await
+    }
+
+    /// Queues a command and waits for the pass that serves it. Whoever
+    /// holds the pass lock next takes every queued command into one pass
+    /// (see [`Self::serve_queued`]), so commands that arrive while a pass
+    /// runs share the next one instead of waiting for one pass each.
+    async fn submit(&self, cmd: Command) -> Result<(), AgentError> {
+        // A batch is served by the task that took it; if that task is
+        // dropped mid-pass (its client went away) the others' replies go
+        // with it: the command is queued again (commands are idempotent).
+        for _ in 0..3 {
+            let (tx, mut rx) = oneshot::channel();
+            self.queue.lock().unwrap_or_else(|e| e.into_inner()).push(Queued {
+                cmd: cmd.clone(),
+                reply: tx,
+            });
+            {
+                let mut inner = self.inner.lock().await;
+                self.serve_queued(&mut inner).await;
+            }
+            // The command was either served by this task just now or by the
+            // one that held the lock before (it answers before releasing it).
+            match rx.try_recv() {
+                Ok(r) => return r,
+                Err(_) => tracing::debug!("the pass serving a command was cancelled; queued again"),
+            }
+        }
+        self.wake.notify_one();
+        Err(AgentError::Internal(
+            "the passes serving this command were cancelled; a full pass follows".into(),
+        ))
+    }
+
+    /// Serves every queued command with one pass scoped to all their
+    /// sandboxes and networks: the desired state takes each command in the
+    /// order queued, the pass realises them together (one observation, one
+    /// state file write, one firewall apply at most), and each waiter gets
+    /// the result for its own sandbox (or network).
+    async fn serve_queued(&self, inner: &mut Inner) {
+        let batch = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        if batch.is_empty() {
+            return;
+        }
+        let mut sandboxes: BTreeSet<String> = BTreeSet::new();
+        let mut nets: BTreeSet<String> = BTreeSet::new();
+        let mut before = Vec::new();
+        let mut waiting: Vec<(Target, oneshot::Sender<Result<(), AgentError>>)> = Vec::new();
+        for Queued { cmd, reply } in batch {
+            inner.commands += 1;
+            match cmd {
+                Command::Ensure {
+                    sandbox,
+                    networks,
+                    peers,
+                } => {
+                    let id = sandbox.id.clone();
+                    let mut used: BTreeSet<String> =
+                        sandbox.endpoints.iter().map(|e| e.network_id.clone()).collect();
+                    if let Some(old) = inner.desired.get().sandboxes.get(&id) {
+                        used.extend(old.endpoints.iter().map(|e| e.network_id.clone()));
+                        before.extend(wanted_links_of(inner.desired.get(), old));
+                    }
+                    if let Err(r) = inner.desired.ensure(*sandbox, networks, peers) {
+                        let _ = reply.send(Err(AgentError::Stale(r.to_string())));
+                        continue;
+                    }
+                    let d = inner.desired.get();
+                    self.names.update_sandbox(d, &id);
+                    for n in &used {
+                        self.names.update_peers(d, n);
+                    }
+                    nets.extend(used);
+                    sandboxes.insert(id.clone());
+                    waiting.push((Target::Sandbox(id), reply));
+                }
+                Command::Remove { id, netns } => {
+                    let used = self.take_removal(inner, &id, &netns, &mut before).await;
+                    nets.extend(used);
+                    sandboxes.insert(id.clone());
+                    waiting.push((Target::Removed(id), reply));
+                }
+                Command::Peers { network_id, set } => {
+                    if !inner.desired.accept_peers(&network_id, set) {
+                        tracing::debug!(network = %network_id, "older overlay peer set ignored");
+                        let _ = reply.send(Ok(()));
+                        continue;
+                    }
+                    self.names.update_peers(inner.desired.get(), &network_id);
+                    nets.insert(network_id.clone());
+                    waiting.push((Target::Network(network_id), reply));
+                }
+            }
+        }
+        if waiting.is_empty() {
+            return;
+        }
+        let scope = Scope {
+            sandboxes: Some(sandboxes),
+            networks: Some(nets),
         };
+        let report = self.pass(inner, &scope, &before).await;
+        crate::metrics::batch(waiting.len());
+        if !report.errors.is_empty() {
+            // Whatever failed is retried by a full pass soon.
+            self.wake.notify_one();
+        }
+        for (target, reply) in waiting {
+            let result = match &target {
+                Target::Sandbox(id) | Target::Removed(id) => report.error_for(id),
+                Target::Network(id) => network_error(&report, inner.desired.get(), id),
+            };
+            if let Target::Removed(id) = &target {
+                tracing::info!(sandbox = %id, "sandbox removed");
+            }
+            let _ = reply.send(result.map_or(Ok(()), Err));
+        }
+    }
+
+    /// Takes a removal into the desired state; returns the networks the
+    /// sandbox used and adds the links it wanted to `before`.
+    async fn take_removal(
+        &self,
+        inner: &mut Inner,
+        id: &str,
+        netns_name: &str,
+        before: &mut Vec<String>,
+    ) -> BTreeSet<String> {
+        if let Some(old) = inner.desired.get().sandboxes.get(id) {
+            before.extend(wanted_links_of(inner.desired.get(), old));
+        }
         let spec = inner.desired.remove(id);
         let nets: BTreeSet<String> = spec
             .iter()
@@ -346,29 +521,7 @@ impl Reconciler {
                 }
             }
         }
-        let report = self.pass(&mut inner, &Scope::sandbox(id, nets), &before).await;
-        tracing::info!(sandbox = %id, "sandbox removed");
-        self.answer(report, id)
-    }
-
-    /// Takes a new peer set of an overlay network (unless an equal or newer
-    /// one was seen) and programs it when the network is realised here.
-    pub async fn set_peers(&self, network_id: &str, set: PeerSet) -> Result<(), AgentError> {
-        let mut inner = self.inner.lock().await;
-        inner.commands += 1;
-        if !inner.desired.accept_peers(network_id, set) {
-            tracing::debug!(network = %network_id, "older overlay peer set ignored");
-            return Ok(());
-        }
-        self.names.update_peers(inner.desired.get(), network_id);
-        let report = self.pass(&mut inner, &Scope::network(network_id), &[]).await;
-        match report.errors.first() {
-            Some((k, _, e)) => {
-                self.wake.notify_one();
-                Err(AgentError::from_object(k, e))
-            }
-            None => Ok(()),
-        }
+        nets
     }
 
     /// Converges the node to a snapshot of its desired state read at
@@ -415,17 +568,6 @@ impl Reconciler {
                 .map(|(k, _, e)| format!("{k}: {}", e.message))
                 .collect::<Vec<_>>()
                 .join("; "))
-        }
-    }
-
-    fn answer(&self, report: PassReport, sandbox: &str) -> Result<(), AgentError> {
-        if !report.errors.is_empty() {
-            // Whatever failed is retried by a full pass soon.
-            self.wake.notify_one();
-        }
-        match report.error_for(sandbox) {
-            Some(e) => Err(e),
-            None => Ok(()),
         }
     }
 
