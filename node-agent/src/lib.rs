@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod nft;
+pub mod proxy;
 pub mod reconcile;
 pub mod registration;
 pub mod state;
