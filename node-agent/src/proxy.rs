@@ -47,14 +47,8 @@ pub struct ProxyError {
 
 struct Running {
     target: SocketAddrV6,
+    /// Owns the listener and its connections' tasks: aborting it closes all.
     task: JoinHandle<()>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // The task owns the listener and its connections' tasks: all close.
-        self.task.abort();
-    }
 }
 
 fn proxies() -> &'static Mutex<BTreeMap<(Proto, u16), Running>> {
@@ -79,14 +73,24 @@ pub fn running() -> Proxies {
 /// `[::1]:PORT` in the calling thread's namespace. Every proxy is tried;
 /// the first bind that failed is returned.
 pub async fn sync(want: &Proxies) -> Result<(), ProxyError> {
+    let stopped: Vec<((Proto, u16), Running)> = {
+        let mut map = proxies().lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<(Proto, u16)> = map
+            .iter()
+            .filter(|(k, r)| want.get(k) != Some(&r.target) || r.task.is_finished())
+            .map(|(k, _)| *k)
+            .collect();
+        gone.into_iter()
+            .filter_map(|k| map.remove(&k).map(|r| (k, r)))
+            .collect()
+    };
+    for ((proto, port), r) in stopped {
+        r.task.abort();
+        // Closed (listener and connections) before the caller answers.
+        let _ = r.task.await;
+        tracing::info!(port, %proto, "[::1] proxy stopped");
+    }
     let mut map = proxies().lock().unwrap_or_else(|e| e.into_inner());
-    map.retain(|k, r| {
-        let keep = want.get(k) == Some(&r.target) && !r.task.is_finished();
-        if !keep {
-            tracing::info!(port = k.1, proto = %k.0, "[::1] proxy stopped");
-        }
-        keep
-    });
     let mut first = None;
     for (&(proto, port), &target) in want {
         if map.contains_key(&(proto, port)) {
