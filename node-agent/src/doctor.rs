@@ -694,7 +694,9 @@ pub fn path(d: &Desired, o: &Observed, plan: &Plan, facts: &Facts, q: &Question)
             let bridge = crate::nft::BridgeRules {
                 bridge: net.bridge.clone(),
                 subnet: net.subnet,
-                subnet6: net.v6.map(|(s, _)| s),
+                // IPv6 ports are only rendered for dual-stack bridges (an
+                // overlay's bridge has no rules).
+                subnet6: net.v6.map(|(s, _)| s).filter(|_| net.driver == Driver::Bridge),
                 masquerade: false,
                 internal: false,
             };
