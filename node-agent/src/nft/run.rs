@@ -31,7 +31,16 @@ use super::NftError;
 const CTX_DEFAULT: u32 = 0;
 /// `NFT_CTX_OUTPUT_JSON`: JSON output, and JSON input parsed first.
 const OUTPUT_JSON: c_uint = 1 << 4;
-const LIBRARY: &str = "libnftables.so.1";
+/// The library loaded unless [`use_library`] named another.
+pub const LIBRARY: &str = "libnftables.so.1";
+
+static CHOSEN: OnceLock<String> = OnceLock::new();
+
+/// Which library to load (the agent's `--libnftables`); before the first
+/// command, else it has no effect (false then).
+pub fn use_library(name: &str) -> bool {
+    CHOSEN.set(name.to_string()).is_ok()
+}
 
 /// The functions of libnftables berth uses.
 struct Lib {
@@ -48,12 +57,12 @@ struct Lib {
 }
 
 impl Lib {
-    fn load() -> Result<Self, libloading::Error> {
+    fn load(name: &str) -> Result<Self, libloading::Error> {
         // SAFETY: loading libnftables runs no initialiser with
         // preconditions; the symbols are looked up with the signatures of
         // nftables/libnftables.h (1.0.x), which have not changed since 0.9.
         unsafe {
-            let lib = libloading::Library::new(LIBRARY)?;
+            let lib = libloading::Library::new(name)?;
             Ok(Self {
                 ctx_new: *lib.get(b"nft_ctx_new\0")?,
                 ctx_free: *lib.get(b"nft_ctx_free\0")?,
@@ -92,7 +101,8 @@ enum Backend {
 
 fn backend() -> &'static Backend {
     static BACKEND: OnceLock<Backend> = OnceLock::new();
-    BACKEND.get_or_init(|| match Lib::load() {
+    let name = CHOSEN.get().map_or(LIBRARY, String::as_str);
+    BACKEND.get_or_init(|| match Lib::load(name) {
         Ok(lib) => {
             let (tx, rx) = mpsc::channel();
             match std::thread::Builder::new()
@@ -100,7 +110,7 @@ fn backend() -> &'static Backend {
                 .spawn(move || serve(lib, rx))
             {
                 Ok(_) => {
-                    tracing::debug!("nftables through {LIBRARY}, in process");
+                    tracing::info!(library = %name, "nftables in process through libnftables");
                     Backend::Library(Mutex::new(tx))
                 }
                 Err(e) => {
@@ -110,7 +120,7 @@ fn backend() -> &'static Backend {
             }
         }
         Err(e) => {
-            tracing::warn!(error = %e, "{LIBRARY} not loadable; spawning nft for every nftables change");
+            tracing::warn!(library = %name, error = %e, "libnftables not loadable; spawning nft for every nftables change");
             Backend::Process
         }
     })
