@@ -323,7 +323,7 @@ pub struct SandboxCreateArgs {
     #[arg(long = "link", value_name = "NAME[:ALIAS]", value_parser = parse_link)]
     pub links: Vec<Link>,
 
-    /// Publish a port: [HOST_IP:]HOST_PORT:PORT[/tcp|/udp]; ranges like 8000-8010:8000-8010; PORT or HOST_IP::PORT for a host port berth chooses (repeatable)
+    /// Publish a port: [HOST_IP:]HOST_PORT:PORT[/tcp|/udp] (HOST_IP IPv4 or [IPv6]: [::] all IPv6 addresses, [::1] through a proxy; none: both families); ranges like 8000-8010:8000-8010; PORT or HOST_IP::PORT for a host port berth chooses (repeatable)
     #[arg(
         short = 'p',
         long = "publish",

@@ -1,6 +1,9 @@
 //! Published ports (`-p [HOST_IP:]HOST_PORT:PORT[/tcp|/udp]`), validated.
+//! The host address is IPv4 or IPv6: none (`-p 8080:80`, or `0.0.0.0`) is
+//! every address of the node in both families, `[::]` every IPv6 address
+//! only, any other address that one address.
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::Invalid;
 
@@ -29,9 +32,10 @@ impl fmt::Display for Proto {
 /// One published port of a sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PortMapping {
-    /// `None`: every address of the node.
+    /// `None`: every address of the node, IPv4 and IPv6; `Some(::)`:
+    /// every IPv6 address of the node; otherwise that one address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_ip: Option<Ipv4Addr>,
+    pub host_ip: Option<IpAddr>,
     pub host_port: u16,
     pub container_port: u16,
     pub proto: Proto,
@@ -53,20 +57,27 @@ impl PortMapping {
     ) -> Result<Self, Invalid> {
         let host_ip = match host_ip {
             "" | "0.0.0.0" => None,
-            s if s
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::Ipv6Addr>()
-                .is_ok() =>
-            {
-                return Err(Invalid::new(
-                    "publish",
-                    format!("host address {s}: IPv6 published ports are not supported yet"),
-                ));
+            s => {
+                let bare = s.strip_prefix('[').and_then(|s| s.strip_suffix(']')).unwrap_or(s);
+                let ip: IpAddr = bare.parse().map_err(|_| {
+                    Invalid::new("publish", format!("host address {s:?} is not an IP address"))
+                })?;
+                if let IpAddr::V6(v6) = ip
+                    && let Some(v4) = v6.to_ipv4_mapped()
+                {
+                    return Err(Invalid::new(
+                        "publish",
+                        format!("host address {s}: write the IPv4-mapped address as {v4}"),
+                    ));
+                }
+                if ip.is_multicast() || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()) {
+                    return Err(Invalid::new(
+                        "publish",
+                        format!("host address {s} is not a unicast address"),
+                    ));
+                }
+                Some(ip)
             }
-            s => Some(s.parse::<Ipv4Addr>().map_err(|_| {
-                Invalid::new("publish", format!("host address {s:?} is not an IPv4 address"))
-            })?),
         };
         let proto = match proto {
             "" | "tcp" => Proto::Tcp,
@@ -87,21 +98,61 @@ impl PortMapping {
     }
 
     /// Two mappings clash when they would both receive the same packets: same
-    /// protocol and host port, and the same host address or either on all.
+    /// protocol and host port, and overlapping host addresses: the same
+    /// address, or either on all addresses (both families), or `::` and an
+    /// IPv6 address. IPv4 and IPv6 addresses never overlap.
     pub fn clashes(&self, other: &PortMapping) -> bool {
         self.proto == other.proto
             && self.host_port == other.host_port
-            && (self.host_ip.is_none() || other.host_ip.is_none() || self.host_ip == other.host_ip)
+            && match (self.host_ip, other.host_ip) {
+                (None, _) | (_, None) => true,
+                (Some(IpAddr::V6(a)), Some(IpAddr::V6(b))) => {
+                    a == b || a.is_unspecified() || b.is_unspecified()
+                }
+                (Some(a), Some(b)) => a == b,
+            }
     }
 
-    /// `0.0.0.0:8080->80/tcp`, as `docker ps` shows it.
+    /// Whether the mapping is published on the node's IPv4 addresses.
+    pub fn on_ipv4(&self) -> bool {
+        !matches!(self.host_ip, Some(IpAddr::V6(_)))
+    }
+
+    /// Whether the mapping is published on the node's IPv6 addresses (all
+    /// of them, `[::]` or one), given a target with an IPv6 address.
+    pub fn on_ipv6(&self) -> bool {
+        !matches!(self.host_ip, Some(IpAddr::V4(_)))
+    }
+
+    /// Whether the mapping needs the target to have an IPv6 address: it is
+    /// published on IPv6 only (`[::]` or one IPv6 address).
+    pub fn needs_ipv6(&self) -> bool {
+        matches!(self.host_ip, Some(IpAddr::V6(_)))
+    }
+
+    /// Whether the mapping is on `[::1]`, which the kernel cannot DNAT
+    /// (IPv6 has no `route_localnet`): the agent proxies it in userland.
+    pub fn on_ipv6_loopback(&self) -> bool {
+        self.host_ip == Some(IpAddr::V6(Ipv6Addr::LOCALHOST))
+    }
+
+    /// The host address as inspect shows it (Docker's `HostIp`): `0.0.0.0`
+    /// for all addresses, `::` for all IPv6 addresses.
+    pub fn host_ip_text(&self) -> String {
+        self.host_ip
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+            .to_string()
+    }
+
+    /// `0.0.0.0:8080->80/tcp`, `[::1]:8080->80/tcp`, as `docker ps` shows it.
     pub fn describe(&self) -> String {
+        let host = match self.host_ip {
+            Some(IpAddr::V6(a)) => format!("[{a}]"),
+            _ => self.host_ip_text(),
+        };
         format!(
-            "{}:{}->{}/{}",
-            self.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            self.host_port,
-            self.container_port,
-            self.proto
+            "{host}:{}->{}/{}",
+            self.host_port, self.container_port, self.proto
         )
     }
 }
@@ -210,6 +261,40 @@ mod tests {
         assert!(PortMapping::validate("", 70000, 80, "tcp").is_err());
         assert!(PortMapping::validate("", 80, 80, "sctp").is_err());
         assert!(PortMapping::validate("nope", 80, 80, "tcp").is_err());
+    }
+
+    #[test]
+    fn ipv6_host_addresses() {
+        let all = PortMapping::validate("", 8080, 80, "tcp").unwrap();
+        let any6 = PortMapping::validate("[::]", 8080, 80, "tcp").unwrap();
+        let lo6 = PortMapping::validate("::1", 8080, 81, "tcp").unwrap();
+        let one6 = PortMapping::validate("fd99::10", 8080, 82, "tcp").unwrap();
+        let two6 = PortMapping::validate("[fd99::11]", 8080, 83, "tcp").unwrap();
+        let v4 = PortMapping::validate("192.168.205.10", 8080, 84, "tcp").unwrap();
+        assert_eq!(any6.host_ip, Some("::".parse().unwrap()));
+        assert_eq!(any6.describe(), "[::]:8080->80/tcp");
+        assert_eq!(lo6.host_ip_text(), "::1");
+        assert!(lo6.on_ipv6_loopback() && !one6.on_ipv6_loopback());
+        assert!(all.on_ipv4() && all.on_ipv6() && !all.needs_ipv6());
+        assert!(!any6.on_ipv4() && any6.needs_ipv6());
+        assert!(!v4.on_ipv6() && !v4.needs_ipv6());
+        // Families apart, except that all addresses overlaps both.
+        assert!(all.clashes(&any6) && all.clashes(&one6) && all.clashes(&v4));
+        assert!(any6.clashes(&one6) && any6.clashes(&lo6) && one6.clashes(&any6));
+        assert!(!one6.clashes(&two6) && !one6.clashes(&lo6));
+        assert!(!v4.clashes(&any6) && !v4.clashes(&one6) && !any6.clashes(&v4));
+        assert!(check_distinct(&[v4, one6, two6, lo6]).is_ok());
+        assert!(check_distinct(&[v4, any6, one6]).is_err());
+        for bad in [
+            "[fd99::1",
+            "::ffff:10.0.0.1",
+            "ff02::1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "[1.2.3.4]x",
+        ] {
+            assert!(PortMapping::validate(bad, 80, 80, "tcp").is_err(), "{bad:?}");
+        }
     }
 
     #[test]

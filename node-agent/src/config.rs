@@ -116,6 +116,18 @@ pub struct Config {
     #[arg(long, env = "BERTH_NETLINK_WATCH", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub netlink_watch: bool,
 
+    /// The libnftables shared library the agent loads to change nftables
+    /// in process (a file name searched as dlopen(3) does, or a path).
+    /// When it cannot be loaded, the agent spawns `nft` for every change
+    /// instead (logged once).
+    #[arg(
+        long,
+        env = "BERTH_LIBNFTABLES",
+        default_value = "libnftables.so.1",
+        value_name = "LIB"
+    )]
+    pub libnftables: String,
+
     /// Log filter (tracing-subscriber EnvFilter syntax).
     #[arg(long, env = "BERTH_LOG", default_value = "info")]
     pub log: String,

@@ -68,9 +68,10 @@ pub struct Facts {
     pub forwarding: bool,
     /// The agent holds its node's whole desired state.
     pub synced: bool,
-    /// The DNAT rules of berth's table (protocol, host port, target,
-    /// container port); `None`: no table.
-    pub dnat: Option<BTreeSet<(String, u16, Ipv4Addr, u16)>>,
+    /// The DNAT elements of berth's tables in effect; `None`: no table.
+    pub dnat: Option<BTreeSet<crate::nft::PortElem>>,
+    /// The `[::1]` proxies running.
+    pub proxies: crate::nft::Proxies,
 }
 
 fn link_words(l: &Link) -> String {
@@ -224,6 +225,27 @@ fn describe(d: &Desired, o: &Observed, a: &Action) -> String {
             .unwrap_or_else(|| {
                 "apply berth's nftables table: the agent has not applied its current rules".into()
             }),
+        Action::UpdatePorts {
+            add,
+            remove,
+            localnet,
+            ..
+        } => {
+            let mut why: Vec<String> = add
+                .iter()
+                .map(|e| format!("publish {}", e.describe()))
+                .chain(remove.iter().map(|e| format!("withdraw {}", e.describe())))
+                .collect();
+            why.extend(
+                localnet
+                    .difference(&o.localnet)
+                    .map(|b| format!("route_localnet is off on {b}")),
+            );
+            if why.is_empty() {
+                why.push("converge the [::1] proxies".into());
+            }
+            format!("update berth's published ports: {}", why.join(", "))
+        }
         Action::CreateNamespace { .. } => "create the namespace: it is missing or was replaced".into(),
         Action::EnsureEndpoint(e) => {
             let s = d.sandboxes.get(&e.sandbox_id);
@@ -257,7 +279,7 @@ fn firewall_words(
     match &o.firewall {
         Some(None) if !want.is_empty() => why.push(format!("table {} is missing", crate::nft::TABLE)),
         Some(have) => {
-            let have = have.clone().unwrap_or_default();
+            let have = have.as_ref().map(|s| s.counts.clone()).unwrap_or_default();
             for (chain, n) in &want {
                 let h = have.get(chain).copied();
                 if h != Some(*n) {
@@ -677,41 +699,69 @@ pub fn path(d: &Desired, o: &Observed, plan: &Plan, facts: &Facts, q: &Question)
     if primary && (q.peer_ip.is_none() || q.outside) {
         for m in &s.ports {
             let name = format!("published {}", m.describe());
-            let want = (m.proto.as_str().to_string(), m.host_port, ep.ip, m.container_port);
-            let h = match &facts.dnat {
-                None => hop(
+            let rule = crate::nft::PortRule {
+                mapping: *m,
+                target: ep.ip,
+                target6: ep.ip6.map(|(a, _)| a),
+                bridge: net.bridge.clone(),
+            };
+            // The elements and proxies this mapping alone renders to.
+            let bridge = crate::nft::BridgeRules {
+                bridge: net.bridge.clone(),
+                subnet: net.subnet,
+                // IPv6 ports are only rendered for dual-stack bridges (an
+                // overlay's bridge has no rules).
+                subnet6: net.v6.map(|(s, _)| s).filter(|_| net.driver == Driver::Bridge),
+                masquerade: false,
+                internal: false,
+            };
+            let want = crate::nft::render(&[bridge], &[rule]);
+            let missing: Vec<String> = want
+                .elements()
+                .iter()
+                .filter(|e| !facts.dnat.as_ref().is_some_and(|d| d.contains(e)))
+                .map(|e| format!("no DNAT {} in table {}", e.describe(), crate::nft::TABLE))
+                .chain(
+                    want.proxies()
+                        .iter()
+                        .filter(|(k, t)| facts.proxies.get(k) != Some(t))
+                        .map(|(k, t)| format!("no proxy [::1]:{}/{} -> [{}]:{}", k.1, k.0, t.ip(), t.port())),
+                )
+                .collect();
+            let words: Vec<String> = want
+                .elements()
+                .iter()
+                .map(|e| format!("DNAT {}", e.describe()))
+                .chain(
+                    want.proxies()
+                        .iter()
+                        .map(|(k, t)| format!("proxy [::1]:{}/{} -> [{}]:{}", k.1, k.0, t.ip(), t.port())),
+                )
+                .collect();
+            let h = if facts.dnat.is_none() {
+                hop(
                     name,
                     Broken,
                     format!("berth's table {} is missing", crate::nft::TABLE),
-                ),
-                Some(rules) if !rules.contains(&want) => hop(
-                    name,
-                    Broken,
-                    format!(
-                        "no DNAT rule for {}/{} to {}:{} in chain ports of table {}",
-                        m.host_port,
-                        m.proto,
-                        ep.ip,
-                        m.container_port,
-                        crate::nft::TABLE
-                    ),
-                ),
-                Some(_) if !o.localnet.contains(&net.bridge) => hop(
+                )
+            } else if !missing.is_empty() {
+                hop(name, Broken, missing.join("; "))
+            } else if m.on_ipv4() && !o.localnet.contains(&net.bridge) {
+                hop(
                     name,
                     Broken,
                     format!(
                         "route_localnet is off on {}: 127.0.0.1:{} from the node does not reach it",
                         net.bridge, m.host_port
                     ),
-                ),
-                Some(_) => hop(
-                    name,
-                    Ok,
-                    format!(
-                        "DNAT {}/{} to {}:{}, route_localnet on {}",
-                        m.host_port, m.proto, ep.ip, m.container_port, net.bridge
-                    ),
-                ),
+                )
+            } else {
+                let localnet = if m.on_ipv4() {
+                    format!(", route_localnet on {}", net.bridge)
+                } else {
+                    String::new()
+                };
+                hop(name, Ok, format!("{}{localnet}", words.join(", ")))
             };
             hops.push(h);
         }
@@ -727,10 +777,17 @@ pub fn path(d: &Desired, o: &Observed, plan: &Plan, facts: &Facts, q: &Question)
         ));
     } else {
         let apply = plan.actions.iter().find_map(|a| match a {
-            Action::ApplyFirewall { rules, localnet } => Some((rules, localnet)),
+            Action::ApplyFirewall { rules, localnet } => firewall_words(o, rules, localnet),
+            Action::UpdatePorts { add, remove, .. } if !add.is_empty() || !remove.is_empty() => {
+                Some(format!(
+                    "{} published port(s) missing, {} not berth's",
+                    add.len(),
+                    remove.len()
+                ))
+            }
             _ => None,
         });
-        match apply.and_then(|(r, l)| firewall_words(o, r, l)) {
+        match apply {
             Some(why) => hops.push(hop(fw, Broken, why)),
             None => hops.push(hop(fw, Ok, "holds the rules the agent wants")),
         }
@@ -866,7 +923,7 @@ mod tests {
                 .into(),
             ),
         );
-        o.firewall = Some(Some(BTreeMap::new()));
+        o.firewall = Some(Some(Default::default()));
         let q = Question {
             sandbox_id: "s1".into(),
             network_id: "n1".into(),
@@ -880,6 +937,7 @@ mod tests {
             forwarding: true,
             synced: true,
             dnat: Some(BTreeSet::new()),
+            proxies: Default::default(),
         };
         (d, o, q, f)
     }

@@ -200,6 +200,7 @@ impl AgentService for AgentApi {
                     forwarding,
                     synced,
                     dnat,
+                    proxies: crate::proxy::running(),
                 };
                 Ok::<_, Status>(pb::DiagnoseResponse {
                     node: self.node.clone(),

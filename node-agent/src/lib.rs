@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod nft;
+pub mod proxy;
 pub mod reconcile;
 pub mod registration;
 pub mod state;
@@ -73,6 +74,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await
     .map_err(anyhow::Error::msg)?;
+    nft::run::use_library(&config.libnftables);
+    // Loaded now, so a missing library is logged at start, not at the first port.
+    nft::run::in_process();
     let reconciler = Arc::new(
         Reconciler::new(
             config.state_dir.clone(),

@@ -308,6 +308,55 @@ fn kernels_consistent(c: &Cluster, s: &State) -> Result<(), String> {
             return Err(format!("{name}: host veths {have:?}, records say {want:?}"));
         }
         devices_consistent(c, s, node)?;
+        ports_consistent(c, s, node)?;
+    }
+    Ok(())
+}
+
+/// Node `node`'s published IPv4 ports in berth's DNAT maps, as (host
+/// address or "", protocol, host port): exactly those of the sandbox
+/// records on the node (an element left for a removed sandbox, or one
+/// missing for a recorded port, is an inconsistency).
+fn ports_consistent(c: &Cluster, s: &State, node: usize) -> Result<(), String> {
+    let name = format!("node{node}");
+    let mut want = BTreeSet::new();
+    for r in s.sandboxes.values().filter(|r| r["node"] == name.as_str()) {
+        for p in r["ports"].as_array().into_iter().flatten() {
+            let host = p["host_ip"].as_str().unwrap_or_default();
+            if host.contains(':') {
+                continue; // IPv6: the ip6 table's
+            }
+            want.insert((
+                host.to_string(),
+                str_of(p, "proto"),
+                p["host_port"].as_u64().unwrap_or(0),
+            ));
+        }
+    }
+    let out = crate::cluster::in_ns(&c.node(node), &["nft", "-j", "list", "table", "ip", "berth"]);
+    let listing: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut have = BTreeSet::new();
+    for item in listing["nftables"].as_array().into_iter().flatten() {
+        let m = &item["map"];
+        if !matches!(m["name"].as_str(), Some("any_dnat_ip" | "addr_dnat_ip")) {
+            continue;
+        }
+        for e in m["elem"].as_array().into_iter().flatten() {
+            let key: Vec<&Value> = e[0]["concat"].as_array().into_iter().flatten().collect();
+            let (host, rest) = match key.len() {
+                3 => (key[0].as_str().unwrap_or_default().to_string(), &key[1..]),
+                _ => (String::new(), &key[..]),
+            };
+            if let [proto, port] = rest {
+                let proto = proto.as_str().unwrap_or_default().to_string();
+                have.insert((host, proto, port.as_u64().unwrap_or(0)));
+            }
+        }
+    }
+    if want != have {
+        return Err(format!(
+            "{name}: published ports in nftables {have:?}, records say {want:?}"
+        ));
     }
     Ok(())
 }

@@ -295,9 +295,9 @@ fn host_ports_berth_chooses() {
     assert_eq!((cont, proto.as_str()), (80, "tcp"));
     let ls = c.cli_ok(&["sandbox", "ls", "-f", "name=w1"]);
     assert!(ls.contains(&format!("0.0.0.0:{host}->80/tcp")), "{ls}");
-    // Realised like an explicit port: the agent's DNAT rule names it.
+    // Realised like an explicit port: the agent's DNAT element names it.
     let rules = berth_tests::cluster::in_ns_ok(&c.node(1), &["nft", "list", "table", "ip", "berth"]);
-    assert!(rules.contains(&format!("dport {host}")), "{rules}");
+    assert!(rules.contains(&format!("tcp . {host} : ")), "{rules}");
 
     // -P publishes every --expose'd port; udp is its own space.
     c.cli_ok(&[

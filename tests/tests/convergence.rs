@@ -171,6 +171,59 @@ fn drift_of_every_kind_is_repaired_and_traffic_resumes() {
     in_ns_ok(&n1, &["nft", "delete", "table", "ip", "berth"]);
     c.eventually("the deleted table is back", || nft_rules(&c, 1) == rules);
 
+    // A published port's DNAT element deleted by hand is put back; an
+    // element berth does not want, in its own map, is removed; neither
+    // rewrites the table (same rules, nothing outside berth's table).
+    c.cli_ok(&["sandbox", "create", "p", "--node", "node1", "-p", "8089:80"]);
+    let elements = || in_ns_ok(&n1, &["nft", "list", "map", "ip", "berth", "any_dnat_ip"]);
+    assert!(elements().contains("tcp . 8089 : 172.17.0."), "{}", elements());
+    in_ns_ok(
+        &n1,
+        &[
+            "nft",
+            "delete",
+            "element",
+            "ip",
+            "berth",
+            "any_dnat_ip",
+            "{ tcp . 8089 }",
+        ],
+    );
+    assert!(!elements().contains("8089"));
+    c.eventually("the deleted element is back", || {
+        elements().contains("tcp . 8089 : 172.17.0.")
+    });
+    in_ns_ok(
+        &n1,
+        &[
+            "nft",
+            "add",
+            "element",
+            "ip",
+            "berth",
+            "any_dnat_ip",
+            "{ udp . 7777 : 172.17.0.99 }",
+        ],
+    );
+    in_ns_ok(
+        &n1,
+        &[
+            "nft",
+            "add",
+            "element",
+            "ip",
+            "berth",
+            "any_dnat_port",
+            "{ udp . 7777 : 77 }",
+        ],
+    );
+    c.eventually("the stray element is removed", || {
+        !elements().contains("7777")
+            && !in_ns_ok(&n1, &["nft", "list", "map", "ip", "berth", "any_dnat_port"]).contains("7777")
+    });
+    assert!(elements().contains("tcp . 8089"), "berth's own element kept");
+    assert_eq!(nft_rules(&c, 1), rules, "no rule changed");
+
     // The hosts file deleted.
     let hosts = format!("/etc/netns/{}/hosts", c.sandbox_ns("a"));
     std::fs::remove_file(&hosts).unwrap();

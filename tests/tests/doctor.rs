@@ -383,7 +383,7 @@ fn bridge_paths_outside_isolation_firewall_and_bad_input() {
     );
     in_ns_ok(&n1, &["nft", "flush", "chain", "ip", "berth", "ports"]);
     let why = assert_first_broken(&c, &["web"], "node1", "published 0.0.0.0:8080->80/tcp");
-    assert!(why.contains("no DNAT rule for 8080/tcp"), "{why}");
+    assert!(why.contains("no DNAT 0.0.0.0:8080/tcp -> 172.17.0."), "{why}");
 
     // berth's nftables table deleted by hand.
     in_ns_ok(&n1, &["nft", "delete", "table", "ip", "berth"]);

@@ -2,7 +2,7 @@
 //! a converged cluster and names each kind of drift planted by hand — a
 //! missing overlay FDB entry, an address key without an owner, a sandbox
 //! without its node index key and an index key without a sandbox, a network
-//! without its name key, a stray bridge — so a soak or fault matrix that it
+//! without its name key, a stray bridge, a missing or stray DNAT element — so a soak or fault matrix that it
 //! calls converged really is.
 use std::time::Duration;
 
@@ -85,6 +85,42 @@ fn the_checker_sees_each_kind_of_drift() {
     assert!(e.contains("bridge entries"), "{e}");
     c.start_agent(1).expect("agent");
     converged(&c).unwrap_or_else(|e| panic!("the agent did not remove the stale bridge entry: {e}"));
+
+    // A published port's DNAT element gone, then one nobody publishes.
+    c.stop_agent(1);
+    in_ns_ok(
+        &c.node(1),
+        &[
+            "nft",
+            "delete",
+            "element",
+            "ip",
+            "berth",
+            "any_dnat_ip",
+            "{ tcp . 8080 }",
+        ],
+    );
+    let e = consistent(&c).expect_err("a missing DNAT element");
+    assert!(e.contains("published ports"), "{e}");
+    c.start_agent(1).expect("agent");
+    converged(&c).unwrap_or_else(|e| panic!("the agent did not restore the element: {e}"));
+    c.stop_agent(1);
+    in_ns_ok(
+        &c.node(1),
+        &[
+            "nft",
+            "add",
+            "element",
+            "ip",
+            "berth",
+            "any_dnat_ip",
+            "{ udp . 7777 : 172.17.0.99 }",
+        ],
+    );
+    let e = consistent(&c).expect_err("a stray DNAT element");
+    assert!(e.contains("published ports"), "{e}");
+    c.start_agent(1).expect("agent");
+    converged(&c).unwrap_or_else(|e| panic!("the agent did not remove the stray element: {e}"));
 
     // An address key nobody owns (the repair loop frees it after two passes).
     let net = s.networks.values().find(|n| n["name"] == "ov").expect("ov");

@@ -2,8 +2,9 @@
 //! across nodes (addresses unique in the cluster, IPv6 neighbour entries on
 //! the VXLAN device, ping by name over IPv6, AAAA answers), dual-stack
 //! bridge networks (the bridge's IPv6 gateway, the sandbox's IPv6 default
-//! route, `--ip6`), drift repair of the new kernel objects, and the
-//! refusals that leave nothing behind.
+//! route, `--ip6`), drift repair of the new kernel objects, published
+//! ports on IPv6 host addresses (`[::]`, one address, `[::1]` through the
+//! agent's proxy), and the refusals that leave nothing behind.
 use berth_tests::cluster::{Cluster, in_ns, in_ns_ok};
 use berth_tests::stderr;
 
@@ -333,9 +334,11 @@ fn ipv6_refusals_leave_nothing_behind() {
             ],
             "gateway",
         ),
+        // An IPv6 host address needs an IPv6 target: not on the IPv4-only
+        // default bridge, nor on an IPv4-only user network.
         (
             &["sandbox", "create", "s1", "--node", "node1", "-p", "[::]:8080:80"],
-            "IPv6 published ports are not supported yet",
+            "gives the sandbox no IPv6 address",
         ),
         (
             &[
@@ -344,10 +347,40 @@ fn ipv6_refusals_leave_nothing_behind() {
                 "s1",
                 "--node",
                 "node1",
+                "--network",
+                "plain",
                 "-p",
                 "[::1]:8080:80",
             ],
-            "IPv6 published ports are not supported yet",
+            "gives the sandbox no IPv6 address",
+        ),
+        (
+            &[
+                "sandbox",
+                "create",
+                "s1",
+                "--node",
+                "node1",
+                "--network",
+                "plain",
+                "-p",
+                "[fd99::10]::80",
+            ],
+            "gives the sandbox no IPv6 address",
+        ),
+        (
+            &[
+                "sandbox",
+                "create",
+                "s1",
+                "--node",
+                "node1",
+                "--network",
+                "taken6",
+                "-p",
+                "[ff02::1]:8080:80",
+            ],
+            "not a unicast address",
         ),
     ];
     for (args, why) in cases {
@@ -527,4 +560,232 @@ fn published_port_over_ipv6_from_another_node() {
     c.cli_ok(&["sandbox", "rm", "w6"]);
     let out = in_ns(&c.node(2), &["python3", "-c", get, "fd99::10"]);
     assert!(!out.status.success(), "the port went with the sandbox");
+}
+
+/// A TCP server answering `HTTP/1.0 200 <name>` on `[::]:80` and a UDP
+/// echo on `[::]:5300` (not 53: berth's DNS responder has it), as a sandbox's command.
+const SERVE_BOTH: &str = "import socket,threading,sys\n\
+    def udp():\n\
+    \x20   u=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM);u.bind(('::',5300))\n\
+    \x20   while True:\n\
+    \x20       d,a=u.recvfrom(2048);u.sendto(b'echo '+d,a)\n\
+    threading.Thread(target=udp,daemon=True).start()\n\
+    t=socket.socket(socket.AF_INET6);t.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+    t.bind(('::',80));t.listen(16)\n\
+    while True:\n\
+    \x20   c,a=t.accept();c.recv(1024);c.sendall(b'HTTP/1.0 200 '+sys.argv[1].encode());c.close()\n";
+
+/// `GET` on `[addr]:port` from namespace `ns`: the status line's rest, or
+/// `None` (refused, timed out).
+fn fetch6(ns: &str, addr: &str, port: u16) -> Option<String> {
+    let get = "import socket,sys\n\
+               s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=2)\n\
+               s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n');print(s.recv(64).decode())";
+    let out = in_ns(ns, &["python3", "-c", get, addr, &port.to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.success() && text.starts_with("HTTP/1.0 200")).then(|| text.trim().to_string())
+}
+
+/// A UDP datagram to `[addr]:port` from namespace `ns`, and its answer.
+fn udp6(ns: &str, addr: &str, port: u16) -> Option<String> {
+    let ask = "import socket,sys\n\
+               u=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM);u.settimeout(2)\n\
+               u.sendto(b'ping',(sys.argv[1],int(sys.argv[2])));print(u.recvfrom(64)[0].decode())";
+    let out = in_ns(ns, &["python3", "-c", ask, addr, &port.to_string()]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Whether a TCP connection to `[addr]:port` from `ns` is refused outright.
+fn refused6(ns: &str, addr: &str, port: u16) -> bool {
+    let try_ = "import socket,sys\n\
+                try:\n\
+                \x20   socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=2)\n\
+                except ConnectionRefusedError:\n\
+                \x20   sys.exit(3)\n";
+    in_ns(ns, &["python3", "-c", try_, addr, &port.to_string()])
+        .status
+        .code()
+        == Some(3)
+}
+
+fn retry<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    for _ in 0..50 {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    None
+}
+
+/// `-p [::]:…` answers on every IPv6 address of the node and not on IPv4;
+/// `-p [V6]:…` on that address only; `-p [::1]:…` on the node's IPv6
+/// loopback through the agent's proxy, TCP and UDP. Inspect shows the host
+/// addresses as given; a clash across the family rules is refused; removal
+/// closes each (connection refused after). Reached from another node over
+/// the test's IPv6 underlay.
+#[test]
+fn published_ports_on_ipv6_host_addresses() {
+    let c = cluster(2);
+    let (n1, n2) = (c.node(1), c.node(2));
+    for (ns, addr) in [(&n1, "fd99::10/64"), (&n1, "fd99::20/64"), (&n2, "fd99::11/64")] {
+        in_ns_ok(ns, &["ip", "-6", "addr", "add", addr, "dev", "eth0", "nodad"]);
+    }
+    c.cli_ok(&["network", "create", "--ipv6", "--subnet", "fd6b::/64", "v6"]);
+    let serve = |name: &str, ports: &[&str]| {
+        let mut args = vec!["sandbox", "create", name, "--node", "node1", "--network", "v6"];
+        for p in ports {
+            args.extend(["-p", p]);
+        }
+        args.extend(["--", "python3", "-c", SERVE_BOTH, name]);
+        c.cli_ok(&args);
+    };
+    serve("any6", &["[::]:8080:80"]);
+    serve("one6", &["[fd99::10]:8081:80"]);
+    serve("lo6", &["[::1]:8082:80", "[::1]:5353:5300/udp"]);
+
+    // [::]: every IPv6 address of node1, from node2; nothing on IPv4.
+    assert_eq!(
+        retry(|| fetch6(&n2, "fd99::10", 8080)).as_deref(),
+        Some("HTTP/1.0 200 any6"),
+        "[fd99::10]:8080 from node2\n{}",
+        c.logs()
+    );
+    assert_eq!(
+        fetch6(&n2, "fd99::20", 8080).as_deref(),
+        Some("HTTP/1.0 200 any6")
+    );
+    let v4 = in_ns(
+        &n2,
+        &[
+            "python3",
+            "-c",
+            "import socket;socket.create_connection(('192.168.205.10',8080),timeout=2)",
+        ],
+    );
+    assert!(!v4.status.success(), "[::] publishes nothing on IPv4");
+    // [fd99::10]: that address only.
+    assert_eq!(
+        fetch6(&n2, "fd99::10", 8081).as_deref(),
+        Some("HTTP/1.0 200 one6")
+    );
+    assert!(
+        fetch6(&n2, "fd99::20", 8081).is_none(),
+        "not on node1's other address"
+    );
+    // [::1]: from node1's own namespace, TCP and UDP, through the proxy.
+    assert_eq!(
+        retry(|| fetch6(&n1, "::1", 8082)).as_deref(),
+        Some("HTTP/1.0 200 lo6"),
+        "[::1]:8082 from node1\n{}",
+        c.logs()
+    );
+    assert_eq!(
+        retry(|| udp6(&n1, "::1", 5353)).as_deref(),
+        Some("echo ping"),
+        "[::1]:5353/udp from node1"
+    );
+    assert!(fetch6(&n2, "fd99::10", 8082).is_none(), "[::1] only");
+    // [::] covers [::1] too (through the proxy), as Docker's [::] binding.
+    assert_eq!(
+        retry(|| fetch6(&n1, "::1", 8080)).as_deref(),
+        Some("HTTP/1.0 200 any6")
+    );
+
+    // Inspect: Docker's HostIp as given.
+    let v = c.cli_json(&["sandbox", "inspect", "lo6"]);
+    let ips: Vec<&str> = v[0]["Ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["HostIp"].as_str())
+        .collect();
+    assert_eq!(ips, ["::1", "::1"], "{v}");
+    assert!(c.cli_ok(&["sandbox", "ls"]).contains("[::]:8080->80/tcp"));
+
+    // Clashes: [::] takes every IPv6 address and all addresses overlaps
+    // both families; IPv4 and IPv6 addresses never clash.
+    let keys = c.etcd_keys();
+    for p in ["[fd99::20]:8080:80", "8080:80", "[::]:8081:80"] {
+        let out = c.cli(&[
+            "sandbox",
+            "create",
+            "x",
+            "--node",
+            "node1",
+            "--network",
+            "v6",
+            "-p",
+            p,
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{p} was accepted");
+        assert!(
+            stderr(&out).contains("already published"),
+            "{p}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(c.etcd_keys(), keys, "refusals leave nothing");
+    c.cli_ok(&[
+        "sandbox",
+        "create",
+        "v4",
+        "--node",
+        "node1",
+        "--network",
+        "v6",
+        "-p",
+        "192.168.205.10:8080:80",
+    ]);
+
+    // Removal closes each: refused right after.
+    c.cli_ok(&["sandbox", "rm", "lo6"]);
+    assert!(
+        refused6(&n1, "::1", 8082),
+        "the [::1] proxy closed with its sandbox"
+    );
+    assert!(udp6(&n1, "::1", 5353).is_none(), "the UDP proxy too");
+    c.cli_ok(&["sandbox", "rm", "any6", "one6"]);
+    assert!(fetch6(&n2, "fd99::10", 8080).is_none(), "[::] withdrawn");
+    assert!(fetch6(&n2, "fd99::10", 8081).is_none(), "[fd99::10] withdrawn");
+    assert!(refused6(&n1, "::1", 8080), "[::]'s [::1] proxy closed");
+    let left = in_ns_ok(&n1, &["nft", "list", "table", "ip6", "berth"]);
+    assert!(!left.contains("8080") && !left.contains("8081"), "{left}");
+}
+
+/// The `[::1]` proxy is agent state: gone while the agent is down, back
+/// after its restart, with the same target.
+#[test]
+fn the_ipv6_loopback_proxy_comes_back_after_an_agent_restart() {
+    let mut c = cluster(1);
+    let n1 = c.node(1);
+    c.cli_ok(&["network", "create", "--ipv6", "v6"]);
+    c.cli_ok(&[
+        "sandbox",
+        "create",
+        "lo6",
+        "--node",
+        "node1",
+        "--network",
+        "v6",
+        "-p",
+        "[::1]:8082:80",
+        "--",
+        "python3",
+        "-c",
+        SERVE_BOTH,
+        "lo6",
+    ]);
+    assert!(retry(|| fetch6(&n1, "::1", 8082)).is_some(), "{}", c.logs());
+    c.stop_agent(1);
+    assert!(refused6(&n1, "::1", 8082), "the proxy is the agent's");
+    c.start_agent(1).expect("agent");
+    assert_eq!(
+        retry(|| fetch6(&n1, "::1", 8082)).as_deref(),
+        Some("HTTP/1.0 200 lo6"),
+        "back after the restart\n{}",
+        c.logs()
+    );
 }

@@ -110,6 +110,21 @@ impl Sandboxes {
             )
             .into());
         }
+        // A port on an IPv6 address only (`[::]`, `[::1]`, `[fd…]`) goes to
+        // the sandbox's IPv6 address, which only a dual-stack bridge gives.
+        if let Some(p) = spec.ports.iter().chain(&spec.auto_ports).find(|p| p.needs_ipv6())
+            && !(network.enable_ipv6 && network.driver == Driver::Bridge)
+        {
+            return Err(berth_core::Invalid::new(
+                "publish",
+                format!(
+                    "{} is on an IPv6 address, but network {} gives the sandbox no IPv6 address (publish on IPv6 from a dual-stack bridge network: berth network create --ipv6)",
+                    p.describe(),
+                    network.name
+                ),
+            )
+            .into());
+        }
         if !spec.links.is_empty() && network.name != berth_core::model::DEFAULT_BRIDGE.0 {
             return Err(berth_core::Invalid::new(
                 "link",
@@ -364,7 +379,7 @@ impl Sandboxes {
             for (key, owner) in self.store.list_strings(&keys.port_range(node, p)).await? {
                 let ip = crate::store::keys::last_segment(&key);
                 let taken = PortMapping {
-                    host_ip: ip.parse().ok().filter(|ip: &Ipv4Addr| !ip.is_unspecified()),
+                    host_ip: crate::store::keys::port_host_ip(ip),
                     ..*p
                 };
                 if taken.clashes(p) {

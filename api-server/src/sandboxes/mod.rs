@@ -13,7 +13,7 @@ mod remove;
 mod reserved;
 mod state;
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use berth_core::model::Driver;
 use berth_core::names::validate_name;
@@ -183,14 +183,28 @@ fn mode_of(driver: Driver) -> SandboxMode {
 
 /// Guards that hold while nothing else publishes `p` on `node`.
 fn port_free(keys: &crate::store::Keys, node: &str, p: &PortMapping) -> Vec<Guard> {
+    let all = keys.port(node, &PortMapping { host_ip: None, ..*p });
     match p.host_ip {
         // All addresses: no binding of that port at all.
         None => vec![Guard::NoneUnder(keys.port_range(node, p))],
-        // One address: neither the same address nor all addresses.
-        Some(_) => vec![
+        // All IPv6 addresses: no IPv6 binding, nor all addresses.
+        Some(IpAddr::V6(a)) if a.is_unspecified() => {
+            vec![Guard::NoneUnder(keys.port_range6(node, p)), Guard::Absent(all)]
+        }
+        // One IPv6 address: neither it, nor all IPv6 addresses, nor all addresses.
+        Some(IpAddr::V6(_)) => vec![
             Guard::Absent(keys.port(node, p)),
-            Guard::Absent(keys.port(node, &PortMapping { host_ip: None, ..*p })),
+            Guard::Absent(keys.port(
+                node,
+                &PortMapping {
+                    host_ip: Some(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+                    ..*p
+                },
+            )),
+            Guard::Absent(all),
         ],
+        // One IPv4 address: neither the same address nor all addresses.
+        Some(IpAddr::V4(_)) => vec![Guard::Absent(keys.port(node, p)), Guard::Absent(all)],
     }
 }
 

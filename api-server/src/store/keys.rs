@@ -1,6 +1,6 @@
 //! The etcd key layout, in one place. Every key lives under the configured
 //! prefix (default `/berth`) followed by `/v1/`.
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use berth_core::model::Scope;
 use berth_core::ports::PortMapping;
@@ -138,21 +138,27 @@ impl Keys {
     pub fn ipam_network(&self, network_id: &str) -> String {
         format!("{}ipam/{network_id}/", self.root)
     }
-    /// Published ports: `ports/<node>/<proto>/<port>/<host-ip or 0.0.0.0>`.
+    /// Published ports: `ports/<node>/<proto>/<port>/<IPv4 host address
+    /// or 0.0.0.0>` (`0.0.0.0`: all addresses, both families), and
+    /// `ports/<node>/<proto>/<port>/v6/<IPv6 host address or ::>` (`::`: all
+    /// IPv6 addresses), so the IPv6 bindings of a port are one prefix.
     pub fn port(&self, node: &str, p: &PortMapping) -> String {
-        format!(
-            "{}ports/{node}/{}/{}/{}",
-            self.root,
-            p.proto,
-            p.host_port,
-            p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED)
-        )
+        let ip = match p.host_ip {
+            None => Ipv4Addr::UNSPECIFIED.to_string(),
+            Some(IpAddr::V4(a)) => a.to_string(),
+            Some(IpAddr::V6(a)) => format!("v6/{a}"),
+        };
+        format!("{}ports/{node}/{}/{}/{ip}", self.root, p.proto, p.host_port)
     }
-    /// Every binding of one node, protocol and port.
+    /// `ports/<node>/<proto>/<port>/v6/`: the IPv6 bindings of one port.
+    pub fn port_range6(&self, node: &str, p: &PortMapping) -> String {
+        format!("{}ports/{node}/{}/{}/v6/", self.root, p.proto, p.host_port)
+    }
     /// `ports/<node>/<proto>/`: every published port of one protocol on a node.
     pub fn ports_of(&self, node: &str, proto: berth_core::ports::Proto) -> String {
         format!("{}ports/{node}/{proto}/", self.root)
     }
+    /// Every binding of one node, protocol and port.
     pub fn port_range(&self, node: &str, p: &PortMapping) -> String {
         format!("{}ports/{node}/{}/{}/", self.root, p.proto, p.host_port)
     }
@@ -179,6 +185,16 @@ impl Keys {
 /// The last path segment of a key.
 pub fn last_segment(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
+}
+
+/// The host address of a published port from the last segment of its key
+/// ([`Keys::port`]): `0.0.0.0` is all addresses (`None`), `::` all IPv6
+/// addresses.
+pub fn port_host_ip(segment: &str) -> Option<IpAddr> {
+    match segment.parse::<IpAddr>().ok()? {
+        IpAddr::V4(a) if a.is_unspecified() => None,
+        ip => Some(ip),
+    }
 }
 
 #[cfg(test)]

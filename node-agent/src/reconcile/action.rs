@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use crate::kernel::fdb::{FdbEntry, NeighEntry};
 use crate::model::{EndpointSpec, NetworkSpec, SandboxSpec};
-use crate::nft::Ruleset;
+use crate::nft::{PortElem, Ruleset};
 
 /// The kinds of object the agent realises, in the order a pass adds them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -145,6 +145,16 @@ pub enum Action {
         rules: Ruleset,
         localnet: BTreeSet<String>,
     },
+    /// The table's structure is `rules`' already: publish `add` and
+    /// withdraw `remove` as map elements (the whole `rules` applied if
+    /// that is refused), converge the `[::1]` proxies, turn
+    /// `route_localnet` on for these bridges.
+    UpdatePorts {
+        rules: Ruleset,
+        add: Vec<PortElem>,
+        remove: Vec<PortElem>,
+        localnet: BTreeSet<String>,
+    },
     CreateNamespace {
         sandbox_id: String,
         netns: String,
@@ -187,7 +197,9 @@ impl Action {
             Action::CreateBridge(b) => ObjectKey::new(K::Bridge, &b.network.bridge),
             Action::EnsureVxlan { vxlan, .. } => ObjectKey::new(K::Vxlan, vxlan),
             Action::SyncPeers { vxlan, .. } => ObjectKey::new(K::Peers, vxlan),
-            Action::ApplyFirewall { .. } => ObjectKey::new(K::Firewall, crate::nft::TABLE),
+            Action::ApplyFirewall { .. } | Action::UpdatePorts { .. } => {
+                ObjectKey::new(K::Firewall, crate::nft::TABLE)
+            }
             Action::EnsureEndpoint(e) => ObjectKey::new(K::Endpoint, e.endpoint.host_ifname()),
             Action::WriteEtcFiles { netns, .. } => ObjectKey::new(K::EtcFiles, netns),
         }

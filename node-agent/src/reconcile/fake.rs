@@ -18,7 +18,8 @@ pub struct FakeNode {
     pub namespaces: BTreeMap<String, Namespace>,
     pub peers: BTreeMap<String, (BTreeSet<FdbEntry>, BTreeSet<NeighEntry>)>,
     pub bridged: BTreeMap<String, BTreeSet<[u8; 6]>>,
-    pub firewall: Option<BTreeMap<String, usize>>,
+    pub firewall: Option<crate::nft::Seen>,
+    pub proxies: crate::nft::Proxies,
     pub applied: Option<Ruleset>,
     pub localnet: BTreeSet<String>,
     pub etc: BTreeMap<String, EtcFiles>,
@@ -42,6 +43,7 @@ impl Default for FakeNode {
             peers: BTreeMap::new(),
             bridged: BTreeMap::new(),
             firewall: None,
+            proxies: Default::default(),
             applied: None,
             localnet: BTreeSet::new(),
             etc: BTreeMap::new(),
@@ -149,6 +151,7 @@ impl Executor for FakeNode {
         }
         if req.firewall {
             seen.firewall = Some(self.firewall.clone());
+            seen.proxies = self.proxies.clone();
         }
         for ns in &req.etc {
             seen.etc
@@ -296,8 +299,29 @@ impl Executor for FakeNode {
             }
             Action::ApplyFirewall { rules, localnet } => {
                 let counts = rules.rule_counts();
-                self.firewall = (!counts.is_empty()).then_some(counts);
+                self.firewall = (!counts.is_empty()).then(|| crate::nft::Seen {
+                    counts,
+                    elements: rules.elements().clone(),
+                });
                 self.applied = Some(rules.clone());
+                self.proxies = rules.proxies().clone();
+                self.localnet.extend(localnet.iter().cloned());
+            }
+            Action::UpdatePorts {
+                rules,
+                add,
+                remove,
+                localnet,
+            } => {
+                let Some(fw) = self.firewall.as_mut() else {
+                    return Err(ObjectError::new(ErrorKind::Kernel, "no table for the elements"));
+                };
+                for e in remove {
+                    fw.elements.remove(e);
+                }
+                fw.elements.extend(add.iter().copied());
+                self.applied = Some(rules.clone());
+                self.proxies = rules.proxies().clone();
                 self.localnet.extend(localnet.iter().cloned());
             }
             Action::CreateNamespace { sandbox_id, netns } => {

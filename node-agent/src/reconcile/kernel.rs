@@ -410,6 +410,7 @@ impl Executor for KernelExecutor<'_> {
         }
         if req.firewall {
             seen.firewall = Some(nft::observe().await?);
+            seen.proxies = crate::proxy::running();
         }
         for ns in &req.etc {
             let dir = etcfiles::dir(ns);
@@ -521,7 +522,40 @@ impl Executor for KernelExecutor<'_> {
                 *self.applied_rules = None;
                 nft::apply(rules).await?;
                 *self.applied_rules = Some(rules.clone());
-                tracing::info!("nftables rules applied");
+                tracing::info!(ports = rules.elements().len(), "nftables tables replaced");
+                crate::proxy::sync(rules.proxies()).await?;
+            }
+            Action::UpdatePorts {
+                rules,
+                add,
+                remove,
+                localnet,
+            } => {
+                for b in localnet {
+                    if sysctl::set(&format!("net/ipv4/conf/{b}/route_localnet"), "1")? {
+                        tracing::info!(ifname = %b, "route_localnet on for published ports");
+                    }
+                }
+                *self.applied_rules = None;
+                match nft::update_ports(add, remove).await {
+                    Ok(()) => {
+                        for e in remove {
+                            tracing::info!(port = %e.describe(), "published port withdrawn");
+                        }
+                        for e in add {
+                            tracing::info!(port = %e.describe(), "port published");
+                        }
+                    }
+                    Err(e) => {
+                        // An element to delete was gone, or a map: the
+                        // whole table then, which is right whatever it held.
+                        tracing::warn!(error = %e, "port elements refused; replacing the tables");
+                        nft::apply(rules).await?;
+                        tracing::info!(ports = rules.elements().len(), "nftables tables replaced");
+                    }
+                }
+                *self.applied_rules = Some(rules.clone());
+                crate::proxy::sync(rules.proxies()).await?;
             }
             Action::CreateNamespace {
                 sandbox_id,

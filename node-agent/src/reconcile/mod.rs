@@ -985,7 +985,7 @@ pub async fn run_pass<E: Executor>(
         || plan
             .actions
             .iter()
-            .any(|a| matches!(a, Action::ApplyFirewall { .. }))
+            .any(|a| matches!(a, Action::ApplyFirewall { .. } | Action::UpdatePorts { .. }))
     {
         results.insert(
             ObjectKey::new(ObjectKind::Firewall, crate::nft::TABLE),

@@ -89,8 +89,10 @@ pub struct Observed {
     pub peers: BTreeMap<String, (BTreeSet<FdbEntry>, BTreeSet<NeighEntry>)>,
     /// MACs the overlay bridge forwards to each VXLAN device in scope (static or learned).
     pub bridged: BTreeMap<String, BTreeSet<[u8; 6]>>,
-    /// Rules per chain of berth's table (`None`: no table), when read.
-    pub firewall: Option<Option<BTreeMap<String, usize>>>,
+    /// berth's tables (`None`: no `ip berth`), when read.
+    pub firewall: Option<Option<crate::nft::Seen>>,
+    /// The `[::1]` proxies running, when the tables are read.
+    pub proxies: crate::nft::Proxies,
     /// Bridges whose `route_localnet` is on.
     pub localnet: BTreeSet<String>,
     /// `/etc/netns` files of namespaces in scope.

@@ -72,6 +72,14 @@ impl From<crate::nft::NftError> for ObjectError {
     }
 }
 
+impl From<crate::proxy::ProxyError> for ObjectError {
+    fn from(e: crate::proxy::ProxyError) -> Self {
+        let mut o = Self::new(ErrorKind::Kernel, e.to_string());
+        o.errno = e.source.raw_os_error();
+        o
+    }
+}
+
 /// An object's last outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {

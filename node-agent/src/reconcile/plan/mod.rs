@@ -220,7 +220,7 @@ fn rank(a: &Action) -> u8 {
         Action::CreateBridge(_) => 10,
         Action::EnsureVxlan { .. } => 11,
         Action::SyncPeers { .. } => 12,
-        Action::ApplyFirewall { .. } => 13,
+        Action::ApplyFirewall { .. } | Action::UpdatePorts { .. } => 13,
         Action::CreateNamespace { .. } => 14,
         Action::EnsureEndpoint(_) => 15,
         Action::WriteEtcFiles { .. } => 16,

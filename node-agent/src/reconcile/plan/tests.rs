@@ -10,6 +10,7 @@ use berth_core::ports::PortMapping;
 use super::*;
 use crate::kernel::fdb::{FdbEntry, NeighEntry};
 use crate::model::{EndpointSpec, Peer, PeerSet, SandboxMode};
+use crate::nft::PortElem;
 use crate::reconcile::executor::Executor;
 use crate::reconcile::fake::FakeNode;
 use crate::reconcile::observed::{Link, sandbox_mark};
@@ -380,7 +381,7 @@ fn every_kind_of_drift_is_repaired_by_one_pass() {
             |n| {
                 n.firewall
                     .iter_mut()
-                    .flat_map(|c| c.values_mut())
+                    .flat_map(|c| c.counts.values_mut())
                     .for_each(|v| *v = 0)
             },
             ObjectKind::Firewall,
@@ -974,4 +975,71 @@ fn dual_stack_objects_converge_and_their_drift_is_repaired() {
         );
         h.converged(&d);
     }
+}
+
+/// A port that comes or goes is an element change, never a table rewrite;
+/// full passes put back a deleted element and remove an unknown one; a
+/// change of the bridges rewrites the table.
+#[test]
+fn published_ports_are_element_changes_and_their_drift_is_repaired() {
+    let mut d = everything();
+    let mut h = Harness::new().converged(&d);
+    let _ = h.pass(&d, &Scope::full());
+    let firewall = |p: &Plan| -> Vec<Action> {
+        p.actions
+            .iter()
+            .filter(|a| a.key().kind == ObjectKind::Firewall)
+            .cloned()
+            .collect()
+    };
+    // A second published port, by a command's pass.
+    let web = d.sandboxes.get_mut("web").unwrap();
+    web.ports
+        .push(PortMapping::validate("", 9090, 90, "udp").unwrap());
+    let scope = Scope::sandbox("web", BTreeSet::from(["nb".to_string()]));
+    let p = h.plan(&d, &scope);
+    let fw = firewall(&p);
+    assert!(
+        matches!(&fw[..], [Action::UpdatePorts { add, remove, .. }] if add.len() == 1 && add[0].host_port == 9090 && remove.is_empty()),
+        "{fw:#?}"
+    );
+    let r = h.pass(&d, &scope);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert!(h.plan(&d, &Scope::full()).is_empty());
+    let elements = h.node.firewall.clone().unwrap().elements;
+    assert_eq!(elements.len(), 2);
+
+    // Drift: an element deleted by hand is put back; an unknown one removed.
+    let gone = *elements.iter().find(|e| e.host_port == 9090).unwrap();
+    let fw = h.node.firewall.as_mut().unwrap();
+    fw.elements.remove(&gone);
+    let stray = PortElem {
+        host_port: 7777,
+        ..gone
+    };
+    fw.elements.insert(stray);
+    let p = h.plan(&d, &Scope::full());
+    assert!(
+        matches!(&firewall(&p)[..], [Action::UpdatePorts { add, remove, .. }] if add == &[gone] && remove == &[stray]),
+        "{p:#?}"
+    );
+    let _ = h.pass(&d, &Scope::full());
+    assert_eq!(h.node.firewall.clone().unwrap().elements, elements);
+    assert!(h.plan(&d, &Scope::full()).is_empty());
+
+    // The port goes with its sandbox: withdrawn, no rewrite.
+    d.sandboxes.remove("web");
+    let scope = Scope::sandbox("web", BTreeSet::from(["nb".to_string()]));
+    let fw = firewall(&h.plan(&d, &scope));
+    assert!(
+        matches!(&fw[..], [Action::UpdatePorts { add, remove, .. }] if add.is_empty() && remove.len() == 2),
+        "{fw:#?}"
+    );
+    // A new bridge changes the structure: the table is replaced.
+    let extra = net("nx", "extra", Driver::Bridge, "br-extra", "172.30.0.0/16", None);
+    let s = sandbox("x", vec![ep("e9", &extra, "eth0", [172, 30, 0, 2], true)]);
+    d.networks.insert(extra.id.clone(), extra);
+    d.sandboxes.insert(s.id.clone(), s);
+    let fw = firewall(&h.plan(&d, &Scope::full()));
+    assert!(matches!(&fw[..], [Action::ApplyFirewall { .. }]), "{fw:#?}");
 }
