@@ -62,30 +62,36 @@ def bulk_vs_concurrency(r, out):
     return True
 
 
+def is_peer(name):
+    """The other tools; the floors and set-up lines are context, not peers."""
+    return not name.startswith(("raw floor", "etcd floor", "netns creation"))
+
+
 def berth_vs_peers(r, out):
     rows = [row for row in r.get("latency", []) + r.get("overlay", []) if row.get("berth") and row.get("peers")]
     rows = [row for row in rows if not row["id"].startswith("ov_reach")]
+    rows = [row for row in rows if any(is_peer(p["name"]) for p in row["peers"])]
     if not rows:
         return False
-    names = sorted({p["name"] for row in rows for p in row["peers"]})
-    fig, ax = plt.subplots(figsize=(10, 5))
-    width = 0.8 / (1 + len(names))
+    names = ["berth"] + sorted({p["name"] for row in rows for p in row["peers"] if is_peer(p["name"])})
+    colors = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(11, 5.5))
     labelled = set()
     for i, row in enumerate(rows):
-        for series in [row["berth"]] + row["peers"]:
-            name = "berth" if series is row["berth"] else series["name"]
-            k = 0 if name == "berth" else 1 + names.index(name)
-            ax.bar(i + k * width, series["summary"]["p50"], width, color=f"C{k}",
-                   label=None if name in labelled else name)
+        bars = [("berth", row["berth"])] + [(p["name"], p) for p in row["peers"] if is_peer(p["name"])]
+        width = 0.8 / len(bars)
+        for j, (name, series) in enumerate(bars):
+            ax.bar(i - 0.4 + (j + 0.5) * width, series["summary"]["p50"], width,
+                   color=colors(names.index(name) % 10), label=None if name in labelled else name)
             labelled.add(name)
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))],
+    ax.set_xticks(range(len(rows)),
                   [row["title"].replace("sandbox ", "").replace("overlay: ", "overlay ")[:38] for row in rows],
                   rotation=25, ha="right", fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("p50 (ms, log scale)")
     ax.set_title("berth against each peer, same run (lower is better)")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(out / "berth-vs-peers.png", dpi=110)
     plt.close(fig)
