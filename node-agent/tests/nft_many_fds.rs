@@ -15,7 +15,11 @@ async fn nftables_work_with_thousands_of_descriptors_open() {
     let ns = netns("manyfds").await;
     let rules = nft::render(&bridges(), &ports());
     let r = rules.clone();
-    in_netns(&ns, move || async move { nft::apply(&r).await.expect("applying") }).await;
+    in_netns(
+        &ns,
+        move || async move { nft::apply(&r).await.expect("applying") },
+    )
+    .await;
     // Past FD_SETSIZE, as an agent with 2,000 name-resolving sandboxes is.
     let held: Vec<std::fs::File> = (0..4100)
         .map(|_| std::fs::File::open("/dev/null").expect("a descriptor"))
@@ -34,7 +38,10 @@ async fn nftables_work_with_thousands_of_descriptors_open() {
     // A namespace the library has no context for yet: made with the table full.
     let other = netns("manyfds2").await;
     let r = rules.clone();
-    in_netns(&other, move || async move { nft::apply(&r).await.expect("applying in another namespace") }).await;
+    in_netns(&other, move || async move {
+        nft::apply(&r).await.expect("applying in another namespace")
+    })
+    .await;
     let highest = std::fs::read_dir("/proc/self/fd").unwrap().count();
     assert!(highest > 4100, "{highest} descriptors open");
     drop(held);
