@@ -62,6 +62,11 @@ pub fn enter_netns(name: &str) -> anyhow::Result<()> {
 /// Serves the agent API (mutual TLS when `--tls-*` are given; then only
 /// API servers may call it) and keeps the node registered until SIGINT/SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // First, while the process has few descriptors: libnftables waits on its
+    // netlink socket with select(2), which glibc aborts on a descriptor past
+    // FD_SETSIZE (1,024), and a node's DNS responders hold two per sandbox.
+    // The context made now keeps its low descriptor (nft/run.rs).
+    nft::run::warm_up().await;
     let tls = tls::load(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

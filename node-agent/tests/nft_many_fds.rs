@@ -1,7 +1,8 @@
 //! In-process nftables with more descriptors open than `select(2)` can take
 //! (FD_SETSIZE, 1,024): an agent with a DNS responder per sandbox has
 //! thousands. libnftables waits for netlink answers with `select`, and glibc
-//! aborts the process when the socket's descriptor is past FD_SETSIZE. A test
+//! aborts the process when the socket's descriptor is past FD_SETSIZE: the
+//! context is made at start (`warm_up`) and keeps its low descriptor. A test
 //! binary of its own: it fills the descriptor table.
 #[path = "common/nft.rs"]
 mod common;

@@ -126,6 +126,22 @@ fn backend() -> &'static Backend {
     })
 }
 
+/// Makes the context now, in the calling thread's namespace (the agent's
+/// node namespace, at start): its netlink socket takes a low descriptor
+/// and keeps it. libnftables waits for netlink answers with `select(2)`,
+/// and glibc aborts the process on a descriptor past FD_SETSIZE (1,024);
+/// a context made first after a node's DNS responders opened their
+/// thousands of sockets aborted the agent (an agent restart with 1,200
+/// sandboxes on its node, in the bench). A context remade for another
+/// namespace frees the old one first, so it takes the same low descriptor.
+pub async fn warm_up() {
+    if in_process()
+        && let Err(e) = run(br#"{"nftables": [{"list": {"tables": null}}]}"#).await
+    {
+        tracing::warn!(error = %e, "libnftables: the first listing failed");
+    }
+}
+
 /// Whether commands run in process (libnftables loaded).
 pub fn in_process() -> bool {
     matches!(backend(), Backend::Library(_))
