@@ -14,7 +14,7 @@ use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags,
     LinkInfo as NlLinkInfo, LinkMessage,
 };
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use rtnetlink::{
     AddressMessageBuilder, Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
     LinkVxlan, RouteMessageBuilder,
@@ -746,15 +746,7 @@ pub(super) async fn main_default_routes(h: &Handle, request: RouteMessage) -> Re
     Ok(routes
         .into_iter()
         .filter(|route| {
-            let table = route
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    RouteAttribute::Table(t) => Some(*t),
-                    _ => None,
-                })
-                .unwrap_or(u32::from(route.header.table));
-            table == u32::from(RouteHeader::RT_TABLE_MAIN)
+            super::route::in_main_table(route)
                 && route.header.destination_prefix_length == 0
                 && route.header.kind == RouteType::Unicast
         })

@@ -22,6 +22,20 @@ pub struct NodeRoute {
 /// overlaps everything and is what traffic to berth's subnets must not
 /// take anyway) and without routes out of berth's own links (marked
 /// `berth:…`: the bridges of its networks).
+/// Whether a route is in the main table (`RTA_TABLE` when the kernel sent
+/// it, the header's 8-bit table otherwise).
+pub(crate) fn in_main_table(route: &RouteMessage) -> bool {
+    let table = route
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(route.header.table));
+    table == u32::from(RouteHeader::RT_TABLE_MAIN)
+}
+
 pub async fn underlay_routes(h: &Handle) -> Result<Vec<NodeRoute>> {
     let links = link::list(h).await?;
     let request = RouteMessageBuilder::<Ipv4Addr>::new().build();
@@ -34,19 +48,8 @@ pub async fn underlay_routes(h: &Handle) -> Result<Vec<NodeRoute>> {
         .map_err(nl_err("listing routes"))?;
     let mut out = Vec::new();
     for route in &routes {
-        let table = route
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                RouteAttribute::Table(t) => Some(*t),
-                _ => None,
-            })
-            .unwrap_or(u32::from(route.header.table));
         let len = route.header.destination_prefix_length;
-        if table != u32::from(RouteHeader::RT_TABLE_MAIN)
-            || len == 0
-            || route.header.kind != RouteType::Unicast
-        {
+        if !in_main_table(route) || len == 0 || route.header.kind != RouteType::Unicast {
             continue;
         }
         let Some(destination) = route.attributes.iter().find_map(|a| match a {
