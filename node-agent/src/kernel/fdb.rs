@@ -58,15 +58,27 @@ fn dst_of(attrs: &[NeighbourAttribute]) -> Option<Ipv4Addr> {
     })
 }
 
-fn fdb_message(ifindex: u32, e: FdbEntry) -> NeighbourMessage {
+/// An AF_BRIDGE neighbour message for `mac` on device `ifindex`.
+fn bridge_message(
+    ifindex: u32,
+    mac: [u8; 6],
+    state: NeighbourState,
+    flags: NeighbourFlags,
+) -> NeighbourMessage {
     let mut m = NeighbourMessage::default();
     m.header.family = AddressFamily::Bridge;
     m.header.ifindex = ifindex;
-    m.header.state = NeighbourState::Permanent;
-    m.header.flags = NeighbourFlags::Own;
+    m.header.state = state;
+    m.header.flags = flags;
     m.header.kind = RouteType::Unspec;
     m.attributes
-        .push(NeighbourAttribute::LinkLayerAddress(e.mac.to_vec()));
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    m
+}
+
+/// The VXLAN device's own (`self`) permanent entry: `mac` → `dst`.
+fn fdb_message(ifindex: u32, e: FdbEntry) -> NeighbourMessage {
+    let mut m = bridge_message(ifindex, e.mac, NeighbourState::Permanent, NeighbourFlags::Own);
     m.attributes
         .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(e.dst)));
     m
@@ -111,16 +123,9 @@ pub async fn fdb_read(h: &Handle, ifindex: u32) -> Result<(BTreeSet<FdbEntry>, B
     Ok((own, bridged))
 }
 
+/// The bridge's (`master`) static entry for `mac` on port `ifindex`.
 fn port_mac_message(ifindex: u32, mac: [u8; 6]) -> NeighbourMessage {
-    let mut m = NeighbourMessage::default();
-    m.header.family = AddressFamily::Bridge;
-    m.header.ifindex = ifindex;
-    m.header.state = NeighbourState::Noarp;
-    m.header.flags = NeighbourFlags::Controller;
-    m.header.kind = RouteType::Unspec;
-    m.attributes
-        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-    m
+    bridge_message(ifindex, mac, NeighbourState::Noarp, NeighbourFlags::Controller)
 }
 
 /// A static entry in the bridge of port `ifindex`: frames to `mac` go out
