@@ -242,18 +242,18 @@ pub fn action(full: bool, kind: ObjectKind, failed: Option<ErrorKind>) {
 /// Sets the object gauges from the per-object results.
 pub fn objects(results: &Results) {
     let m = &*METRICS;
-    for kind in KINDS {
-        let (ok, failed) =
-            results
-                .iter()
-                .filter(|(k, _)| k.kind == kind)
-                .fold((0, 0), |(ok, failed), (_, o)| {
-                    if o.result.is_ok() {
-                        (ok + 1, failed)
-                    } else {
-                        (ok, failed + 1)
-                    }
-                });
+    // One walk over the results (a node holds several per sandbox).
+    let mut counts = [(0i64, 0i64); KINDS.len()];
+    for (k, o) in results.iter() {
+        if let Some(i) = KINDS.iter().position(|kind| *kind == k.kind) {
+            if o.result.is_ok() {
+                counts[i].0 += 1;
+            } else {
+                counts[i].1 += 1;
+            }
+        }
+    }
+    for (kind, (ok, failed)) in KINDS.iter().zip(counts) {
         for (state, n) in [("ok", ok), ("failed", failed)] {
             m.objects
                 .get_or_create(&ObjectLabels {

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 /// wanted link, its address, or an FDB entry on it is deleted. Runs until
 /// the socket fails.
 pub async fn run(wanted: Arc<RwLock<BTreeSet<String>>>, wake: Arc<Notify>) -> std::io::Result<()> {
-    let (conn, handle, mut messages) = new_multicast_connection(&[
+    let (conn, _handle, mut messages) = new_multicast_connection(&[
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Neigh,
@@ -26,7 +26,7 @@ pub async fn run(wanted: Arc<RwLock<BTreeSet<String>>>, wake: Arc<Notify>) -> st
     tokio::spawn(conn);
     // ifindex → link name (address and neighbour messages carry only the
     // index): from a dump, then from the events.
-    let mut names: std::collections::HashMap<u32, String> = crate::kernel::link::list(&handle)
+    let mut names: std::collections::HashMap<u32, String> = crate::kernel::link::list_here()
         .await
         .map_err(std::io::Error::other)?
         .into_iter()

@@ -348,21 +348,20 @@ async fn bind(sandbox: &str, ns: &str) -> Result<(UdpSocket, TcpListener), DnsEr
 type JobOutput = Option<(Vec<u8>, SocketAddr)>;
 
 /// One sandbox's responder. Owns its sockets and, through `jobs`, its forwards and TCP connections:
-/// aborting it closes all of them.
+/// aborting it closes all of them. An idle responder holds no buffer: a query is read into the
+/// stack once the socket is readable (a node serves thousands of sandboxes).
 async fn run(shared: Arc<Shared>, sandbox: String, udp: UdpSocket, tcp: TcpListener) {
-    let mut buf = vec![0u8; UDP_QUERY_MAX];
     let mut jobs: JoinSet<JobOutput> = JoinSet::new();
     loop {
         tokio::select! {
-            received = udp.recv_from(&mut buf) => {
-                let (n, peer) = match received {
-                    Ok(received) => received,
-                    Err(e) => {
-                        debug!(sandbox, error = %e, "DNS recv failed");
-                        continue;
-                    }
-                };
-                match shared.answer(&sandbox, &buf[..n], true) {
+            readable = udp.readable() => {
+                if let Err(e) = readable {
+                    debug!(sandbox, error = %e, "DNS socket failed");
+                    sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+                let Some((query, peer)) = recv_query(&udp, &sandbox) else { continue };
+                match shared.answer(&sandbox, &query, true) {
                     Outcome::Reply(reply) => send(&udp, &reply, peer).await,
                     Outcome::Forward { fallback, .. } if jobs.len() >= MAX_JOBS => {
                         warn!(sandbox, "too many DNS forwards in flight; answering SERVFAIL");
@@ -370,7 +369,6 @@ async fn run(shared: Arc<Shared>, sandbox: String, udp: UdpSocket, tcp: TcpListe
                         send(&udp, &fallback, peer).await;
                     }
                     Outcome::Forward { id, fallback } => {
-                        let query = buf[..n].to_vec();
                         let shared = shared.clone();
                         jobs.spawn(async move {
                             let reply = shared.forward(&query, id, false).await;
@@ -395,6 +393,19 @@ async fn run(shared: Arc<Shared>, sandbox: String, udp: UdpSocket, tcp: TcpListe
                     send(&udp, &reply, peer).await;
                 }
             }
+        }
+    }
+}
+
+/// Reads one datagram from a readable socket (None: nothing there after all, or an error).
+fn recv_query(udp: &UdpSocket, sandbox: &str) -> Option<(Vec<u8>, SocketAddr)> {
+    let mut buf = [0u8; UDP_QUERY_MAX];
+    match udp.try_recv_from(&mut buf) {
+        Ok((n, peer)) => Some((buf[..n].to_vec(), peer)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Err(e) => {
+            debug!(sandbox, error = %e, "DNS recv failed");
+            None
         }
     }
 }

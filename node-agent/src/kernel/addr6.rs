@@ -32,18 +32,37 @@ fn ipv6_of(msg: &AddressMessage) -> Option<(Ipv6Addr, u8)> {
         .map(|ip| (ip, msg.header.prefix_len))
 }
 
+/// The global IPv6 addresses of link `index` of the calling thread's
+/// namespace, the kernel filtering by link ([`super::dump`]).
+pub async fn ipv6_addrs_here(index: u32) -> Result<Vec<(Ipv6Addr, u8)>> {
+    let mut msg = AddressMessage::default();
+    msg.header.family = AddressFamily::Inet6;
+    msg.header.index = index;
+    super::dump::dump(
+        "listing IPv6 addresses",
+        netlink_packet_route::RouteNetlinkMessage::GetAddress(msg),
+        move |m| match m {
+            netlink_packet_route::RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+                ipv6_of(&a)
+            }
+            _ => None,
+        },
+    )
+    .await
+}
+
 /// Every global IPv6 address in the handle's namespace, by link index.
 pub async fn ipv6_addrs_all(h: &Handle) -> Result<HashMap<u32, Vec<(Ipv6Addr, u8)>>> {
     let mut request = h.address().get();
     request.message_mut().header.family = AddressFamily::Inet6;
-    let messages: Vec<_> = request
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl_err("listing IPv6 addresses"))?;
     let mut out: HashMap<u32, Vec<(Ipv6Addr, u8)>> = HashMap::new();
-    for msg in &messages {
-        if let Some(a) = ipv6_of(msg) {
+    let mut messages = request.execute();
+    while let Some(msg) = messages
+        .try_next()
+        .await
+        .map_err(nl_err("listing IPv6 addresses"))?
+    {
+        if let Some(a) = ipv6_of(&msg) {
             out.entry(msg.header.index).or_default().push(a);
         }
     }

@@ -97,13 +97,17 @@ pub async fn fdb_read(h: &Handle, ifindex: u32) -> Result<(BTreeSet<FdbEntry>, B
     // Dump them all and filter here: with ndm_ifindex set in the request
     // this kernel returns nothing for a VXLAN port.
     let req = h.neighbours().get().set_address_family(AddressFamily::Bridge);
-    let msgs: Vec<NeighbourMessage> = req
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl_err(format!("listing fdb of link {ifindex}")))?;
+    // Filtered as they arrive: the table holds entries of every port.
+    let mut msgs = req.execute();
     let (mut own, mut bridged) = (BTreeSet::new(), BTreeSet::new());
-    for m in msgs.into_iter().filter(|m| m.header.ifindex == ifindex) {
+    while let Some(m) = msgs
+        .try_next()
+        .await
+        .map_err(nl_err(format!("listing fdb of link {ifindex}")))?
+    {
+        if m.header.ifindex != ifindex {
+            continue;
+        }
         let master = m
             .attributes
             .iter()

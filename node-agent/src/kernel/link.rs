@@ -8,13 +8,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 
 use futures::TryStreamExt;
-use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags,
-    LinkInfo as NlLinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth,
+    InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{
     AddressMessageBuilder, Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
     LinkVxlan, RouteMessageBuilder,
@@ -152,15 +152,33 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
 }
 
 /// Every link in the handle's namespace.
+///
+/// Each message is reduced as it arrives, and the kernel is asked to leave
+/// the statistics out: a node with thousands of links would otherwise hold
+/// every parsed message at once (tens of MiB for 2,000 veths).
 pub async fn list(h: &Handle) -> Result<Vec<LinkInfo>> {
-    let messages: Vec<LinkMessage> = h
-        .link()
+    h.link()
         .get()
+        .set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
         .execute()
+        .map_ok(|m| LinkInfo::from_message(&m))
         .try_collect()
         .await
-        .map_err(nl_err("listing links"))?;
-    Ok(messages.iter().map(LinkInfo::from_message).collect())
+        .map_err(nl_err("listing links"))
+}
+
+/// Every link of the calling thread's namespace, like [`list`] but read one
+/// message at a time ([`super::dump`]): for the node's own namespace, whose
+/// links grow with its sandboxes.
+pub async fn list_here() -> Result<Vec<LinkInfo>> {
+    let mut msg = LinkMessage::default();
+    msg.attributes
+        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    super::dump::dump("listing links", RouteNetlinkMessage::GetLink(msg), |m| match m {
+        RouteNetlinkMessage::NewLink(l) => Some(LinkInfo::from_message(&l)),
+        _ => None,
+    })
+    .await
 }
 
 /// The link called `name`, if any.
@@ -191,6 +209,23 @@ pub async fn ipv4_addrs(h: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
     Ok(messages.iter().filter_map(ipv4_of).collect())
 }
 
+/// The IPv4 addresses of link `index` of the calling thread's namespace, the
+/// kernel filtering by link ([`super::dump`]): O(that link's addresses), not O(the node's).
+pub async fn ipv4_addrs_here(index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+    let mut msg = netlink_packet_route::address::AddressMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    msg.header.index = index;
+    super::dump::dump(
+        "listing addresses",
+        RouteNetlinkMessage::GetAddress(msg),
+        move |m| match m {
+            RouteNetlinkMessage::NewAddress(a) if a.header.index == index => ipv4_of(&a),
+            _ => None,
+        },
+    )
+    .await
+}
+
 /// The IPv4 address and prefix length an address message carries. IFA_LOCAL is the
 /// interface's own address; IFA_ADDRESS differs only on point-to-point links.
 fn ipv4_of(msg: &netlink_packet_route::address::AddressMessage) -> Option<(Ipv4Addr, u8)> {
@@ -209,14 +244,10 @@ fn ipv4_of(msg: &netlink_packet_route::address::AddressMessage) -> Option<(Ipv4A
 pub async fn ipv4_addrs_all(h: &Handle) -> Result<std::collections::HashMap<u32, Vec<(Ipv4Addr, u8)>>> {
     let mut request = h.address().get();
     request.message_mut().header.family = AddressFamily::Inet;
-    let messages: Vec<_> = request
-        .execute()
-        .try_collect()
-        .await
-        .map_err(nl_err("listing addresses"))?;
     let mut out: std::collections::HashMap<u32, Vec<(Ipv4Addr, u8)>> = std::collections::HashMap::new();
-    for msg in &messages {
-        if let Some(a) = ipv4_of(msg) {
+    let mut messages = request.execute();
+    while let Some(msg) = messages.try_next().await.map_err(nl_err("listing addresses"))? {
+        if let Some(a) = ipv4_of(&msg) {
             out.entry(msg.header.index).or_default().push(a);
         }
     }
@@ -556,10 +587,41 @@ async fn create_veth(node: &Handle, spec: &VethSpec<'_>) -> Result<()> {
         .build();
     let result = node.link().add(msg).execute().await;
     drop(ns);
+    let full = result.as_ref().err().and_then(netlink_errno) == Some(libc::EXFULL);
     result.map_err(nl_err(format!(
-        "creating veth {} with peer {} in netns {}",
-        spec.host_name, spec.peer_name, spec.netns
-    )))
+        "creating veth {} with peer {} in netns {}{}",
+        spec.host_name,
+        spec.peer_name,
+        spec.netns,
+        // BR_MAX_PORTS: a network holds at most 1,024 endpoints per node.
+        if full {
+            " (the network's bridge has 1,024 ports on this node, the kernel's limit)"
+        } else {
+            ""
+        }
+    )))?;
+    no_ipv6_address(node, spec.host_name).await
+}
+
+/// Tells the kernel not to give link `name` an IPv6 link-local address
+/// (`addr_gen_mode` none): a bridge port needs no address of its own, and
+/// each address and its routes made every later link change on the node
+/// cost more (the kernel walks the whole IPv6 routing tree when a link comes
+/// up or goes down, and every address dump lists them). Set while the host
+/// end has no carrier (its peer is still down), so no address is ever made.
+/// The kernel refuses this attribute in the message that creates a link;
+/// one without IPv6 refuses it always (then there is nothing to turn off).
+pub async fn no_ipv6_address(h: &Handle, name: &str) -> Result<()> {
+    let msg = LinkUnspec::new_with_name(name)
+        .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
+            AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
+        ])]))
+        .build();
+    match h.link().set(msg).execute().await {
+        // A kernel without IPv6 makes no address anyway.
+        Err(e) if netlink_errno(&e) == Some(libc::EAFNOSUPPORT) => Ok(()),
+        other => other.map_err(nl_err(format!("turning off IPv6 addresses of {name}"))),
+    }
 }
 
 /// Up, address and default route of a freshly created peer (named, MAC and MTU set).

@@ -4,6 +4,7 @@
 //! nothing spawns `ip` or `bridge`. Functions are small, typed and idempotent where their name
 //! says `ensure_*`; kernel quirks are commented where they bite.
 pub mod addr6;
+pub mod dump;
 pub mod fdb;
 pub mod link;
 pub mod netns;

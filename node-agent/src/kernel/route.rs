@@ -36,8 +36,10 @@ pub(crate) fn in_main_table(route: &RouteMessage) -> bool {
     table == u32::from(RouteHeader::RT_TABLE_MAIN)
 }
 
+/// The routes of `h`'s namespace, which must be the calling thread's (its
+/// links are read with [`link::list_here`]).
 pub async fn underlay_routes(h: &Handle) -> Result<Vec<NodeRoute>> {
-    let links = link::list(h).await?;
+    let links = link::list_here().await?;
     let request = RouteMessageBuilder::<Ipv4Addr>::new().build();
     let routes: Vec<RouteMessage> = h
         .route()

@@ -35,6 +35,8 @@ pub struct ObserveRequest {
     pub commands: BTreeMap<String, Detached>,
     /// Desired host-mode sandboxes (their commands run in the node's namespace).
     pub host_sandboxes: BTreeSet<String>,
+    /// Sandboxes whose DNS responder to check; `None`: every one (full passes).
+    pub dns: Option<BTreeSet<String>>,
 }
 
 /// What an action left that berth's record must hold.

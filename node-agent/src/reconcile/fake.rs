@@ -121,7 +121,12 @@ impl Executor for FakeNode {
         let mut seen = Observed {
             links,
             localnet: self.localnet.clone(),
-            dns: self.dns.clone(),
+            dns: self
+                .dns
+                .iter()
+                .filter(|(id, _)| req.dns.as_ref().is_none_or(|ids| ids.contains(*id)))
+                .map(|(id, inode)| (id.clone(), *inode))
+                .collect(),
             ..Default::default()
         };
         for (name, ns) in &self.namespaces {

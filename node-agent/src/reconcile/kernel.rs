@@ -1,7 +1,10 @@
 //! The [`Executor`] of a real node: netlink for links, addresses, routes
 //! and FDB entries; mount/unshare for namespaces; nftables; files; processes.
 //! One is made per pass; netlink connections into sandboxes opened while
-//! observing are reused by the pass's actions and closed with it.
+//! observing a small pass (a batch of commands) are reused by its actions
+//! and closed with it. A larger pass (a full one) closes each after reading
+//! its namespace: every connection holds a 64 KiB read buffer, and keeping
+//! 2,000 of them for a pass was most of an agent's memory.
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::process::Stdio;
@@ -21,6 +24,10 @@ use crate::model::SandboxSpec;
 use crate::nft::{self, Ruleset};
 use crate::state::{Detached, Owned, StateDir};
 use crate::{etcfiles, exec};
+
+/// Passes that inspect at most this many namespaces keep their connections
+/// for their actions; larger ones reopen one for a namespace that needs an action.
+const KEEP_HANDLES_MAX: usize = 32;
 
 pub struct KernelExecutor<'a> {
     pub node: &'a Handle,
@@ -75,10 +82,24 @@ impl<'a> KernelExecutor<'a> {
 
     /// Links of a namespace with their addresses, as the planner sees them.
     async fn links_of(h: &Handle) -> Result<BTreeMap<String, Link>, ObjectError> {
+        let links = link::list(h).await?;
+        Self::with_addrs(h, links).await
+    }
+
+    /// The node's links (its namespace is the agent's: read one message at a
+    /// time, as there is a host veth per sandbox) with their addresses.
+    async fn node_links(&self) -> Result<BTreeMap<String, Link>, ObjectError> {
+        let links = link::list_here().await?;
+        Self::with_addrs(self.node, links).await
+    }
+
+    async fn with_addrs(
+        h: &Handle,
+        links: Vec<link::LinkInfo>,
+    ) -> Result<BTreeMap<String, Link>, ObjectError> {
         let mut addrs = link::ipv4_addrs_all(h).await?;
         let mut addrs6 = addr6::ipv6_addrs_all(h).await?;
-        Ok(link::list(h)
-            .await?
+        Ok(links
             .into_iter()
             .map(|l| {
                 let a = addrs.remove(&l.index).unwrap_or_default();
@@ -99,23 +120,15 @@ impl<'a> KernelExecutor<'a> {
                 found.push(l);
             }
         }
-        // The node's addresses are dumped once for all the bridges: a dump
-        // walks every address of the node (each host veth's too), so one
-        // per bridge cost a pass O(bridges × sandboxes).
-        let (mut addrs, mut addrs6) = if found.iter().any(|l| l.kind.as_deref() == Some("bridge")) {
-            (
-                link::ipv4_addrs_all(self.node).await?,
-                addr6::ipv6_addrs_all(self.node).await?,
-            )
-        } else {
-            Default::default()
-        };
+        // Addresses only for bridges, each read with the kernel filtering by
+        // link: an unfiltered dump walks every address of the node (each host
+        // veth's too), so a command's pass was O(sandboxes on the node).
         let mut out = BTreeMap::new();
         for l in found {
             let (a, a6) = if l.kind.as_deref() == Some("bridge") {
                 (
-                    addrs.remove(&l.index).unwrap_or_default(),
-                    addrs6.remove(&l.index).unwrap_or_default(),
+                    link::ipv4_addrs_here(l.index).await?,
+                    addr6::ipv6_addrs_here(l.index).await?,
                 )
             } else {
                 (Vec::new(), Vec::new())
@@ -345,7 +358,7 @@ fn read(path: std::path::PathBuf) -> Option<String> {
 impl Executor for KernelExecutor<'_> {
     async fn observe(&mut self, req: &ObserveRequest) -> Result<Observed, ObjectError> {
         let links = match &req.links {
-            None => Self::links_of(self.node).await?,
+            None => self.node_links().await?,
             Some(names) => self.links_named(names).await?,
         };
         let mut seen = Observed {
@@ -360,8 +373,9 @@ impl Executor for KernelExecutor<'_> {
                 seen.localnet.insert(name.clone());
             }
         }
+        let keep = req.inspect.len() <= KEEP_HANDLES_MAX;
         for name in &req.inspect {
-            if let Some(ns) = self.namespace(name, true, true).await {
+            if let Some(ns) = self.namespace(name, true, keep).await {
                 seen.namespaces.insert(name.clone(), ns);
             }
         }
@@ -426,10 +440,19 @@ impl Executor for KernelExecutor<'_> {
             seen.commands
                 .insert(id.clone(), exec::start_time(d.pid) == Some(d.start_time));
         }
-        for (id, inode) in self.dns_inodes.iter() {
-            if self.dns.is_serving(id) {
-                seen.dns.insert(id.clone(), *inode);
-            }
+        // In a command's pass, only its sandboxes' (O(its scope)).
+        let serving = |id: &String| self.dns.is_serving(id);
+        match &req.dns {
+            None => seen.dns.extend(
+                self.dns_inodes
+                    .iter()
+                    .filter(|(id, _)| serving(id))
+                    .map(|(id, inode)| (id.clone(), *inode)),
+            ),
+            Some(ids) => seen.dns.extend(ids.iter().filter_map(|id| {
+                let inode = self.dns_inodes.get(id)?;
+                serving(id).then(|| (id.clone(), *inode))
+            })),
         }
         Ok(seen)
     }

@@ -101,9 +101,7 @@ pub(super) fn plan(ctx: &mut Ctx<'_>) {
             .get(id)
             .is_some_and(|s| s.netns.as_deref() == Some(name))
     };
-    let mut seen = std::collections::BTreeSet::new();
     for (name, rec) in &ctx.inp.owned.netns {
-        seen.insert(name.clone());
         if !ctx.inp.scope.has_sandbox(&rec.sandbox)
             || wanted(name, &rec.sandbox)
             || ctx.creating_ns.contains(name)
@@ -150,7 +148,7 @@ pub(super) fn plan(ctx: &mut Ctx<'_>) {
     }
     // Marked namespaces without a record (the state file was lost).
     for (name, ns) in &observed.namespaces {
-        if seen.contains(name) {
+        if ctx.inp.owned.netns.contains_key(name) {
             continue;
         }
         if let Some(id) = ns.marker.as_deref().and_then(sandbox_of_mark)

@@ -168,15 +168,16 @@ impl Harness {
     fn pass_with(&mut self, d: &Desired, scope: &Scope, scan: bool) -> PassReport {
         let config = self.config(scan);
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        rt.block_on(run_pass(
+        let report = rt.block_on(run_pass(
             &mut self.node,
             d,
             &mut self.owned,
-            &mut self.saved,
             scope,
             &config,
             &mut self.results,
-        ))
+        ));
+        crate::reconcile::save_if_changed(|o| self.node.persist(o), &self.owned, &mut self.saved);
+        report
     }
 
     /// The plan a pass would make now (without executing it).
