@@ -886,3 +886,94 @@ async fn vxlan_port_learns_nothing_and_takes_static_bridge_entries() {
     fdb::port_mac_del(&node, vx, mac).await.unwrap(); // missing: fine
     assert!(fdb::fdb_read(&node, vx).await.unwrap().1.is_empty());
 }
+
+/// Runs `f` on a thread that entered namespace `name` (the `_here` dumps
+/// read the calling thread's namespace), on a runtime of its own.
+fn in_netns<T, F>(name: &str, f: impl FnOnce() -> F + Send + 'static) -> T
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T>,
+{
+    let path = netns::path(name);
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(path).unwrap();
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+    .join()
+    .unwrap()
+}
+
+#[tokio::test]
+async fn node_wide_dumps_and_host_veths_without_ipv6_addresses() {
+    let ns = Namespaces::new();
+    let (node_name, node, bridge) = node_with_bridge(&ns).await;
+    // berth's namespaces start with IPv6 off; a node has it on.
+    netns::run_in(&node_name, || {
+        for conf in ["all", "default"] {
+            sysctl::set(&format!("net/ipv6/conf/{conf}/disable_ipv6"), "0").unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    for i in 0..40 {
+        add_local_veth(&node, &format!("vl{i}"), &format!("vp{i}")).await;
+    }
+    let (sandbox, _) = ns.with_handle().await;
+    let spec = veth_spec("vethdd01", bridge, &sandbox, "eth0", Ipv4Addr::new(172, 17, 0, 9));
+    assert!(link::ensure_veth(&node, &spec).await.unwrap());
+
+    // The dump read one message at a time lists what rtnetlink's does.
+    let via_rtnetlink: Vec<(u32, String)> = link::list(&node)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.index, l.name))
+        .collect();
+    let (here, v4, v6) = in_netns(&node_name, move || async move {
+        (
+            link::list_here().await.unwrap(),
+            link::ipv4_addrs_here(bridge).await.unwrap(),
+            berth_agent::kernel::addr6::ipv6_addrs_here(bridge).await.unwrap(),
+        )
+    });
+    let here: Vec<(u32, String)> = here.into_iter().map(|l| (l.index, l.name)).collect();
+    assert_eq!(here, via_rtnetlink);
+    assert_eq!(
+        here.len(),
+        1 + 1 + 80 + 1,
+        "lo, br0, 40 local pairs, the host end"
+    );
+    assert_eq!(
+        v4,
+        vec![(GATEWAY, 16)],
+        "the bridge's addresses, filtered by the kernel"
+    );
+    assert!(v6.is_empty(), "no global IPv6 address on br0");
+
+    // The host end never gets a link-local address, while the node's other
+    // links got theirs (so the kernel would have made one by now).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let inet6 = |ns_name: &str, dev: &str| {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", netns::path(ns_name).display()))
+            .args(["ip", "-6", "-o", "addr", "show", "dev", dev])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        inet6(&node_name, "vethdd01"),
+        "",
+        "host end without IPv6 addresses"
+    );
+    assert!(
+        inet6(&node_name, "vl0").contains("fe80::"),
+        "links berth did not make are untouched"
+    );
+}
