@@ -11,18 +11,30 @@ use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::neighbour::NeighbourState;
+use rtnetlink::sys::AsyncSocket;
 use rtnetlink::{MulticastGroup, new_multicast_connection};
 use tokio::sync::Notify;
+
+/// Receive buffer of the event socket.
+const RCVBUF: usize = 8 << 20;
 
 /// Subscribes to link, address and neighbour events and wakes `wake` when a
 /// wanted link, its address, or an FDB entry on it is deleted. Runs until
 /// the socket fails.
 pub async fn run(wanted: Arc<RwLock<BTreeSet<String>>>, wake: Arc<Notify>) -> std::io::Result<()> {
-    let (conn, _handle, mut messages) = new_multicast_connection(&[
+    let (mut conn, _handle, mut messages) = new_multicast_connection(&[
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
         MulticastGroup::Neigh,
     ])?;
+    // A bulk create or a namespace teardown sends thousands of events at
+    // once; with the default buffer (208 KiB) the kernel dropped some
+    // ("netlink socket buffer full" with 2,000 sandboxes on a node), and a
+    // dropped deletion is only seen by the next periodic pass.
+    let socket = conn.socket_mut().socket_mut();
+    if let Err(e) = nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::RcvBufForce, &RCVBUF) {
+        tracing::warn!(error = %e, "cannot enlarge the netlink watcher's receive buffer");
+    }
     tokio::spawn(conn);
     // ifindex → link name (address and neighbour messages carry only the
     // index): from a dump, then from the events.

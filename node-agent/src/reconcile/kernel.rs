@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use berth_core::model::Driver;
+use futures::StreamExt;
 use rtnetlink::Handle;
 
 use super::action::{Action, EndpointAction};
@@ -28,6 +29,8 @@ use crate::{etcfiles, exec};
 /// Passes that inspect at most this many namespaces keep their connections
 /// for their actions; larger ones reopen one for a namespace that needs an action.
 const KEEP_HANDLES_MAX: usize = 32;
+/// Namespaces a larger pass reads at once.
+const INSPECT_AT_ONCE: usize = 4;
 
 pub struct KernelExecutor<'a> {
     pub node: &'a Handle,
@@ -140,25 +143,38 @@ impl<'a> KernelExecutor<'a> {
 
     /// A namespace's inode, and optionally what is inside (keeping the connection when `keep`).
     async fn namespace(&mut self, name: &str, inspect: bool, keep: bool) -> Option<Namespace> {
-        let inode = netns::inode(name)?;
-        let mut ns = Namespace {
-            inode,
-            ..Default::default()
-        };
-        if inspect {
-            // It may vanish meanwhile: then it is simply not there.
-            let h = if keep {
-                self.handle(name).await.ok()?
-            } else {
-                netns::netlink(Some(name)).await.ok()?
-            };
-            ns.links = Self::links_of(&h).await.ok()?;
-            ns.marker = ns.links.get("lo").and_then(|l| l.alias.clone());
-            ns.default_route = link::default_route(&h).await.ok()?;
-            ns.default_route6 = addr6::default_route6(&h).await.ok()?;
-            ns.inspected = true;
+        if !inspect {
+            return Some(Namespace {
+                inode: netns::inode(name)?,
+                ..Default::default()
+            });
         }
-        Some(ns)
+        if !keep {
+            return Self::inspect_namespace(name).await;
+        }
+        let inode = netns::inode(name)?;
+        // It may vanish meanwhile: then it is simply not there.
+        let h = self.handle(name).await.ok()?;
+        Self::read_inside(inode, &h).await
+    }
+
+    /// A namespace's inode and what is inside, through a connection of its own.
+    async fn inspect_namespace(name: &str) -> Option<Namespace> {
+        let inode = netns::inode(name)?;
+        let h = netns::netlink(Some(name)).await.ok()?;
+        Self::read_inside(inode, &h).await
+    }
+
+    async fn read_inside(inode: u64, h: &Handle) -> Option<Namespace> {
+        let links = Self::links_of(h).await.ok()?;
+        Some(Namespace {
+            inode,
+            marker: links.get("lo").and_then(|l| l.alias.clone()),
+            links,
+            default_route: link::default_route(h).await.ok()?,
+            default_route6: addr6::default_route6(h).await.ok()?,
+            inspected: true,
+        })
     }
 
     async fn sync_peers(
@@ -373,10 +389,27 @@ impl Executor for KernelExecutor<'_> {
                 seen.localnet.insert(name.clone());
             }
         }
-        let keep = req.inspect.len() <= KEEP_HANDLES_MAX;
-        for name in &req.inspect {
-            if let Some(ns) = self.namespace(name, true, keep).await {
-                seen.namespaces.insert(name.clone(), ns);
+        if req.inspect.len() <= KEEP_HANDLES_MAX {
+            for name in &req.inspect {
+                if let Some(ns) = self.namespace(name, true, true).await {
+                    seen.namespaces.insert(name.clone(), ns);
+                }
+            }
+        } else {
+            // A full pass: several namespaces at once (each is a thread
+            // entering it, a socket and five dumps, mostly waiting on the kernel).
+            let found: Vec<(String, Option<Namespace>)> = futures::stream::iter(req.inspect.iter().cloned())
+                .map(|name| async move {
+                    let ns = Self::inspect_namespace(&name).await;
+                    (name, ns)
+                })
+                .buffer_unordered(INSPECT_AT_ONCE)
+                .collect()
+                .await;
+            for (name, ns) in found {
+                if let Some(ns) = ns {
+                    seen.namespaces.insert(name, ns);
+                }
             }
         }
         for name in req.stat.iter().filter(|n| !req.inspect.contains(*n)) {
