@@ -155,7 +155,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None
     };
     let watcher = {
-        let (wanted, wake) = (reconciler.wanted_links(), reconciler.wake());
+        let (wanted, own, wake) = (
+            reconciler.wanted_links(),
+            reconciler.own_deletions(),
+            reconciler.wake(),
+        );
         let on = config.netlink_watch;
         if !on {
             tracing::warn!("--netlink-watch false: drift is repaired on the period only");
@@ -164,7 +168,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             if !on {
                 return;
             }
-            if let Err(e) = watch::run(wanted, wake).await {
+            if let Err(e) = watch::run(wanted, own, wake).await {
                 tracing::error!(error = %e, "netlink watch ended; drift is repaired on the period only");
             }
         })

@@ -406,3 +406,64 @@ fn connect_and_disconnect_an_overlay() {
     );
     assert!(!ping(&c, "far", "10.0.0.3"));
 }
+
+/// berth's own deletions are not drift: the FDB and neighbour entries a
+/// peer's agent deletes when an endpoint leaves, and the host veths an
+/// agent deletes itself, wake no full pass (each woke one on every peer),
+/// while the same FDB deletion made by hand still wakes one at once.
+#[test]
+fn own_deletions_wake_no_full_pass_but_a_hand_deletion_does() {
+    let c = cluster(2);
+    c.cli_ok(&["network", "create", "-d", "overlay", "demo"]);
+    c.cli_ok(&["sandbox", "create", "far", "--node", "node2", "--network", "demo"]);
+    c.cli_ok(&["sandbox", "create", "near", "--node", "node1"]);
+    let wakes = |c: &Cluster, i: usize| c.agent_log(i).matches("converging now").count();
+    let before = (wakes(&c, 1), wakes(&c, 2));
+    for _ in 0..3 {
+        c.cli_ok(&["network", "connect", "demo", "near"]);
+        c.cli_ok(&["network", "disconnect", "demo", "near"]);
+    }
+    c.cli_ok(&[
+        "sandbox",
+        "create",
+        "gone",
+        "--node",
+        "node1",
+        "--network",
+        "demo",
+    ]);
+    c.cli_ok(&["sandbox", "rm", "gone"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        (wakes(&c, 1), wakes(&c, 2)),
+        before,
+        "an agent took its own deletions for drift:\n{}",
+        c.logs()
+    );
+
+    // The control: the same kind of entry deleted by hand on node2.
+    c.cli_ok(&["network", "connect", "demo", "near"]);
+    let entry = fdb(&c, 2, "vx-4096");
+    let mac = entry
+        .split_whitespace()
+        .next()
+        .expect("near's entry on node2")
+        .to_string();
+    in_ns_ok(
+        &c.node(2),
+        &[
+            "bridge",
+            "fdb",
+            "del",
+            &mac,
+            "dev",
+            "vx-4096",
+            "dst",
+            &node_addr(1),
+        ],
+    );
+    c.eventually("node2 wakes for the deletion by hand", || wakes(&c, 2) > before.1);
+    c.eventually("node2 restores the entry", || {
+        fdb(&c, 2, "vx-4096").contains(&mac)
+    });
+}

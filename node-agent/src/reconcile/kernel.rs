@@ -41,6 +41,9 @@ pub struct KernelExecutor<'a> {
     /// The ruleset the last successful apply installed.
     pub applied_rules: &'a mut Option<Ruleset>,
     pub underlay: Ipv4Addr,
+    /// Where the FDB and neighbour entries it deletes are registered, so
+    /// the netlink watcher does not take them for drift.
+    pub own_deletions: Option<std::sync::Arc<crate::watch::OwnDeletions>>,
     handles: HashMap<String, Handle>,
 }
 
@@ -60,6 +63,7 @@ impl<'a> KernelExecutor<'a> {
             dns_inodes,
             applied_rules,
             underlay,
+            own_deletions: None,
             handles: HashMap::new(),
         }
     }
@@ -188,15 +192,19 @@ impl<'a> KernelExecutor<'a> {
         let (have_fdb, have_bridged) = fdb::fdb_read(self.node, vx).await?;
         // Bridge entries first out, last in: no frame goes to a departed
         // endpoint's MAC through the port, none to a new one before its VTEP is known.
+        let own = self.own_deletions.as_deref();
         for mac in have_bridged.difference(bridged_want) {
+            own.inspect(|o| o.mac(vx, *mac));
             fdb::port_mac_del(self.node, vx, *mac).await?;
         }
         let have_neigh: std::collections::BTreeSet<_> =
             fdb::neigh_list(self.node, vx).await?.into_iter().collect();
         for e in have_fdb.difference(fdb_want) {
+            own.inspect(|o| o.mac(vx, e.mac));
             fdb::fdb_del(self.node, vx, *e).await?;
         }
         for e in have_neigh.difference(neigh_want) {
+            own.inspect(|o| o.ip(vx, e.ip));
             fdb::neigh_del(self.node, vx, *e).await?;
         }
         for e in fdb_want.difference(&have_fdb) {

@@ -173,6 +173,7 @@ pub struct Reconciler {
     /// Links the node should have (bridges, VXLAN devices, host veths), for
     /// the netlink watcher.
     wanted_links: Arc<RwLock<BTreeSet<String>>>,
+    own_deletions: Arc<crate::watch::OwnDeletions>,
     /// Asks the convergence loop for a full pass soon.
     wake: Arc<Notify>,
     /// Attachments whose runtime's namespace vanished, to detach through
@@ -285,6 +286,7 @@ impl Reconciler {
             }),
             queue: Default::default(),
             wanted_links: Arc::default(),
+            own_deletions: Arc::default(),
             wake: Arc::new(Notify::new()),
             vanished: Default::default(),
             vanished_wake: Arc::new(Notify::new()),
@@ -298,6 +300,11 @@ impl Reconciler {
     /// Links the node should have, kept current for the netlink watcher.
     pub fn wanted_links(&self) -> Arc<RwLock<BTreeSet<String>>> {
         self.wanted_links.clone()
+    }
+
+    /// The FDB and neighbour entries passes delete, for the netlink watcher.
+    pub fn own_deletions(&self) -> Arc<crate::watch::OwnDeletions> {
+        self.own_deletions.clone()
     }
 
     /// Notified when something asks for a full pass soon.
@@ -613,6 +620,10 @@ impl Reconciler {
             applied_rules,
             self.underlay,
         );
+        exec.own_deletions = Some(self.own_deletions.clone());
+        // The links this pass stops wanting leave the watcher's set before
+        // it deletes them: their deletion is not drift.
+        self.publish_wanted(d, scope, before);
         let report = run_pass(&mut exec, d, owned, scope, &config, results).await;
         drop(exec);
         if scope.is_full() {
