@@ -73,10 +73,7 @@ fn ip_key(ifindex: u32, ip: IpAddr) -> String {
 /// Whether a neighbour deletion is one berth made itself.
 fn own_deletion(own: &OwnDeletions, n: &NeighbourMessage) -> bool {
     let key = if n.header.family == AddressFamily::Bridge {
-        n.attributes.iter().find_map(|a| match a {
-            NeighbourAttribute::LinkLayerAddress(mac) => Some(mac_key(n.header.ifindex, mac)),
-            _ => None,
-        })
+        crate::kernel::fdb::mac_of(&n.attributes).map(|mac| mac_key(n.header.ifindex, &mac))
     } else {
         n.attributes.iter().find_map(|a| match a {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {

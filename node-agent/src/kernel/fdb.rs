@@ -40,7 +40,8 @@ pub struct NeighEntry {
     pub mac: [u8; 6],
 }
 
-fn mac_of(attrs: &[NeighbourAttribute]) -> Option<[u8; 6]> {
+/// The link-layer address of a neighbour or FDB message.
+pub(crate) fn mac_of(attrs: &[NeighbourAttribute]) -> Option<[u8; 6]> {
     attrs.iter().find_map(|a| match a {
         NeighbourAttribute::LinkLayerAddress(l) => l.as_slice().try_into().ok(),
         _ => None,

@@ -668,8 +668,6 @@ impl Executor for KernelExecutor<'_> {
     }
 
     fn persist(&mut self, owned: &Owned) -> Result<(), ObjectError> {
-        self.state
-            .save(owned)
-            .map_err(|e| ObjectError::io("writing the agent's state file", &e))
+        super::persist_to(self.state, owned)
     }
 }

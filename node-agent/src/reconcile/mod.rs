@@ -483,9 +483,7 @@ impl Reconciler {
     }
 
     fn persist(&self, owned: &Owned) -> Result<(), ObjectError> {
-        self.state
-            .save(owned)
-            .map_err(|e| ObjectError::io("writing the agent's state file", &e))
+        persist_to(&self.state, owned)
     }
 
     /// Takes a removal into the desired state; returns the networks the
@@ -621,15 +619,15 @@ impl Reconciler {
             self.underlay,
         );
         exec.own_deletions = Some(self.own_deletions.clone());
-        // The links this pass stops wanting leave the watcher's set before
-        // it deletes them: their deletion is not drift.
+        // The watcher's set is updated before the pass (the desired state
+        // does not change during it): the links this pass stops wanting
+        // leave it before they are deleted, so their deletion is not drift.
         self.publish_wanted(d, scope, before);
         let report = run_pass(&mut exec, d, owned, scope, &config, results).await;
         drop(exec);
         if scope.is_full() {
             save_if_changed(|o| self.persist(o), owned, saved);
         }
-        self.publish_wanted(d, scope, before);
         self.note_vanished(d, &report.vanished);
         crate::metrics::pass(scope.is_full(), report.errors.is_empty(), start);
         crate::metrics::objects(results);
@@ -842,6 +840,13 @@ pub fn observe_request(
         }
     }
     req
+}
+
+/// Writes berth's record to the state file.
+pub fn persist_to(state: &StateDir, owned: &Owned) -> Result<(), ObjectError> {
+    state
+        .save(owned)
+        .map_err(|e| ObjectError::io("writing the agent's state file", &e))
 }
 
 /// Writes berth's record when it differs from the copy last written.
