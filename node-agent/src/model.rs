@@ -67,6 +67,11 @@ impl EndpointSpec {
 /// Prefix of every host-side veth berth creates.
 pub use berth_core::model::HOST_VETH_PREFIX;
 
+/// Prefix of a sandbox interface taken out of service and waiting to be
+/// deleted (`bgone<ifindex>`, see `kernel::link::retire`): in berth's own
+/// namespaces such a link is always berth's to delete.
+pub const RETIRED_PREFIX: &str = "bgone";
+
 pub fn host_ifname(endpoint_id: &str) -> String {
     format!("{HOST_VETH_PREFIX}{}", &endpoint_id[..endpoint_id.len().min(12)])
 }

@@ -977,3 +977,59 @@ async fn node_wide_dumps_and_host_veths_without_ipv6_addresses() {
         "links berth did not make are untouched"
     );
 }
+
+#[tokio::test]
+async fn a_retired_interface_is_down_without_addresses_and_frees_its_name() {
+    let ns = Namespaces::new();
+    let (node_name, node, bridge) = node_with_bridge(&ns).await;
+    let (sandbox_name, sandbox) = ns.with_handle().await;
+    let ip = Ipv4Addr::new(172, 17, 0, 21);
+    let spec = veth_spec("vethre01", bridge, &sandbox_name, "eth1", ip);
+    assert!(link::ensure_veth(&node, &spec).await.unwrap());
+    let before = link::get(&sandbox, "eth1").await.unwrap().expect("eth1");
+
+    let retired = link::retire(&sandbox, "eth1").await.unwrap().expect("retired");
+    assert_eq!(retired, format!("bgone{}", before.index));
+    assert!(
+        link::get(&sandbox, "eth1").await.unwrap().is_none(),
+        "eth1 is free"
+    );
+    let gone = link::get(&sandbox, &retired).await.unwrap().expect("still there");
+    assert!(!gone.up, "down");
+    assert!(
+        link::ipv4_addrs(&sandbox, gone.index).await.unwrap().is_empty(),
+        "no address left"
+    );
+    // Its address is no longer local to the namespace (a down interface's would be).
+    let local = Command::new("nsenter")
+        .arg(format!("--net={}", netns::path(&sandbox_name).display()))
+        .args(["ip", "route", "show", "table", "local"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&local.stdout).contains(&ip.to_string()));
+    // The pair exists until it is deleted: the host end has lost its carrier.
+    let host_state = Command::new("nsenter")
+        .arg(format!("--net={}", netns::path(&node_name).display()))
+        .args(["ip", "-o", "link", "show", "dev", "vethre01"])
+        .output()
+        .unwrap();
+    let host_state = String::from_utf8_lossy(&host_state.stdout);
+    assert!(host_state.contains("NO-CARRIER"), "{host_state}");
+    // Retiring again is a no-op; the name can be used by a new endpoint.
+    assert_eq!(
+        link::retire(&sandbox, &retired).await.unwrap(),
+        Some(retired.clone())
+    );
+    let again = veth_spec("vethre02", bridge, &sandbox_name, "eth1", ip);
+    assert!(link::ensure_veth(&node, &again).await.unwrap());
+    assert!(link::delete(&sandbox, &retired).await.unwrap());
+    assert!(
+        link::get(&node, "vethre01").await.unwrap().is_none(),
+        "its pair went with it"
+    );
+    assert!(
+        link::get(&sandbox, "eth1").await.unwrap().is_some(),
+        "the new endpoint stays"
+    );
+    assert_eq!(link::retire(&sandbox, "eth9").await.unwrap(), None);
+}

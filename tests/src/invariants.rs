@@ -292,6 +292,26 @@ fn kernels_consistent(c: &Cluster, s: &State) -> Result<(), String> {
     if want_ns != have_ns {
         return Err(format!("namespaces {have_ns:?}, records say {want_ns:?}"));
     }
+    // Inside each sandbox: exactly its endpoints' interfaces (a departed
+    // endpoint's, renamed `bgone…` while its deletion runs, is gone too).
+    for (id, r) in &s.sandboxes {
+        let Some(netns) = r["netns"].as_str().filter(|_| r["external"].is_null()) else {
+            continue;
+        };
+        let want: BTreeSet<String> = s
+            .endpoints
+            .iter()
+            .filter(|e| e["sandbox_id"] == id.as_str())
+            .filter_map(|e| e["ifname"].as_str().filter(|i| !i.is_empty()).map(String::from))
+            .collect();
+        let have = links(&c.sandbox_ns(netns), "veth");
+        if want != have {
+            return Err(format!(
+                "sandbox {}: interfaces {have:?}, records say {want:?}",
+                str_of(r, "name")
+            ));
+        }
+    }
     for node in 1..=c.nodes {
         let name = format!("node{node}");
         let want: BTreeSet<String> = s

@@ -5,9 +5,10 @@
 //! and closed with it. A larger pass (a full one) closes each after reading
 //! its namespace: every connection holds a 64 KiB read buffer, and keeping
 //! 2,000 of them for a pass was most of an agent's memory.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_core::model::Driver;
@@ -44,7 +45,48 @@ pub struct KernelExecutor<'a> {
     /// Where the FDB and neighbour entries it deletes are registered, so
     /// the netlink watcher does not take them for drift.
     pub own_deletions: Option<std::sync::Arc<crate::watch::OwnDeletions>>,
+    /// Where interfaces taken out of service are deleted after the pass;
+    /// `None`: deleted in the action.
+    pub retiring: Option<Arc<Retiring>>,
     handles: HashMap<String, Handle>,
+}
+
+/// Sandbox interfaces of departed endpoints being deleted in the background
+/// ([`link::retire`] took them out of service in the pass): a disconnect's
+/// answer does not wait the ~20 ms of RCU grace periods a veth deletion
+/// takes. A later pass that sees one still there starts no second deletion;
+/// one the agent did not live to delete is swept by the next pass that
+/// inspects its namespace (its `bgone` name says it is berth's).
+#[derive(Debug, Default)]
+pub struct Retiring(std::sync::Mutex<HashSet<(String, String)>>);
+
+impl Retiring {
+    /// Deletes `ifname` in namespace `netns` through `h`, in a task of its
+    /// own, unless that deletion already runs.
+    fn delete_later(self: &Arc<Self>, netns: &str, ifname: String, h: Handle) {
+        let key = (netns.to_string(), ifname);
+        if !self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone())
+        {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let (netns, ifname) = &key;
+            match link::delete(&h, ifname).await {
+                Ok(_) => {
+                    tracing::info!(netns = %netns, ifname = %ifname, "removed interface of a departed endpoint")
+                }
+                Err(e) => {
+                    tracing::warn!(netns = %netns, ifname = %ifname, error = %e, "could not delete an interface taken out of service; the next pass tries again")
+                }
+            }
+            me.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        });
+    }
 }
 
 impl<'a> KernelExecutor<'a> {
@@ -64,6 +106,7 @@ impl<'a> KernelExecutor<'a> {
             applied_rules,
             underlay,
             own_deletions: None,
+            retiring: None,
             handles: HashMap::new(),
         }
     }
@@ -532,8 +575,18 @@ impl Executor for KernelExecutor<'_> {
             }
             Action::RemoveSandboxLink { netns, ifname } => {
                 let h = self.handle(netns).await?;
-                if link::delete(&h, ifname).await? {
-                    tracing::info!(netns = %netns, ifname = %ifname, "removed interface of a departed endpoint");
+                match (link::retire(&h, ifname).await?, &self.retiring) {
+                    (None, _) => {}
+                    (Some(retired), Some(later)) => {
+                        if retired != *ifname {
+                            tracing::info!(netns = %netns, ifname = %ifname, now = %retired, "took the interface of a departed endpoint out of service");
+                        }
+                        later.delete_later(netns, retired, h);
+                    }
+                    (Some(retired), None) => {
+                        link::delete(&h, &retired).await?;
+                        tracing::info!(netns = %netns, ifname = %ifname, "removed interface of a departed endpoint");
+                    }
                 }
             }
             Action::RemoveLink { ifname, kind } => {

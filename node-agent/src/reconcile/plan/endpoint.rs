@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use berth_core::model::Driver;
 
 use super::Ctx;
-use crate::model::{EndpointSpec, HOST_VETH_PREFIX, NetworkSpec};
+use crate::model::{EndpointSpec, HOST_VETH_PREFIX, NetworkSpec, RETIRED_PREFIX};
 use crate::reconcile::action::{Action, EndpointAction, ObjectKind};
 use crate::reconcile::observed::{MARK, Namespace, endpoint_mark};
 
@@ -100,7 +100,11 @@ pub(super) fn plan(ctx: &mut Ctx<'_>) {
         if let Some(ns) = ns.filter(|_| s.external.is_none()) {
             let wanted: BTreeSet<&str> = s.endpoints.iter().map(|e| e.ifname.as_str()).collect();
             for name in ns.links.keys() {
-                if name.starts_with("eth") && !wanted.contains(name.as_str()) {
+                // `bgone…`: taken out of service by an earlier pass, still there
+                // (its deletion runs, or the agent stopped before it ran).
+                if (name.starts_with("eth") && !wanted.contains(name.as_str()))
+                    || name.starts_with(RETIRED_PREFIX)
+                {
                     ctx.push(Action::RemoveSandboxLink {
                         netns: netns.clone(),
                         ifname: name.clone(),

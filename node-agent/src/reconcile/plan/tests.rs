@@ -339,7 +339,7 @@ fn removals_come_before_additions_in_dependency_order() {
 #[test]
 fn every_kind_of_drift_is_repaired_by_one_pass() {
     type Drift = (&'static str, fn(&mut FakeNode), ObjectKind);
-    let drifts: [Drift; 13] = [
+    let drifts: [Drift; 14] = [
         (
             "host veth deleted",
             |n| n.delete_link("bve10000000000"),
@@ -405,6 +405,19 @@ fn every_kind_of_drift_is_repaired_by_one_pass() {
                     .unwrap()
                     .addrs
                     .clear();
+            },
+            ObjectKind::Endpoint,
+        ),
+        (
+            "a departed endpoint's interface left out of service (its deletion never ran)",
+            |n| {
+                let ns = n.namespaces.get_mut("t-web").unwrap();
+                let mut gone = ns.links["eth0"].clone();
+                // Its own pair (the host end went with it in the kernel).
+                (gone.index, gone.peer) = (990, None);
+                gone.addrs.clear();
+                gone.up = false;
+                ns.links.insert("bgone99".into(), gone);
             },
             ObjectKind::Endpoint,
         ),
