@@ -184,6 +184,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let (router, health) = tooling::with_tooling(&mut builder).await?;
     let health_task = tokio::spawn(tooling::follow_convergence(health, reconciler.clone()));
+    let saver = tokio::spawn(reconciler.clone().keep_state_file());
+    let last_save = reconciler.clone();
     let server = router
         .add_service(InterceptedService::new(
             AgentServiceServer::new(AgentApi {
@@ -212,6 +214,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     watcher.abort();
     health_task.abort();
+    saver.abort();
+    last_save.save_now().await;
     result.context("agent server")
 }
 

@@ -364,7 +364,13 @@ fn a_lost_or_corrupt_state_file_orphans_nothing_and_sweeps_nothing_foreign() {
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).ok()?).ok()?;
         v["commands"].as_object()?.values().next()?["pid"].as_u64()
     };
-    let pid = command_pid().expect("keep's command is recorded");
+    // Written just after the answers, by the agent's saver task.
+    let mut pid = None;
+    c.eventually("keep's command recorded in the state file", || {
+        pid = command_pid();
+        pid.is_some()
+    });
+    let pid = pid.expect("keep's command is recorded");
     for (round, damage) in ["deleted", "truncated"].into_iter().enumerate() {
         c.crash_agent(1);
         if round == 0 {
