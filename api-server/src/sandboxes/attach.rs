@@ -30,8 +30,9 @@ impl Sandboxes {
         for a in &aliases {
             validate_name("alias", a)?;
         }
-        let network = self.networks.find(network).await?;
-        let current = self.find_record(sandbox).await?;
+        // Independent reads, in parallel; network errors are reported first.
+        let (network, current) = tokio::join!(self.networks.find(network), self.find_record(sandbox));
+        let (network, current) = (network?, current?);
         let record = current.value.clone();
         if !network.driver.has_ipam() {
             return Err(ApiError::FailedPrecondition(format!(
@@ -60,10 +61,10 @@ impl Sandboxes {
             )));
         }
         super::limits::check_one_more_network(&record.name, record.networks.len())?;
-        let mut before = self.view(record.clone()).await?;
+        let (before, node) = tokio::join!(self.view(record.clone()), self.nodes.get(&record.node));
+        let (mut before, node) = (before?, node?);
         before.generation = current.mod_revision as u64;
         let used: Vec<&str> = before.endpoints.iter().map(|(e, _)| e.ifname.as_str()).collect();
-        let node = self.nodes.get(&record.node).await?;
         if !node.ready {
             return Err(ApiError::FailedPrecondition(format!(
                 "node {} is not ready",
@@ -112,23 +113,29 @@ impl Sandboxes {
         view.record = updated;
         view.generation = generation as u64;
         view.endpoints.push((endpoint.clone(), network.clone()));
-        if let Err(status) = self.agent_ensure(&node.record, &view).await {
-            // Undo through the disconnect path: the address is released
-            // once the agent confirmed the sandbox without it.
+        // The other nodes learn of the endpoint (recorded above) while its
+        // own node makes it: the answer waits for both, not one after the other.
+        let these = [&network];
+        let (ensured, ()) = tokio::join!(
+            self.agent_ensure(&node.record, &view),
+            self.overlay.notify(&these, &record.node)
+        );
+        if let Err(status) = ensured {
+            // Undo through the disconnect path (the peers are told again):
+            // the address is released once the agent confirmed the sandbox without it.
             if let Err(e) = self.detach(view, &network).await {
                 tracing::warn!(sandbox = %record.name, error = %e, "undoing the connect is left for the repair loop");
             }
             return Err(agent_error(&node.record.name, status));
         }
-        self.overlay.notify(&[&network], &record.node).await;
         tracing::info!(sandbox = %record.name, network = %network.name, ip = %got, "sandbox connected");
         Ok(endpoint)
     }
 
     /// Detaches a sandbox from a network.
     pub async fn disconnect(&self, network: &str, sandbox: &str) -> Result<()> {
-        let network = self.networks.find(network).await?;
-        let current = self.find_record(sandbox).await?;
+        let (network, current) = tokio::join!(self.networks.find(network), self.find_record(sandbox));
+        let (network, current) = (network?, current?);
         let record = current.value.clone();
         if !record.networks.contains(&network.id) {
             return Err(ApiError::NotFound {
@@ -152,14 +159,15 @@ impl Sandboxes {
         let mut view = self.view(record.clone()).await?;
         view.generation = current.mod_revision as u64;
         self.detach(view, &network).await?;
-        self.overlay.notify(&[&network], &record.node).await;
         tracing::info!(sandbox = %record.name, network = %network.name, "sandbox disconnected");
         Ok(())
     }
 
     /// Takes `network`'s endpoint out of the sandbox `view` (read at
     /// `view.generation`): records the intent, has the agent realise the
-    /// sandbox without it, then deletes the endpoint and releases its address.
+    /// sandbox without it, then deletes the endpoint and releases its
+    /// address. The overlay peers forget the endpoint meanwhile (marked
+    /// removing, it is no member any more).
     pub(crate) async fn detach(&self, view: SandboxView, network: &NetworkRecord) -> Result<()> {
         let keys = &self.store.keys;
         let r = &view.record;
@@ -182,7 +190,12 @@ impl Sandboxes {
             )));
         };
         after.generation = marked as u64;
-        self.finish_detach(&after, &ep, network, marked).await
+        let these = [network];
+        let (done, ()) = tokio::join!(
+            self.finish_detach(&after, &ep, network, marked),
+            self.overlay.notify(&these, &r.node)
+        );
+        done
     }
 
     /// The agent realises `after` (the sandbox without the endpoint `ep`,

@@ -180,18 +180,23 @@ impl Sandboxes {
     /// The agent realises the recorded sandbox; then it is ready, or undone.
     async fn realise(&self, node: &NodeRecord, view: SandboxView) -> Result<SandboxView> {
         tracing::info!(sandbox = %view.record.name, node = %node.name, "sandbox recorded");
-        if let Err(status) = self.agent_ensure(node, &view).await {
+        // The overlay peers learn of the new endpoints (recorded above)
+        // while the node makes them: neither waits for the other. An undone
+        // create tells them again (the removal path does).
+        let networks: Vec<NetworkRecord> = view.endpoints.iter().map(|(_, n)| n.clone()).collect();
+        let refs: Vec<&NetworkRecord> = networks.iter().collect();
+        let (ensured, ()) = tokio::join!(
+            self.agent_ensure(node, &view),
+            self.overlay.notify(&refs, &node.name)
+        );
+        if let Err(status) = ensured {
             let err = agent_error(&node.name, status);
             self.undo_create(node, view).await;
             return Err(err);
         }
-        // The peers learn of the new endpoint while the phase is written:
-        // neither waits for the other (a failed mark is undone by the repair
-        // loop, which finds the sandbox `creating` and realises it again).
-        let networks: Vec<NetworkRecord> = view.endpoints.iter().map(|(_, n)| n.clone()).collect();
-        let refs: Vec<&NetworkRecord> = networks.iter().collect();
-        let (view, ()) = tokio::join!(self.mark_ready(view), self.overlay.notify(&refs, &node.name));
-        view
+        // A failed mark is undone by the repair loop, which finds the
+        // sandbox `creating` and realises it again.
+        self.mark_ready(view).await
     }
 
     /// Rolls a create back: marked removing, removed by the agent, then the
