@@ -405,6 +405,21 @@ fn connect_and_disconnect_an_overlay() {
         "node2 forgot near's overlay address: {f}"
     );
     assert!(!ping(&c, "far", "10.0.0.3"));
+    // At the answer the interface is out of service (its deletion may
+    // still run): no eth1, its address no longer local to the sandbox.
+    let links = || in_ns_ok(&near, &["ip", "-o", "link", "show", "type", "veth"]);
+    assert!(!links().contains("eth1"), "{}", links());
+    let local = in_ns_ok(&near, &["ip", "route", "show", "table", "local"]);
+    assert!(!local.contains("10.0.0.3"), "{local}");
+    // eth1 is free for a connect right away; then only eth0 stays.
+    c.cli_ok(&["network", "connect", "demo", "near"]);
+    let eth1 = in_ns_ok(&near, &["ip", "-o", "-4", "addr", "show", "dev", "eth1"]);
+    assert!(eth1.contains("10.0.0.3/24"), "{eth1}");
+    c.cli_ok(&["network", "disconnect", "demo", "near"]);
+    c.eventually("the departed interfaces deleted", || {
+        let l = links();
+        l.lines().count() == 1 && l.contains("eth0")
+    });
 }
 
 /// berth's own deletions are not drift: the FDB and neighbour entries a

@@ -183,7 +183,8 @@ impl Sandboxes {
             Op::put_json(keys.sandbox(&r.id), &after.record)?,
             Op::put_json(ep_key, &ep)?,
         ];
-        let Some(marked) = self.commit_if_unchanged(&view, ops).await? else {
+        let (marked, node) = tokio::join!(self.commit_if_unchanged(&view, ops), self.nodes.get(&r.node));
+        let Some(marked) = marked? else {
             return Err(ApiError::Aborted(format!(
                 "sandbox {} changed meanwhile; try again",
                 r.name
@@ -191,8 +192,9 @@ impl Sandboxes {
         };
         after.generation = marked as u64;
         let these = [network];
+        let node = node?;
         let (done, ()) = tokio::join!(
-            self.finish_detach(&after, &ep, network, marked),
+            self.finish_detach_on(&node.record, &after, &ep, network, marked),
             self.overlay.notify(&these, &r.node)
         );
         done
@@ -208,9 +210,22 @@ impl Sandboxes {
         network: &NetworkRecord,
         marked: i64,
     ) -> Result<()> {
-        let keys = &self.store.keys;
         let node = self.nodes.get(&after.record.node).await?;
-        self.agent_ensure(&node.record, after)
+        self.finish_detach_on(&node.record, after, ep, network, marked)
+            .await
+    }
+
+    /// [`Self::finish_detach`] with the sandbox's node already read.
+    async fn finish_detach_on(
+        &self,
+        node: &crate::store::records::NodeRecord,
+        after: &SandboxView,
+        ep: &EndpointRecord,
+        network: &NetworkRecord,
+        marked: i64,
+    ) -> Result<()> {
+        let keys = &self.store.keys;
+        self.agent_ensure(node, after)
             .await
             .map_err(|s| agent_error(&after.record.node, s))?;
         let ep_key = keys.endpoint(&network.id, &after.record.id);

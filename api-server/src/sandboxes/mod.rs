@@ -331,20 +331,25 @@ impl Sandboxes {
     }
 
     async fn view(&self, record: SandboxRecord) -> Result<SandboxView> {
-        let mut endpoints = Vec::new();
-        for net_id in &record.networks {
-            let ep = self
-                .store
-                .get_json::<EndpointRecord>(&self.store.keys.endpoint(net_id, &record.id))
-                .await?;
-            let net = self
-                .store
-                .get_json::<NetworkRecord>(&self.store.keys.network(net_id))
-                .await?;
-            if let (Some(ep), Some(net)) = (ep, net) {
-                endpoints.push((ep.value, net.value));
-            }
-        }
+        // Every read at once (one round trip, not two per network).
+        let keys = &self.store.keys;
+        let id = &record.id;
+        let reads = record.networks.iter().map(|net_id| async move {
+            let (ep_key, net_key) = (keys.endpoint(net_id, id), keys.network(net_id));
+            let (ep, net) = tokio::join!(
+                self.store.get_json::<EndpointRecord>(&ep_key),
+                self.store.get_json::<NetworkRecord>(&net_key)
+            );
+            Ok::<_, ApiError>((ep?, net?))
+        });
+        let endpoints = futures::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .filter_map(|pair| match pair {
+                (Some(ep), Some(net)) => Some((ep.value, net.value)),
+                _ => None,
+            })
+            .collect();
         Ok(SandboxView {
             record,
             endpoints,

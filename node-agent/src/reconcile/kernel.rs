@@ -164,28 +164,23 @@ impl<'a> KernelExecutor<'a> {
         &self,
         names: &std::collections::BTreeSet<String>,
     ) -> Result<BTreeMap<String, Link>, ObjectError> {
-        let mut found = Vec::new();
-        for name in names {
-            if let Some(l) = link::get(self.node, name).await? {
-                found.push(l);
-            }
-        }
+        // All requests in flight at once on the node's connection (a
+        // command's pass names a few links: its host veths, bridges, VXLAN devices).
+        let found =
+            futures::future::try_join_all(names.iter().map(|name| link::get(self.node, name))).await?;
         // Addresses only for bridges, each read with the kernel filtering by
         // link: an unfiltered dump walks every address of the node (each host
         // veth's too), so a command's pass was O(sandboxes on the node).
-        let mut out = BTreeMap::new();
-        for l in found {
+        let read = found.into_iter().flatten().map(|l| async move {
             let (a, a6) = if l.kind.as_deref() == Some("bridge") {
-                (
-                    link::ipv4_addrs_here(l.index).await?,
-                    addr6::ipv6_addrs_here(l.index).await?,
-                )
+                let (a, a6) = tokio::join!(link::ipv4_addrs_here(l.index), addr6::ipv6_addrs_here(l.index));
+                (a?, a6?)
             } else {
                 (Vec::new(), Vec::new())
             };
-            out.insert(l.name.clone(), seen(l, a, a6));
-        }
-        Ok(out)
+            Ok::<_, ObjectError>((l.name.clone(), seen(l, a, a6)))
+        });
+        Ok(futures::future::try_join_all(read).await?.into_iter().collect())
     }
 
     /// A namespace's inode, and optionally what is inside (keeping the connection when `keep`).
@@ -498,13 +493,18 @@ impl Executor for KernelExecutor<'_> {
                 }
             }
         }
-        for vx in &req.vxlans {
-            if let Some(l) = seen.links.get(vx) {
-                let (f, bridged) = fdb::fdb_read(self.node, l.index).await?;
-                let n = fdb::neigh_list(self.node, l.index).await?.into_iter().collect();
-                seen.peers.insert(vx.clone(), (f, n));
-                seen.bridged.insert(vx.clone(), bridged);
-            }
+        let node = self.node;
+        let vxlans = req
+            .vxlans
+            .iter()
+            .filter_map(|vx| Some((vx, seen.links.get(vx)?.index)))
+            .map(|(vx, index)| async move {
+                let (f, n) = tokio::join!(fdb::fdb_read(node, index), fdb::neigh_list(node, index));
+                Ok::<_, ObjectError>((vx.clone(), f?, n?))
+            });
+        for (vx, (f, bridged), n) in futures::future::try_join_all(vxlans).await? {
+            seen.peers.insert(vx.clone(), (f, n.into_iter().collect()));
+            seen.bridged.insert(vx, bridged);
         }
         if req.firewall {
             seen.firewall = Some(nft::observe().await?);
