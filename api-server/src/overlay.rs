@@ -10,14 +10,13 @@ use berth_core::model::Driver;
 
 use crate::agents::Agents;
 use crate::error::Result;
-use crate::nodes::Nodes;
 use crate::store::Store;
 use crate::store::records::{EndpointRecord, NetworkRecord, NodeRecord};
+use crate::store::txn::Read;
 
 #[derive(Clone)]
 pub struct Overlay {
     store: Store,
-    nodes: Nodes,
     agents: Agents,
 }
 
@@ -83,28 +82,38 @@ pub fn peers_for(
 }
 
 impl Overlay {
-    pub fn new(store: Store, nodes: Nodes, agents: Agents) -> Self {
-        Self { store, nodes, agents }
+    pub fn new(store: Store, agents: Agents) -> Self {
+        Self { store, agents }
     }
 
-    async fn node_map(&self) -> Result<HashMap<String, NodeRecord>> {
-        Ok(self
-            .nodes
-            .list()
-            .await?
+    /// The nodes (by name) and each network's wanted endpoints (not being
+    /// removed), read in one transaction, with the revision read at.
+    async fn read_members(
+        &self,
+        networks: &[&&NetworkRecord],
+    ) -> Result<(HashMap<String, NodeRecord>, Vec<Vec<EndpointRecord>>, i64)> {
+        let keys = &self.store.keys;
+        let reads = std::iter::once(Read::Under(keys.nodes()))
+            .chain(networks.iter().map(|n| Read::Under(keys.endpoints(&n.id))))
+            .collect();
+        let (mut answers, rev) = self.store.read_together_at(reads).await?;
+        fn decode<T: serde::de::DeserializeOwned>(entries: Vec<crate::store::txn::Entry>) -> Result<Vec<T>> {
+            entries
+                .iter()
+                .map(|e| serde_json::from_slice(&e.value).map_err(Into::into))
+                .collect()
+        }
+        let nodes: Vec<NodeRecord> = decode(answers.remove(0))?;
+        let members = answers
             .into_iter()
-            .map(|n| (n.record.name.clone(), n.record))
-            .collect())
-    }
-
-    /// The network's endpoints that are wanted (not being removed).
-    async fn members(&self, network_id: &str) -> Result<(Vec<EndpointRecord>, i64)> {
-        let (mut members, rev): (Vec<EndpointRecord>, i64) = self
-            .store
-            .list_json_rev(&self.store.keys.endpoints(network_id))
-            .await?;
-        members.retain(|e| !e.removing);
-        Ok((members, rev))
+            .map(|entries| {
+                let mut m: Vec<EndpointRecord> = decode(entries)?;
+                m.retain(|e| !e.removing);
+                Ok(m)
+            })
+            .collect::<Result<_>>()?;
+        let nodes = nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
+        Ok((nodes, members, rev))
     }
 
     /// Peer sets `node` needs for the overlay networks among `networks`.
@@ -114,13 +123,12 @@ impl Overlay {
         if overlays.is_empty() {
             return Ok(Vec::new());
         }
-        let nodes = self.node_map().await?;
-        let mut out = Vec::new();
-        for n in overlays {
-            let (members, rev) = self.members(&n.id).await?;
-            out.push(peers_for(node, &n.id, &members, &nodes, rev));
-        }
-        Ok(out)
+        let (nodes, members, rev) = self.read_members(&overlays).await?;
+        Ok(overlays
+            .iter()
+            .zip(&members)
+            .map(|(n, m)| peers_for(node, &n.id, m, &nodes, rev))
+            .collect())
     }
 
     /// Tells every node hosting one of `networks` (except `except`) its new
@@ -132,28 +140,21 @@ impl Overlay {
         if overlays.is_empty() {
             return;
         }
-        let nodes = match self.node_map().await {
-            Ok(n) => n,
+        let (nodes, members, rev) = match self.read_members(&overlays).await {
+            Ok(read) => read,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read nodes to program overlay peers");
+                tracing::warn!(error = %e, "cannot read nodes and overlay members to program peers");
                 return;
             }
         };
         let mut by_node: BTreeMap<String, Vec<PeerSet>> = BTreeMap::new();
-        for n in overlays {
-            let (members, rev) = match self.members(&n.id).await {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(network = %n.name, error = %e, "cannot read overlay members");
-                    continue;
-                }
-            };
+        for (n, members) in overlays.iter().zip(&members) {
             let hosting: BTreeSet<&str> = members.iter().map(|e| e.node.as_str()).collect();
             for node in hosting.into_iter().filter(|h| *h != except) {
                 by_node
                     .entry(node.to_string())
                     .or_default()
-                    .push(peers_for(node, &n.id, &members, &nodes, rev));
+                    .push(peers_for(node, &n.id, members, &nodes, rev));
             }
         }
         let calls = by_node.into_iter().filter_map(|(node, sets)| {

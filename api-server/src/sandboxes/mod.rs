@@ -233,7 +233,7 @@ impl Sandboxes {
     }
 
     pub fn new(store: Store, networks: Networks, nodes: Nodes, agents: Agents) -> Self {
-        let overlay = Overlay::new(store.clone(), nodes.clone(), agents.clone());
+        let overlay = Overlay::new(store.clone(), agents.clone());
         Self {
             store,
             networks,

@@ -493,18 +493,15 @@ impl Executor for KernelExecutor<'_> {
                 }
             }
         }
-        let node = self.node;
-        let vxlans = req
-            .vxlans
-            .iter()
-            .filter_map(|vx| Some((vx, seen.links.get(vx)?.index)))
-            .map(|(vx, index)| async move {
-                let (f, n) = tokio::join!(fdb::fdb_read(node, index), fdb::neigh_list(node, index));
-                Ok::<_, ObjectError>((vx.clone(), f?, n?))
-            });
-        for (vx, (f, bridged), n) in futures::future::try_join_all(vxlans).await? {
-            seen.peers.insert(vx.clone(), (f, n.into_iter().collect()));
-            seen.bridged.insert(vx, bridged);
+        // One after the other: the kernel serves one dump at a time per
+        // netlink socket (a second one in flight fails with EBUSY).
+        for vx in &req.vxlans {
+            if let Some(l) = seen.links.get(vx) {
+                let (f, bridged) = fdb::fdb_read(self.node, l.index).await?;
+                let n = fdb::neigh_list(self.node, l.index).await?.into_iter().collect();
+                seen.peers.insert(vx.clone(), (f, n));
+                seen.bridged.insert(vx.clone(), bridged);
+            }
         }
         if req.firewall {
             seen.firewall = Some(nft::observe().await?);
