@@ -42,11 +42,27 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// A loopback TCP port that was free a moment ago.
+/// A loopback TCP port free now, for a server a test starts. Taken below
+/// the kernel's ephemeral range: a port freed inside it can be taken by any
+/// outgoing connection (an etcd client's, say) before the server binds it,
+/// which failed a test with "Address already in use". Each call starts
+/// from a different place (process id, a counter), so tests running at once
+/// rarely try the same port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding an ephemeral port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    const FROM: u32 = 10_000;
+    let span = ephemeral_from.saturating_sub(FROM).max(1);
+    let start = std::process::id().wrapping_mul(7919) + N.fetch_add(1, Ordering::Relaxed) * 131;
+    (0..span)
+        .map(|i| FROM + (start + i) % span)
+        .find(|&p| TcpListener::bind(("127.0.0.1", p as u16)).is_ok())
+        .map(|p| p as u16)
+        .expect("a free loopback port below the ephemeral range")
 }
 
 /// A name unique to this process and call, for prefixes and namespaces.
