@@ -12,7 +12,6 @@ use crate::agents::Agents;
 use crate::error::Result;
 use crate::store::Store;
 use crate::store::records::{EndpointRecord, NetworkRecord, NodeRecord};
-use crate::store::txn::Read;
 
 #[derive(Clone)]
 pub struct Overlay {
@@ -86,34 +85,28 @@ impl Overlay {
         Self { store, agents }
     }
 
-    /// The nodes (by name) and each network's wanted endpoints (not being
-    /// removed), read in one transaction, with the revision read at.
+    /// The nodes by name (their records only: a peer set needs addresses,
+    /// not liveness) and each network's wanted endpoints (not being
+    /// removed) with the revision read at: all reads at once, each a
+    /// chunked range as every list is.
     async fn read_members(
         &self,
         networks: &[&&NetworkRecord],
-    ) -> Result<(HashMap<String, NodeRecord>, Vec<Vec<EndpointRecord>>, i64)> {
+    ) -> Result<(HashMap<String, NodeRecord>, Vec<(Vec<EndpointRecord>, i64)>)> {
         let keys = &self.store.keys;
-        let reads = std::iter::once(Read::Under(keys.nodes()))
-            .chain(networks.iter().map(|n| Read::Under(keys.endpoints(&n.id))))
-            .collect();
-        let (mut answers, rev) = self.store.read_together_at(reads).await?;
-        fn decode<T: serde::de::DeserializeOwned>(entries: Vec<crate::store::txn::Entry>) -> Result<Vec<T>> {
-            entries
-                .iter()
-                .map(|e| serde_json::from_slice(&e.value).map_err(Into::into))
-                .collect()
-        }
-        let nodes: Vec<NodeRecord> = decode(answers.remove(0))?;
-        let members = answers
-            .into_iter()
-            .map(|entries| {
-                let mut m: Vec<EndpointRecord> = decode(entries)?;
-                m.retain(|e| !e.removing);
-                Ok(m)
-            })
-            .collect::<Result<_>>()?;
-        let nodes = nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
-        Ok((nodes, members, rev))
+        let members = networks.iter().map(|n| async move {
+            let (mut m, rev): (Vec<EndpointRecord>, i64) =
+                self.store.list_json_rev(&keys.endpoints(&n.id)).await?;
+            m.retain(|e| !e.removing);
+            Ok::<_, crate::error::ApiError>((m, rev))
+        });
+        let nodes_key = keys.nodes();
+        let (nodes, members) = tokio::join!(
+            self.store.list_json::<NodeRecord>(&nodes_key),
+            futures::future::try_join_all(members)
+        );
+        let nodes = nodes?.into_iter().map(|n| (n.name.clone(), n)).collect();
+        Ok((nodes, members?))
     }
 
     /// Peer sets `node` needs for the overlay networks among `networks`.
@@ -123,11 +116,11 @@ impl Overlay {
         if overlays.is_empty() {
             return Ok(Vec::new());
         }
-        let (nodes, members, rev) = self.read_members(&overlays).await?;
+        let (nodes, members) = self.read_members(&overlays).await?;
         Ok(overlays
             .iter()
             .zip(&members)
-            .map(|(n, m)| peers_for(node, &n.id, m, &nodes, rev))
+            .map(|(n, (m, rev))| peers_for(node, &n.id, m, &nodes, *rev))
             .collect())
     }
 
@@ -140,7 +133,7 @@ impl Overlay {
         if overlays.is_empty() {
             return;
         }
-        let (nodes, members, rev) = match self.read_members(&overlays).await {
+        let (nodes, members) = match self.read_members(&overlays).await {
             Ok(read) => read,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read nodes and overlay members to program peers");
@@ -148,13 +141,13 @@ impl Overlay {
             }
         };
         let mut by_node: BTreeMap<String, Vec<PeerSet>> = BTreeMap::new();
-        for (n, members) in overlays.iter().zip(&members) {
+        for (n, (members, rev)) in overlays.iter().zip(&members) {
             let hosting: BTreeSet<&str> = members.iter().map(|e| e.node.as_str()).collect();
             for node in hosting.into_iter().filter(|h| *h != except) {
                 by_node
                     .entry(node.to_string())
                     .or_default()
-                    .push(peers_for(node, &n.id, members, &nodes, rev));
+                    .push(peers_for(node, &n.id, members, &nodes, *rev));
             }
         }
         let calls = by_node.into_iter().filter_map(|(node, sets)| {

@@ -13,7 +13,7 @@ use berth_core::net::{format_mac, mac_from_ip};
 use super::{SandboxView, Sandboxes, agent_error, ifname_free};
 use crate::error::{ApiError, Result};
 use crate::ipam::{self, Allocated};
-use crate::store::records::{EndpointRecord, NetworkRecord, Phase, SandboxMode};
+use crate::store::records::{EndpointRecord, NetworkRecord, NodeRecord, Phase, SandboxMode};
 use crate::store::{Guard, Op, Write, new_id};
 
 impl Sandboxes {
@@ -218,7 +218,7 @@ impl Sandboxes {
     /// [`Self::finish_detach`] with the sandbox's node already read.
     async fn finish_detach_on(
         &self,
-        node: &crate::store::records::NodeRecord,
+        node: &NodeRecord,
         after: &SandboxView,
         ep: &EndpointRecord,
         network: &NetworkRecord,

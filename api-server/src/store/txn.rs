@@ -236,11 +236,6 @@ impl Store {
     /// Reads several keys and prefixes at one revision (one transaction),
     /// each answer in the order asked.
     pub async fn read_together(&self, reads: Vec<Read>) -> Result<Vec<Vec<Entry>>> {
-        Ok(self.read_together_at(reads).await?.0)
-    }
-
-    /// [`Self::read_together`], with the revision read at.
-    pub async fn read_together_at(&self, reads: Vec<Read>) -> Result<(Vec<Vec<Entry>>, i64)> {
         let n = reads.len();
         let ops: Vec<TxnOp> = reads
             .into_iter()
@@ -250,7 +245,6 @@ impl Store {
             })
             .collect();
         let resp = self.txn(Txn::new().and_then(ops)).await?;
-        let revision = resp.header().map_or(0, |h| h.revision());
         let out: Vec<Vec<Entry>> = resp
             .op_responses()
             .into_iter()
@@ -273,7 +267,7 @@ impl Store {
                 out.len()
             )));
         }
-        Ok((out, revision))
+        Ok(out)
     }
 }
 
